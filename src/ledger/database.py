@@ -89,3 +89,32 @@ def database_url(environ: dict[str, str] | None = None) -> str:
     if url:
         return url
     return start_embedded(env.get(DATA_DIR_VARIABLE, DATA_DIR_DEFAULT))
+
+
+def eventsourcing_env(url: str, schema: str = "public", pool_size: int = 4) -> dict[str, str]:
+    """The environment the `eventsourcing` library reads to reach this database."""
+    settings = ConnectionSettings.from_url(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": settings.dbname,
+        "POSTGRES_HOST": settings.host,
+        "POSTGRES_PORT": settings.port,
+        "POSTGRES_USER": settings.user,
+        "POSTGRES_PASSWORD": settings.password,
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+    }
+
+
+def connect(url: str, schema: str = "public", *, autocommit: bool = False) -> object:
+    """A plain psycopg connection whose search_path is `schema`."""
+    import psycopg  # noqa: PLC0415
+
+    conn = psycopg.connect(
+        ConnectionSettings.from_url(url).conninfo(),
+        autocommit=autocommit,
+        options=f"-c search_path={schema}",
+    )
+    return conn
