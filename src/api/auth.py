@@ -1,0 +1,400 @@
+"""Who is calling: bearer access tokens, verified into a `Principal`.
+
+Tokens are JWTs signed by the identity provider with one asymmetric algorithm,
+EdDSA or RS256 (`LEDGER_JWT_ALGORITHM`). The verifier accepts that algorithm
+only, so an unsigned token (`alg: none`) or one "signed" with HMAC using the
+public key as the secret is refused before any key is used.
+
+Claims: `iss`, `aud`, `sub`, `exp` and `role` are required; `sub` is the
+caller's id (resident, merchant or staff) as a UUID; `complex_id`, a UUID, is
+required for managers and coordinators and may be carried by any other role;
+`jti` becomes the principal's token id (empty when the token has none).
+
+Demo and test mode: with `LEDGER_JWT_PUBLIC_KEYS` empty, the verifier trusts
+the development key pair in `LEDGER_DEV_KEY_DIR`, created on first use, and
+`mint_token` signs with it. Production must set `LEDGER_JWT_PUBLIC_KEYS` to the
+identity provider's public keys; the development private key then signs
+nothing the API accepts.
+
+Failures raise `AuthenticationError` with a stable code (`token_missing`,
+`token_invalid`, `token_expired`); `problem_for_authentication_error` turns it
+into the 401 problem response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, rsa
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from api.settings import ApiSettings, get_settings
+
+AuthenticationErrorCode = Literal["token_missing", "token_invalid", "token_expired"]
+PublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | rsa.RSAPublicKey
+
+# Limits.
+token_length_max: Final = 8192
+token_id_length_max: Final = 256
+token_ttl_seconds_max: Final = 24 * 60 * 60
+clock_leeway_seconds: Final = 10
+rsa_key_bits_min: Final = 2048
+
+DEV_PRIVATE_KEY_FILE: Final = "dev-ed25519-private.pem"
+DEV_PUBLIC_KEY_FILE: Final = "dev-ed25519-public.pem"
+PROBLEM_TYPE_PREFIX: Final = "/problems/"
+
+
+class Role(enum.StrEnum):
+    """What the caller is to the platform; each role has its own rights."""
+
+    RESIDENT = "resident"
+    COORDINATOR = "coordinator"
+    MANAGER = "manager"
+    MERCHANT = "merchant"
+    AUDITOR = "auditor"
+    BILLING = "billing"
+    PLATFORM = "platform"
+    OPERATOR = "operator"
+
+
+ROLES_SCOPED_TO_A_COMPLEX: Final = frozenset({Role.COORDINATOR, Role.MANAGER})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller of one request."""
+
+    subject: uuid.UUID
+    role: Role
+    complex_id: uuid.UUID | None
+    token_id: str
+
+
+class AuthenticationError(Exception):
+    """The request does not prove who is calling; answered with 401."""
+
+    def __init__(self, code: AuthenticationErrorCode, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code: AuthenticationErrorCode = code
+        self.detail = detail
+
+
+# Development keys.
+
+
+def ensure_dev_keypair(dev_key_dir: str | Path) -> tuple[Path, Path]:
+    """Create the development Ed25519 key pair once, reuse it after; return both PEM paths.
+
+    The private key file is written with mode 0600 and never replaced, even when
+    several processes start at the same time: each writes a temporary file and
+    links it into place, and whoever loses the race uses the winner's key.
+    """
+    directory = Path(dev_key_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_path = directory / DEV_PRIVATE_KEY_FILE
+    public_path = directory / DEV_PUBLIC_KEY_FILE
+
+    if not private_path.exists():
+        private_pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            encoding=serialization.Encoding.PEM,
+            format=serialization.PrivateFormat.PKCS8,
+            encryption_algorithm=serialization.NoEncryption(),
+        )
+        # mkstemp creates the file with mode 0600.
+        descriptor, temporary_name = tempfile.mkstemp(dir=directory, prefix=".dev-key-")
+        try:
+            with os.fdopen(descriptor, "wb") as temporary:
+                temporary.write(private_pem)
+            # Another process linked its key first; that key wins.
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary_name, private_path)
+        finally:
+            os.unlink(temporary_name)
+
+    private_key = _load_dev_private_key(private_path)
+    public_pem = private_key.public_key().public_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    # The public file is derived from the private one, so rewriting it is always safe.
+    if not public_path.exists() or public_path.read_bytes() != public_pem:
+        descriptor, temporary_name = tempfile.mkstemp(dir=directory, prefix=".dev-key-")
+        with os.fdopen(descriptor, "wb") as temporary:
+            temporary.write(public_pem)
+        os.chmod(temporary_name, 0o644)  # A public key is meant to be read.
+        os.replace(temporary_name, public_path)
+    return private_path, public_path
+
+
+def _load_dev_private_key(private_path: Path) -> ed25519.Ed25519PrivateKey:
+    private_key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+    if not isinstance(private_key, ed25519.Ed25519PrivateKey):
+        msg = f"{private_path} does not hold an Ed25519 private key"
+        raise TypeError(msg)
+    return private_key
+
+
+def mint_token(
+    role: Role,
+    subject: uuid.UUID,
+    complex_id: uuid.UUID | None = None,
+    *,
+    ttl_seconds: int = 3600,
+    settings: ApiSettings | None = None,
+) -> str:
+    """Sign an access token with the development key (EdDSA), for demos and tests.
+
+    The API accepts it only in demo mode, when `LEDGER_JWT_PUBLIC_KEYS` is empty.
+    """
+    settings = settings or get_settings()
+    role = Role(role)
+    if role in ROLES_SCOPED_TO_A_COMPLEX and complex_id is None:
+        msg = f"a {role} token needs a complex_id"
+        raise ValueError(msg)
+    if not 1 <= ttl_seconds <= token_ttl_seconds_max:
+        msg = f"ttl_seconds must be within 1..{token_ttl_seconds_max}"
+        raise ValueError(msg)
+
+    private_path, _ = ensure_dev_keypair(settings.dev_key_dir)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": str(subject),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        "jti": str(uuid.uuid4()),
+        "role": role.value,
+    }
+    if complex_id is not None:
+        claims["complex_id"] = str(complex_id)
+    return jwt.encode(claims, _load_dev_private_key(private_path), algorithm="EdDSA")
+
+
+# Verification.
+
+
+class TokenVerifier:
+    """Turns a bearer token into a `Principal`, or raises `AuthenticationError`."""
+
+    def __init__(
+        self,
+        *,
+        algorithm: Literal["EdDSA", "RS256"],
+        issuer: str,
+        audience: str,
+        public_keys: tuple[PublicKey, ...],
+    ) -> None:
+        assert public_keys, "a verifier needs at least one key"
+        for public_key in public_keys:
+            _check_key_fits_algorithm(public_key, algorithm)
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.audience = audience
+        self.public_keys = public_keys
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> TokenVerifier:
+        """Load the configured keys, or the development key when none is configured."""
+        if settings.jwt_public_keys:
+            public_keys = tuple(_load_public_key(entry) for entry in settings.jwt_public_keys)
+        else:
+            if settings.jwt_algorithm != "EdDSA":
+                msg = "LEDGER_JWT_PUBLIC_KEYS must be set when LEDGER_JWT_ALGORITHM is not EdDSA"
+                raise ValueError(msg)
+            _, public_path = ensure_dev_keypair(settings.dev_key_dir)
+            public_keys = (_load_public_key(str(public_path)),)
+        return cls(
+            algorithm=settings.jwt_algorithm,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            public_keys=public_keys,
+        )
+
+    def verify(self, token: str) -> Principal:
+        """The principal the token names, if a trusted key signed it and its claims hold."""
+        if not token or len(token) > token_length_max:
+            raise AuthenticationError("token_invalid", "The access token is malformed.")
+        claims = self._decode(token)
+        return _principal_from_claims(claims)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        # PyJWT checks the signature before the claims, so a token is only ever
+        # reported as expired once a trusted key has been shown to sign it.
+        for public_key in self.public_keys:
+            try:
+                return jwt.decode(
+                    token,
+                    public_key,
+                    algorithms=[self.algorithm],
+                    audience=self.audience,
+                    issuer=self.issuer,
+                    leeway=clock_leeway_seconds,
+                    options={"require": ["exp", "iss", "aud", "sub", "role"]},
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError:
+                raise AuthenticationError(
+                    "token_expired", "The access token has expired."
+                ) from None
+            except jwt.InvalidAudienceError:
+                raise AuthenticationError(
+                    "token_invalid", "The access token is not meant for this API."
+                ) from None
+            except jwt.InvalidIssuerError:
+                raise AuthenticationError(
+                    "token_invalid",
+                    "The access token comes from an issuer this API does not trust.",
+                ) from None
+            except jwt.ImmatureSignatureError:
+                raise AuthenticationError(
+                    "token_invalid", "The access token is not valid yet."
+                ) from None
+            except jwt.InvalidAlgorithmError:
+                raise AuthenticationError(
+                    "token_invalid", f"The access token must be signed with {self.algorithm}."
+                ) from None
+            except jwt.MissingRequiredClaimError as error:
+                raise AuthenticationError(
+                    "token_invalid", f"The access token lacks the {error.claim!r} claim."
+                ) from None
+            except jwt.InvalidTokenError:
+                raise AuthenticationError(
+                    "token_invalid", "The access token is malformed."
+                ) from None
+        raise AuthenticationError(
+            "token_invalid", "The access token is not signed by a trusted key."
+        )
+
+
+def _principal_from_claims(claims: dict[str, Any]) -> Principal:
+    subject = _uuid_claim(claims, "sub")
+    assert subject is not None, "sub is a required claim"
+    try:
+        role = Role(claims["role"])
+    except ValueError:
+        raise AuthenticationError(
+            "token_invalid", "The access token names an unknown role."
+        ) from None
+    complex_id = _uuid_claim(claims, "complex_id")
+    if role in ROLES_SCOPED_TO_A_COMPLEX and complex_id is None:
+        raise AuthenticationError(
+            "token_invalid", f"A {role.value} access token must carry a complex_id."
+        )
+    token_id = claims.get("jti", "")
+    if not isinstance(token_id, str) or len(token_id) > token_id_length_max:
+        raise AuthenticationError("token_invalid", "The access token has an invalid jti claim.")
+    return Principal(subject=subject, role=role, complex_id=complex_id, token_id=token_id)
+
+
+def _uuid_claim(claims: dict[str, Any], name: str) -> uuid.UUID | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    # Only the canonical hyphenated form, so one id has one spelling in every token.
+    try:
+        parsed = uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or str(parsed) != value.lower():
+        raise AuthenticationError("token_invalid", f"The {name} claim is not a UUID.")
+    return parsed
+
+
+def _load_public_key(entry: str) -> PublicKey:
+    """One public key from inline PEM text or from the path of a PEM file."""
+    if entry.lstrip().startswith("-----BEGIN"):
+        pem = entry.replace("\\n", "\n").encode()
+    else:
+        pem = Path(entry).read_bytes()
+    public_key = serialization.load_pem_public_key(pem)
+    if not isinstance(public_key, PublicKey):
+        msg = f"unsupported public key type {type(public_key).__name__}"
+        raise TypeError(msg)
+    return public_key
+
+
+def _check_key_fits_algorithm(public_key: PublicKey, algorithm: str) -> None:
+    if algorithm == "EdDSA":
+        fits = isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+    else:
+        fits = isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= rsa_key_bits_min
+    if not fits:
+        msg = f"a {type(public_key).__name__} cannot verify {algorithm} tokens"
+        raise ValueError(msg)
+
+
+@functools.lru_cache(maxsize=1)
+def default_token_verifier() -> TokenVerifier:
+    """The verifier built from `get_settings()`, once."""
+    return TokenVerifier.from_settings(get_settings())
+
+
+# FastAPI.
+
+
+def get_principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller named by the `Authorization: Bearer` header.
+
+    Uses `request.app.state.token_verifier` when the application set one at
+    start-up, else the verifier built once from the environment.
+    """
+    header = request.headers.get("authorization")
+    if header is None:
+        raise AuthenticationError("token_missing", "The request has no Authorization header.")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        raise AuthenticationError(
+            "token_missing", "The Authorization header is not a Bearer token."
+        )
+    verifier = getattr(request.app.state, "token_verifier", None)
+    if verifier is None:
+        verifier = default_token_verifier()
+    assert isinstance(verifier, TokenVerifier)
+    return verifier.verify(token.strip())
+
+
+_problem_titles: Final[dict[AuthenticationErrorCode, str]] = {
+    "token_missing": "Authentication required",
+    "token_invalid": "Invalid access token",
+    "token_expired": "Access token expired",
+}
+
+
+def problem_for_authentication_error(exc: AuthenticationError) -> JSONResponse:
+    """The RFC 9457 problem response (401) for a failed authentication."""
+    # RFC 6750 section 3.1: a request without credentials gets no error code.
+    challenge = "Bearer" if exc.code == "token_missing" else 'Bearer error="invalid_token"'
+    return JSONResponse(
+        status_code=401,
+        media_type="application/problem+json",
+        headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"},
+        content={
+            "type": f"{PROBLEM_TYPE_PREFIX}{exc.code}",
+            "title": _problem_titles[exc.code],
+            "status": 401,
+            "detail": exc.detail,
+            "code": exc.code,
+        },
+    )
+
+
+async def authentication_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """Exception handler for `app.add_exception_handler(AuthenticationError, ...)`."""
+    assert isinstance(exc, AuthenticationError)
+    return problem_for_authentication_error(exc)
