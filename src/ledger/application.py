@@ -1,0 +1,716 @@
+"""The ledger application: commands in, events saved atomically, outcomes out.
+
+Every command runs against aggregates kept in memory (the library's aggregate
+cache) and saves all its events, and its request record, in one transaction.
+
+Group commit: commands that arrive while a save is in flight wait in a queue; the
+thread that next takes the write lock runs all of them against the in-memory
+aggregates and saves their events in ONE transaction. A single caller pays one
+round trip; sixteen concurrent callers share one. The aggregates' version numbers
+and the events table's primary key keep this safe across processes: if another
+process changed an aggregate first, the save fails with an IntegrityError, the
+touched aggregates are evicted, and each command is run again alone.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+from psycopg.sql import SQL, Identifier
+
+from ledger import commands as c
+from ledger import errors, limits
+from ledger.complex import Complex, complex_id_for
+from ledger.database import database_url, eventsourcing_env
+from ledger.errors import DomainError
+from ledger.events import KST, Cause
+from ledger.household import (
+    EXPIRED,
+    RELEASED,
+    Household,
+    RentPaymentLocator,
+    household_id_for,
+    rent_payment_locator_id,
+)
+from ledger.merchant import Merchant
+from ledger.policy import (
+    MARKETS,
+    MERCHANT_KINDS,
+    POLICY_ID,
+    SELLER_KINDS,
+    AccrualPolicy,
+    accrual_base_won,
+    share_won,
+)
+from ledger.request import RequestRecord, fingerprint, request_record_id
+from ledger.resident import Resident
+from ledger.trade import Trade, trade_aggregate_id
+
+A = TypeVar("A", bound=Aggregate)
+
+BILLING_PERIOD_LENGTH = 7  # "YYYY-MM"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command achieved: its result fields and the log position it reached."""
+
+    result: dict[str, Any]
+    position: int
+    replayed: bool = False
+
+    def __getitem__(self, key: str) -> Any:
+        return self.result[key]
+
+
+def check_amount(amount_won: object, *, allow_zero: bool = False) -> int:
+    if type(amount_won) is not int:
+        raise DomainError(errors.invalid_amount, f"{amount_won!r} is not an integer")
+    lowest = 0 if allow_zero else 1
+    if not lowest <= amount_won <= limits.amount_won_max:
+        raise DomainError(errors.invalid_amount, f"{amount_won} outside {lowest}..")
+    return amount_won
+
+
+def check_text(name: str, value: object, length_max: int = limits.string_length_max) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > length_max:
+        raise DomainError(errors.invalid_field, f"{name}: 1 to {length_max} characters")
+    return value
+
+
+def check_identifier(name: str, value: object) -> str:
+    return check_text(name, value, limits.identifier_length_max)
+
+
+def check_billing_period(value: object) -> str:
+    text = check_text("billing_period", value, BILLING_PERIOD_LENGTH)
+    try:
+        datetime.strptime(text, "%Y-%m")  # noqa: DTZ007  (a month, not a moment)
+    except ValueError:
+        raise DomainError(errors.invalid_field, "billing_period: YYYY-MM") from None
+    return text
+
+
+def check_aware(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise DomainError(errors.invalid_field, f"{name}: a timezone-aware time")
+    return value
+
+
+class UnitOfWork:
+    """The aggregates one command reads and changes, seen through the batch in flight."""
+
+    def __init__(self, ledger: Ledger, batch: dict[UUID, Aggregate], *, careful: bool) -> None:
+        self.ledger = ledger
+        self.batch = batch
+        self.careful = careful
+        self.touched: dict[UUID, Aggregate] = {}
+        self.versions_before: dict[UUID, int] = {}
+
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        aggregate = self.batch.get(aggregate_id) or self.touched.get(aggregate_id)
+        if aggregate is None:
+            aggregate = self.ledger.load(aggregate_id)
+        if aggregate is None:
+            return None
+        if not isinstance(aggregate, cls):
+            return None
+        return aggregate
+
+    def get(self, cls: type[A], aggregate_id: UUID, missing_code: str) -> A:
+        aggregate = self.find(cls, aggregate_id)
+        if aggregate is None:
+            raise DomainError(missing_code, str(aggregate_id))
+        return aggregate
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        """Whether an aggregate exists. Optimistic outside careful mode: an id that is
+        neither in flight nor cached is taken as new, and the primary key has the last word."""
+        if aggregate_id in self.batch or aggregate_id in self.touched:
+            return True
+        if self.ledger.cached(aggregate_id):
+            return True
+        if self.careful:
+            return self.ledger.load(aggregate_id) is not None
+        return False
+
+    def change(self, *aggregates: Aggregate) -> None:
+        """Declare aggregates this command is about to change (before changing them)."""
+        for aggregate in aggregates:
+            if aggregate.id not in self.touched:
+                self.touched[aggregate.id] = aggregate
+                self.versions_before[aggregate.id] = aggregate.version
+
+    def changed_anything(self) -> bool:
+        return any(
+            aggregate.version != self.versions_before[aggregate_id]
+            for aggregate_id, aggregate in self.touched.items()
+        )
+
+
+@dataclass
+class _Pending:
+    command: c.Command
+    cause: Cause
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    attempts: int = 0
+
+    def finish(self, outcome: Outcome | None = None, error: BaseException | None = None) -> None:
+        self.outcome = outcome
+        self.error = error
+        self.done.set()
+
+
+@dataclass
+class _Staged:
+    pending: _Pending
+    events: list[Any]
+    result: dict[str, Any]
+
+
+Handler = Callable[[Any, Cause, UnitOfWork], tuple[dict[str, Any], UUID | None]]
+
+
+class Ledger(Application[UUID]):
+    """The write side. Thread-safe: call `execute` from any number of threads."""
+
+    name = "Ledger"
+    env = {  # noqa: RUF012  (the library reads this class attribute)
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+        "APPLICATION_RECORDER_TOPIC": "ledger.persistence:LedgerRecorder",
+    }
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        settings = dict(env or {})
+        settings.setdefault("AGGREGATE_CACHE_MAXSIZE", str(limits.aggregate_cache_size_default))
+        super().__init__(settings)
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: deque[_Pending] = deque()
+        self._handlers: dict[str, Handler] = {
+            c.RegisterComplex.name: self._register_complex,
+            c.RegisterHousehold.name: self._register_household,
+            c.EnrolResident.name: self._enrol_resident,
+            c.MoveOut.name: self._move_out,
+            c.RegisterMerchant.name: self._register_merchant,
+            c.PayOutMerchant.name: self._pay_out_merchant,
+            c.SetAccrualPolicy.name: self._set_accrual_policy,
+            c.RecordTrade.name: self._record_trade,
+            c.RefundTrade.name: self._refund_trade,
+            c.IssueRentInvoice.name: self._issue_rent_invoice,
+            c.PayRent.name: self._pay_rent,
+            c.SettleRentPayment.name: self._settle_rent_payment,
+            c.ReleaseRentPayment.name: self._release_rent_payment,
+            c.ExpireRentPayment.name: self._expire_rent_payment,
+            c.SpendFund.name: self._spend_fund,
+        }
+
+    @classmethod
+    def connect(cls, url: str | None = None, schema: str = "public",
+                **extra_env: str) -> Ledger:
+        """A ledger on the database at `url` (default: LEDGER_DATABASE_URL or embedded)."""
+        env = eventsourcing_env(url or database_url(), schema)
+        env.update(extra_env)
+        return cls(env)
+
+    @property
+    def events_table(self) -> str:
+        return self.recorder.events_table_name  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def schema(self) -> str:
+        return self.recorder.datastore.schema  # type: ignore[attr-defined, no-any-return]
+
+    # Loading -----------------------------------------------------------------------------
+
+    def load(self, aggregate_id: UUID) -> Aggregate | None:
+        try:
+            return self.repository.get(aggregate_id)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+    def cached(self, aggregate_id: UUID) -> bool:
+        cache = self.repository.cache
+        if cache is None:
+            return False
+        try:
+            cache.get(aggregate_id)
+        except KeyError:
+            return False
+        return True
+
+    def _evict(self, aggregate_ids: Iterator[UUID] | list[UUID]) -> None:
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in aggregate_ids:
+            try:
+                cache.get(aggregate_id, evict=True)
+            except KeyError:
+                pass
+
+    # Executing ---------------------------------------------------------------------------
+
+    def execute(self, command: c.Command, cause: Cause) -> Outcome:
+        """Run one command; return its outcome or raise its DomainError."""
+        pending = _Pending(command, cause)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while not pending.done.is_set():
+            if self._write_lock.acquire(blocking=False):
+                try:
+                    self._drain()
+                finally:
+                    self._write_lock.release()
+            else:
+                pending.done.wait(0.002)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.outcome is not None
+        return pending.outcome
+
+    def _drain(self) -> None:
+        while True:
+            with self._queue_lock:
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft()
+                         for _ in range(min(len(self._queue), limits.batch_commands_max))]
+            self._run_batch(batch, careful=False)
+
+    def _run_batch(self, batch: list[_Pending], *, careful: bool) -> None:
+        in_flight: dict[UUID, Aggregate] = {}
+        created: dict[UUID, Aggregate] = {}
+        staged: list[_Staged] = []
+        rejected: list[tuple[_Pending, DomainError]] = []
+        for pending in batch:
+            pending.attempts += 1
+            if careful:
+                replay = self._replay(pending)
+                if replay is not None:
+                    if isinstance(replay, Outcome):
+                        pending.finish(outcome=replay)
+                    else:
+                        pending.finish(error=replay)
+                    continue
+            unit = UnitOfWork(self, in_flight, careful=careful)
+            try:
+                result, complex_id = self._handlers[pending.command.name](
+                    pending.command, pending.cause, unit)
+            except DomainError as error:
+                if unit.changed_anything():
+                    # A rejection after a change is a programmer error: fail safe.
+                    self._evict(list(in_flight) + list(unit.touched))
+                    for other in staged:
+                        self._retry_alone(other.pending)
+                    pending.finish(error=AssertionError(f"rejected after change: {error}"))
+                    return
+                rejected.append((pending, error))
+                continue
+            except BaseException as error:
+                self._evict(list(in_flight) + list(unit.touched))
+                for other in staged:
+                    self._retry_alone(other.pending)
+                pending.finish(error=error)
+                if not isinstance(error, Exception):
+                    raise
+                return
+            record = RequestRecord.accept(
+                pending.command.name,
+                fingerprint(pending.command.name, pending.command.content()),
+                result, complex_id, pending.cause)
+            events: list[Any] = []
+            for aggregate in [*unit.touched.values(), record]:
+                new_events = aggregate.collect_events()
+                events.extend(new_events)
+                in_flight[aggregate.id] = aggregate
+                if new_events and new_events[0].originator_version == 1:
+                    created[aggregate.id] = aggregate
+            staged.append(_Staged(pending, events, result))
+
+        if staged:
+            all_events = [event for stage in staged for event in stage.events]
+            try:
+                recordings = self.events.put(all_events)
+            except IntegrityError:
+                # Another writer got there first (a concurrent duplicate request, or
+                # another process changed one of these aggregates): start again, alone.
+                self._evict(list(in_flight))
+                for stage in staged:
+                    self._retry_alone(stage.pending)
+            except BaseException as error:
+                self._evict(list(in_flight))
+                for stage in staged:
+                    stage.pending.finish(error=error)
+                if not isinstance(error, Exception):
+                    raise
+            else:
+                cache = self.repository.cache
+                for aggregate_id, aggregate in created.items():
+                    if cache is not None and not isinstance(aggregate, RequestRecord):
+                        cache.put(aggregate_id, aggregate)
+                index = 0
+                for stage in staged:
+                    index += len(stage.events)
+                    position = recordings[index - 1].notification.id
+                    stage.pending.finish(outcome=Outcome(stage.result, position))
+
+        for pending, error in rejected:
+            replay = self._replay(pending)
+            if isinstance(replay, Outcome):
+                pending.finish(outcome=replay)
+            else:
+                pending.finish(error=replay or error)
+
+    def _retry_alone(self, pending: _Pending) -> None:
+        if pending.attempts >= limits.command_attempts_max:
+            pending.finish(error=RuntimeError("gave up after concurrent changes"))
+            return
+        self._run_batch([pending], careful=True)
+
+    def _replay(self, pending: _Pending) -> Outcome | DomainError | None:
+        """The recorded outcome of an earlier run of this request, if there was one."""
+        row = self.request_record_row(pending.cause.actor_id, pending.cause.request_id)
+        if row is None:
+            return None
+        position, state = row
+        if state["fingerprint"] != fingerprint(pending.command.name, pending.command.content()):
+            return DomainError(errors.request_id_reused, pending.cause.request_id)
+        return Outcome(state["outcome"], position, replayed=True)
+
+    def request_record_row(self, actor_id: UUID, request_id: str) -> tuple[int, Any] | None:
+        statement = SQL(
+            "SELECT notification_id, state FROM {schema}.{table} "
+            "WHERE originator_id = %s AND originator_version = 1"
+        ).format(schema=Identifier(self.schema), table=Identifier(self.events_table))
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(statement, (request_record_id(actor_id, request_id),),
+                               prepare=True).fetchone()
+        if row is None:
+            return None
+        return int(row["notification_id"]), json.loads(bytes(row["state"]))
+
+    # Handlers: validate everything first, then change. ----------------------------------
+
+    def _register_complex(self, command: c.RegisterComplex, cause: Cause,
+                          unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        code = check_identifier("code", command.code)
+        name = check_text("name", command.complex_name)
+        region = check_text("region", command.region)
+        complex_id = complex_id_for(code)
+        if unit.exists(complex_id):
+            raise DomainError(errors.complex_exists, code)
+        fund = Complex.register(code, name, region, cause)
+        unit.change(fund)
+        return {"complex_id": str(complex_id)}, complex_id
+
+    def _register_household(self, command: c.RegisterHousehold, cause: Cause,
+                            unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        unit_name = check_identifier("unit", command.unit)
+        unit.get(Complex, command.complex_id, errors.unknown_complex)
+        household_id = household_id_for(command.complex_id, unit_name)
+        if unit.exists(household_id):
+            raise DomainError(errors.household_exists, unit_name)
+        household = Household.register(command.complex_id, unit_name, cause)
+        unit.change(household)
+        return {"household_id": str(household_id)}, command.complex_id
+
+    def _enrol_resident(self, command: c.EnrolResident, cause: Cause,
+                        unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        consent_ref = check_text("consent_ref", command.consent_ref)
+        household = unit.get(Household, command.household_id, errors.unknown_household)
+        resident_id = command.resident_id or uuid5(
+            NAMESPACE_URL, f"ledger:resident:{cause.actor_id}:{cause.request_id}")
+        if unit.exists(resident_id):
+            raise DomainError(errors.invalid_field, "resident_id: already enrolled")
+        if cause.actor_id != resident_id and cause.on_behalf_of is None:
+            cause = Cause(cause.actor_id, cause.actor_role, cause.request_id,
+                          cause.occurred_at, on_behalf_of=resident_id)
+        wallet = Resident.enrol(resident_id, household.id, household.home_complex_id,
+                                consent_ref, cause)
+        unit.change(wallet)
+        return {"resident_id": str(resident_id)}, household.home_complex_id
+
+    def _move_out(self, command: c.MoveOut, cause: Cause,
+                  unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        wallet = unit.get(Resident, command.resident_id, errors.unknown_resident)
+        wallet.check_open()
+        if wallet.holds:
+            raise DomainError(errors.holds_pending, ", ".join(sorted(wallet.holds)))
+        unit.change(wallet)
+        owed_won = wallet.owed_won
+        remaining_won = wallet.move_out(cause)
+        return ({"resident_id": str(wallet.id), "remaining_won": remaining_won,
+                 "owed_won": owed_won}, wallet.home_complex_id)
+
+    def _register_merchant(self, command: c.RegisterMerchant, cause: Cause,
+                           unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        if command.kind not in MERCHANT_KINDS:
+            raise DomainError(errors.invalid_seller_kind, command.kind)
+        name = check_text("name", command.merchant_name)
+        merchant_id = uuid5(NAMESPACE_URL,
+                            f"ledger:merchant:{cause.actor_id}:{cause.request_id}")
+        if unit.exists(merchant_id):
+            raise DomainError(errors.invalid_field, "merchant already registered")
+        merchant = Merchant._create(Merchant.Registered, id=merchant_id, kind=command.kind,
+                                    name=name, **cause.fields(None))
+        unit.change(merchant)
+        return {"merchant_id": str(merchant_id)}, None
+
+    def _pay_out_merchant(self, command: c.PayOutMerchant, cause: Cause,
+                          unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        payout_id = check_identifier("payout_id", command.payout_id)
+        merchant = unit.get(Merchant, command.merchant_id, errors.unknown_merchant)
+        if payout_id in merchant.payout_ids:
+            raise DomainError(errors.payout_exists, payout_id)
+        if merchant.balance_won == 0:
+            raise DomainError(errors.nothing_to_pay_out, str(merchant.id))
+        unit.change(merchant)
+        amount_won = merchant.pay_out(payout_id, cause)
+        return ({"merchant_id": str(merchant.id), "payout_id": payout_id,
+                 "amount_won": amount_won}, None)
+
+    def _set_accrual_policy(self, command: c.SetAccrualPolicy, cause: Cause,
+                            unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        from ledger.policy import validate_rates  # noqa: PLC0415
+
+        rates = validate_rates(command.rate_rows())
+        policy = unit.find(AccrualPolicy, POLICY_ID)
+        if policy is None:
+            policy = AccrualPolicy.create(cause)
+        unit.change(policy)
+        version = policy.set_version(rates, cause)
+        return {"version": version}, None
+
+    def _record_trade(self, command: c.RecordTrade, cause: Cause,
+                      unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        trade_id = check_identifier("trade_id", command.trade_id)
+        if command.market not in MARKETS:
+            raise DomainError(errors.invalid_market, command.market)
+        if command.seller_kind not in SELLER_KINDS:
+            raise DomainError(errors.invalid_seller_kind, command.seller_kind)
+        category = check_text("category", command.category)
+        amount_won = check_amount(command.amount_won)
+        points_used_won = check_amount(command.points_used_won, allow_zero=True)
+        if points_used_won > amount_won:
+            raise DomainError(errors.points_exceed_amount, trade_id)
+        buyer = unit.get(Resident, command.buyer_id, errors.unknown_resident)
+        buyer.check_open()
+        seller: Resident | Merchant
+        if command.seller_kind == "resident":
+            if command.seller_id == command.buyer_id:
+                raise DomainError(errors.seller_is_buyer, trade_id)
+            resident_seller = unit.find(Resident, command.seller_id)
+            if resident_seller is None:
+                merchant = unit.find(Merchant, command.seller_id)
+                if merchant is not None:
+                    raise DomainError(errors.seller_kind_mismatch, "seller is a merchant")
+                raise DomainError(errors.unknown_resident, f"seller {command.seller_id}")
+            resident_seller.check_open()
+            seller = resident_seller
+        else:
+            merchant = unit.find(Merchant, command.seller_id)
+            if merchant is None:
+                if unit.find(Resident, command.seller_id) is not None:
+                    raise DomainError(errors.seller_kind_mismatch, "seller is a resident")
+                raise DomainError(errors.unknown_merchant, str(command.seller_id))
+            if merchant.kind != command.seller_kind:
+                raise DomainError(errors.seller_kind_mismatch,
+                                  f"{merchant.kind} != {command.seller_kind}")
+            seller = merchant
+        policy = unit.find(AccrualPolicy, POLICY_ID)
+        if policy is None:
+            raise DomainError(errors.unknown_policy, "no accrual policy has been set")
+        policy_version, personal_bps, common_bps = policy.rates_for(
+            command.market, command.seller_kind, category, command.policy_version)
+        buyer_complex = unit.get(Complex, buyer.home_complex_id, errors.unknown_complex)
+        trade_aggregate = trade_aggregate_id(trade_id)
+        if unit.exists(trade_aggregate):
+            raise DomainError(errors.trade_exists, trade_id)
+        if points_used_won > buyer.available_won:
+            raise DomainError(errors.insufficient_points,
+                              f"available {buyer.available_won}, asked {points_used_won}")
+        base_won = accrual_base_won(amount_won, points_used_won)
+        personal_won = share_won(base_won, personal_bps)
+        common_won = share_won(base_won, common_bps)
+        # After this point, every change must succeed.
+        trade = Trade._create(
+            Trade.Recorded, id=trade_aggregate, trade_id=trade_id, market=command.market,
+            category=category, seller_id=seller.id, seller_kind=command.seller_kind,
+            buyer_id=buyer.id, buyer_household_id=buyer.household_id, amount_won=amount_won,
+            points_used_won=points_used_won, policy_version=policy_version,
+            personal_bps=personal_bps, common_bps=common_bps, accrual_base_won=base_won,
+            personal_won=personal_won, common_won=common_won,
+            **cause.fields(buyer.home_complex_id))
+        unit.change(trade, buyer, seller, buyer_complex)
+        if points_used_won:
+            buyer.spend(trade_id, seller.id, points_used_won, cause)
+            seller.receive(trade_id, buyer.id, points_used_won, cause)
+        if personal_won:
+            buyer.accrue(trade_id, command.market, command.seller_kind, policy_version,
+                         personal_bps, base_won, personal_won, cause)
+        if common_won:
+            buyer_complex.accrue(trade_id, command.market, command.seller_kind, policy_version,
+                                 common_bps, base_won, common_won, cause)
+        return ({"trade_id": trade_id, "policy_version": policy_version,
+                 "personal_accrued_won": personal_won, "common_accrued_won": common_won,
+                 "points_used_won": points_used_won}, buyer.home_complex_id)
+
+    def _refund_trade(self, command: c.RefundTrade, cause: Cause,
+                      unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        trade_id = check_identifier("trade_id", command.trade_id)
+        trade = unit.get(Trade, trade_aggregate_id(trade_id), errors.unknown_trade)
+        if trade.refunded:
+            raise DomainError(errors.trade_already_refunded, trade_id)
+        buyer = unit.get(Resident, trade.buyer_id, errors.unknown_resident)
+        seller: Resident | Merchant
+        if trade.seller_kind == "resident":
+            seller = unit.get(Resident, trade.seller_id, errors.unknown_resident)
+        else:
+            seller = unit.get(Merchant, trade.seller_id, errors.unknown_merchant)
+        fund = unit.get(Complex, trade.buyer_complex_id, errors.unknown_complex)
+        # After this point, every change must succeed: what cannot be taken back is owed.
+        unit.change(trade, buyer, seller, fund)
+        trade.refund(cause)
+        if trade.points_used_won:
+            seller.return_payment(trade_id, trade.points_used_won, cause)
+            buyer.refund_points(trade_id, trade.points_used_won, cause)
+        if trade.personal_won:
+            buyer.claw_back(trade_id, trade.personal_won, cause)
+        if trade.common_won:
+            fund.claw_back(trade_id, trade.common_won, cause)
+        return ({"trade_id": trade_id, "points_returned_won": trade.points_used_won,
+                 "personal_clawback_won": trade.personal_won,
+                 "common_clawback_won": trade.common_won}, trade.buyer_complex_id)
+
+    def _issue_rent_invoice(self, command: c.IssueRentInvoice, cause: Cause,
+                            unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        invoice_id = check_identifier("invoice_id", command.invoice_id)
+        billing_period = check_billing_period(command.billing_period)
+        amount_won = check_amount(command.amount_won)
+        due_at = check_aware("due_at", command.due_at)
+        household = unit.get(Household, command.household_id, errors.unknown_household)
+        if invoice_id in household.invoices:
+            raise DomainError(errors.invoice_exists, invoice_id)
+        unit.change(household)
+        household.issue_invoice(invoice_id, billing_period, amount_won, due_at, cause)
+        return ({"household_id": str(household.id), "invoice_id": invoice_id},
+                household.home_complex_id)
+
+    def _pay_rent(self, command: c.PayRent, cause: Cause,
+                  unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        payment_id = check_identifier("payment_id", command.payment_id)
+        invoice_id = check_identifier("invoice_id", command.invoice_id)
+        billing_period = check_billing_period(command.billing_period)
+        amount_won = check_amount(command.amount_won)
+        hold_seconds = command.hold_seconds or limits.hold_seconds_default
+        if type(hold_seconds) is not int or not 60 <= hold_seconds <= limits.hold_seconds_max:
+            raise DomainError(errors.invalid_field, "hold_seconds")
+        household = unit.get(Household, command.household_id, errors.unknown_household)
+        wallet = unit.get(Resident, command.resident_id, errors.unknown_resident)
+        if wallet.household_id != household.id:
+            raise DomainError(errors.resident_not_in_household, str(wallet.id))
+        wallet.check_open()
+        locator_id = rent_payment_locator_id(payment_id)
+        if unit.exists(locator_id):
+            raise DomainError(errors.rent_payment_exists, payment_id)
+        household.check_payment(payment_id, invoice_id, billing_period, amount_won)
+        wallet.check_can_spend(amount_won)
+        deadline_at = cause.occurred_at + timedelta(seconds=hold_seconds)
+        # After this point, the hold must succeed.
+        locator = RentPaymentLocator.register(payment_id, household.id,
+                                              household.home_complex_id, cause)
+        unit.change(wallet, household, locator)
+        wallet.hold(payment_id, household.id, invoice_id, amount_won, cause)
+        household.hold_payment(payment_id, invoice_id, billing_period, wallet.id, amount_won,
+                               deadline_at, cause)
+        return ({"payment_id": payment_id, "status": "held", "amount_won": amount_won,
+                 "deadline_at": deadline_at.isoformat()}, household.home_complex_id)
+
+    def _payment_parts(self, payment_id: str,
+                       unit: UnitOfWork) -> tuple[Household, Resident, dict[str, Any]]:
+        check_identifier("payment_id", payment_id)
+        locator = unit.get(RentPaymentLocator, rent_payment_locator_id(payment_id),
+                           errors.unknown_rent_payment)
+        household = unit.get(Household, locator.household_id, errors.unknown_household)
+        payment = household.open_payment(payment_id)
+        wallet = unit.get(Resident, payment["resident_id"], errors.unknown_resident)
+        return household, wallet, payment
+
+    def _settle_rent_payment(self, command: c.SettleRentPayment, cause: Cause,
+                             unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        household, wallet, payment = self._payment_parts(command.payment_id, unit)
+        unit.change(household, wallet)
+        household.settle_payment(command.payment_id, cause)
+        wallet.settle_hold(command.payment_id, cause)
+        return ({"payment_id": command.payment_id, "status": "settled",
+                 "amount_won": payment["amount_won"]}, household.home_complex_id)
+
+    def _release(self, payment_id: str, reason: str, now: datetime, cause: Cause,
+                 unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        household, wallet, payment = self._payment_parts(payment_id, unit)
+        if reason == EXPIRED and now < payment["deadline_at"]:
+            raise DomainError(errors.hold_not_due, payment_id)
+        unit.change(household, wallet)
+        household.release_payment(payment_id, reason, now, cause)
+        wallet.release_hold(payment_id, reason, cause)
+        return ({"payment_id": payment_id, "status": reason,
+                 "amount_won": payment["amount_won"]}, household.home_complex_id)
+
+    def _release_rent_payment(self, command: c.ReleaseRentPayment, cause: Cause,
+                              unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        return self._release(command.payment_id, RELEASED, cause.occurred_at, cause, unit)
+
+    def _expire_rent_payment(self, command: c.ExpireRentPayment, cause: Cause,
+                             unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        now = check_aware("now", command.now)
+        return self._release(command.payment_id, EXPIRED, now, cause, unit)
+
+    def _spend_fund(self, command: c.SpendFund, cause: Cause,
+                    unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+        spend_id = check_identifier("spend_id", command.spend_id)
+        amount_won = check_amount(command.amount_won)
+        fund = unit.get(Complex, command.complex_id, errors.unknown_complex)
+        fund.check_spend(spend_id, command.purpose, amount_won, command.decision_ref)
+        unit.change(fund)
+        fund.spend(spend_id, command.purpose, amount_won, command.decision_ref, cause)
+        return ({"complex_id": str(fund.id), "spend_id": spend_id, "amount_won": amount_won,
+                 "balance_won": fund.balance_won}, fund.id)
+
+    # Reads for tests, the CLI and the seeder (the API reads projections). ------------------
+
+    def snapshot(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """A consistent read of one aggregate's current state, under the write lock."""
+        with self._write_lock:
+            aggregate = self.load(aggregate_id)
+        return aggregate if isinstance(aggregate, cls) else None
+
+    def position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+
+def now() -> datetime:
+    return datetime.now(KST)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_seconds: float) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

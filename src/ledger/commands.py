@@ -1,0 +1,156 @@
+"""The commands the ledger accepts. Each is a request to change something.
+
+Commands carry only what the client sent; who sent it, with which request id and
+when it happened travel beside it in a `Cause`. A command's `content()` is what
+its idempotency fingerprint covers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class Command:
+    name: ClassVar[str] = ""
+
+    def content(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RegisterComplex(Command):
+    name: ClassVar[str] = "register_complex"
+    code: str
+    complex_name: str
+    region: str
+
+
+@dataclass(frozen=True)
+class RegisterHousehold(Command):
+    name: ClassVar[str] = "register_household"
+    complex_id: UUID
+    unit: str
+
+
+@dataclass(frozen=True)
+class EnrolResident(Command):
+    """A resident enrols themself (resident_id is the actor) or is enrolled on their behalf."""
+
+    name: ClassVar[str] = "enrol_resident"
+    household_id: UUID
+    consent_ref: str
+    resident_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class MoveOut(Command):
+    name: ClassVar[str] = "move_out"
+    resident_id: UUID
+
+
+@dataclass(frozen=True)
+class RegisterMerchant(Command):
+    name: ClassVar[str] = "register_merchant"
+    kind: str
+    merchant_name: str
+
+
+@dataclass(frozen=True)
+class PayOutMerchant(Command):
+    name: ClassVar[str] = "pay_out_merchant"
+    merchant_id: UUID
+    payout_id: str
+
+
+@dataclass(frozen=True)
+class SetAccrualPolicy(Command):
+    name: ClassVar[str] = "set_accrual_policy"
+    rates: tuple[tuple[tuple[str, Any], ...], ...]
+
+    @classmethod
+    def of(cls, rates: list[dict[str, Any]]) -> SetAccrualPolicy:
+        return cls(rates=tuple(tuple(sorted(row.items())) for row in rates))
+
+    def rate_rows(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.rates]
+
+    def content(self) -> dict[str, Any]:
+        return {"rates": self.rate_rows()}
+
+
+@dataclass(frozen=True)
+class RecordTrade(Command):
+    name: ClassVar[str] = "record_trade"
+    trade_id: str
+    market: str
+    category: str
+    seller_id: UUID
+    seller_kind: str
+    buyer_id: UUID
+    amount_won: int
+    points_used_won: int
+    policy_version: int | None = None
+
+
+@dataclass(frozen=True)
+class RefundTrade(Command):
+    name: ClassVar[str] = "refund_trade"
+    trade_id: str
+
+
+@dataclass(frozen=True)
+class IssueRentInvoice(Command):
+    name: ClassVar[str] = "issue_rent_invoice"
+    household_id: UUID
+    invoice_id: str
+    billing_period: str
+    amount_won: int
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class PayRent(Command):
+    name: ClassVar[str] = "pay_rent"
+    payment_id: str
+    household_id: UUID
+    invoice_id: str
+    billing_period: str
+    amount_won: int
+    resident_id: UUID
+    hold_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class SettleRentPayment(Command):
+    name: ClassVar[str] = "settle_rent_payment"
+    payment_id: str
+
+
+@dataclass(frozen=True)
+class ReleaseRentPayment(Command):
+    name: ClassVar[str] = "release_rent_payment"
+    payment_id: str
+
+
+@dataclass(frozen=True)
+class ExpireRentPayment(Command):
+    """Release a hold whose deadline has passed; `now` is the sweeper's clock."""
+
+    name: ClassVar[str] = "expire_rent_payment"
+    payment_id: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class SpendFund(Command):
+    name: ClassVar[str] = "spend_fund"
+    complex_id: UUID
+    spend_id: str
+    purpose: str
+    amount_won: int
+    decision_ref: str

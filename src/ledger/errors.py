@@ -1,0 +1,156 @@
+"""Rejections: named domain errors with stable codes.
+
+A rejection means the command was refused and nothing changed. Its `code` is a
+stable snake_case string that integrators match on; codes are never renamed.
+Each code has an English and a Korean message and the HTTP status the API uses.
+Programmer errors are not rejections; they are `assert`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    code: str
+    status: int
+    english: str
+    korean: str
+
+
+_KINDS: dict[str, ErrorKind] = {}
+
+
+def _kind(code: str, status: int, english: str, korean: str) -> str:
+    assert code not in _KINDS, code
+    _KINDS[code] = ErrorKind(code, status, english, korean)
+    return code
+
+
+# Input that is malformed whatever the ledger's state.
+invalid_amount = _kind(
+    "invalid_amount", 422, "The amount must be a whole number of won within the limits.",
+    "금액은 한도 내의 정수(원)여야 합니다.")
+invalid_field = _kind(
+    "invalid_field", 422, "A field is missing, too long or not allowed.",
+    "필드가 없거나, 너무 길거나, 허용되지 않습니다.")
+invalid_rate = _kind(
+    "invalid_rate", 422, "An accrual rate must be between 0 and 10,000 basis points.",
+    "적립률은 0에서 10,000 베이시스포인트 사이여야 합니다.")
+invalid_market = _kind(
+    "invalid_market", 422, "Unknown market.", "알 수 없는 마켓입니다.")
+invalid_seller_kind = _kind(
+    "invalid_seller_kind", 422, "Unknown seller kind.", "알 수 없는 판매자 유형입니다.")
+invalid_purpose = _kind(
+    "invalid_purpose", 422, "A fund spend's purpose must be facility, event or upkeep.",
+    "공용포인트 사용 목적은 시설, 행사, 관리 중 하나여야 합니다.")
+# References to things that do not exist.
+unknown_complex = _kind(
+    "unknown_complex", 404, "No such complex.", "해당 단지가 없습니다.")
+unknown_household = _kind(
+    "unknown_household", 404, "No such household.", "해당 세대가 없습니다.")
+unknown_resident = _kind(
+    "unknown_resident", 404, "No such resident.", "해당 입주민이 없습니다.")
+unknown_merchant = _kind(
+    "unknown_merchant", 404, "No such merchant.", "해당 판매자가 없습니다.")
+unknown_trade = _kind(
+    "unknown_trade", 404, "No such trade.", "해당 거래가 없습니다.")
+unknown_invoice = _kind(
+    "unknown_invoice", 404, "No such rent invoice for this household.",
+    "이 세대의 해당 임대료 청구서가 없습니다.")
+unknown_rent_payment = _kind(
+    "unknown_rent_payment", 404, "No such rent payment.", "해당 임대료 납부가 없습니다.")
+unknown_policy = _kind(
+    "unknown_policy", 409, "No accrual policy (or not that version) has been set.",
+    "적립 정책(또는 해당 버전)이 없습니다.")
+# Conflicts with the ledger's state.
+complex_exists = _kind(
+    "complex_exists", 409, "A complex with this code is already registered.",
+    "같은 코드의 단지가 이미 등록되어 있습니다.")
+household_exists = _kind(
+    "household_exists", 409, "This unit is already registered in the complex.",
+    "이 세대는 이미 단지에 등록되어 있습니다.")
+wallet_closed = _kind(
+    "wallet_closed", 409, "The resident has moved out; the wallet is closed.",
+    "입주민이 퇴거하여 지갑이 닫혔습니다.")
+resident_not_in_household = _kind(
+    "resident_not_in_household", 403, "The resident does not live in this household.",
+    "입주민이 이 세대에 속하지 않습니다.")
+seller_is_buyer = _kind(
+    "seller_is_buyer", 422, "A resident cannot buy from themself.",
+    "본인에게서 구매할 수 없습니다.")
+seller_kind_mismatch = _kind(
+    "seller_kind_mismatch", 422, "The seller kind does not match the registered seller.",
+    "판매자 유형이 등록된 판매자와 다릅니다.")
+points_exceed_amount = _kind(
+    "points_exceed_amount", 422, "Points used cannot exceed the trade amount.",
+    "사용 포인트는 거래 금액을 넘을 수 없습니다.")
+insufficient_points = _kind(
+    "insufficient_points", 409, "Not enough available points.", "사용 가능한 포인트가 부족합니다.")
+insufficient_fund = _kind(
+    "insufficient_fund", 409, "The common fund does not hold enough points.",
+    "공용포인트 잔액이 부족합니다.")
+trade_exists = _kind(
+    "trade_exists", 409, "A trade with this id is already recorded.",
+    "같은 거래 번호가 이미 기록되어 있습니다.")
+trade_already_refunded = _kind(
+    "trade_already_refunded", 409, "The trade has already been refunded.",
+    "이미 환불된 거래입니다.")
+invoice_exists = _kind(
+    "invoice_exists", 409, "This invoice is already issued with different terms.",
+    "이 청구서는 다른 내용으로 이미 발행되었습니다.")
+invoice_exceeded = _kind(
+    "invoice_exceeded", 409, "Holds on this invoice would exceed the invoice amount.",
+    "이 청구서에 대한 납부 보류액이 청구 금액을 넘습니다.")
+rent_payment_exists = _kind(
+    "rent_payment_exists", 409, "A rent payment with this id already exists.",
+    "같은 번호의 임대료 납부가 이미 있습니다.")
+hold_already_settled = _kind(
+    "hold_already_settled", 409, "The hold has already been settled.", "이미 정산된 보류입니다.")
+hold_already_released = _kind(
+    "hold_already_released", 409, "The hold has already been released.",
+    "이미 해제된 보류입니다.")
+hold_not_due = _kind(
+    "hold_not_due", 409, "The hold's deadline has not passed yet.",
+    "보류 기한이 아직 지나지 않았습니다.")
+holds_pending = _kind(
+    "holds_pending", 409, "Rent holds must be settled or released before moving out.",
+    "퇴거 전에 임대료 보류를 정산하거나 해제해야 합니다.")
+spend_exists = _kind(
+    "spend_exists", 409, "A fund spend with this id is already recorded.",
+    "같은 번호의 공용포인트 사용이 이미 기록되어 있습니다.")
+payout_exists = _kind(
+    "payout_exists", 409, "A payout with this id is already recorded.",
+    "같은 번호의 지급이 이미 기록되어 있습니다.")
+nothing_to_pay_out = _kind(
+    "nothing_to_pay_out", 409, "The settlement account is empty.", "정산 계좌가 비어 있습니다.")
+request_id_reused = _kind(
+    "request_id_reused", 409, "This request id was already used for a different request.",
+    "이 요청 번호는 다른 요청에 이미 사용되었습니다.")
+forbidden = _kind(
+    "forbidden", 403, "This role may not do that.", "이 역할로는 할 수 없는 작업입니다.")
+
+
+class DomainError(Exception):
+    """A command was rejected; nothing changed."""
+
+    def __init__(self, code: str, detail: str = "", **context: Any) -> None:
+        assert code in _KINDS, f"unregistered error code {code}"
+        self.code = code
+        self.kind = _KINDS[code]
+        self.detail = detail
+        self.context = context
+        super().__init__(f"{code}: {detail or self.kind.english}")
+
+    def message(self, language: str = "ko") -> str:
+        return self.kind.korean if language == "ko" else self.kind.english
+
+
+def error_kind(code: str) -> ErrorKind:
+    return _KINDS[code]
+
+
+def error_kinds() -> list[ErrorKind]:
+    return list(_KINDS.values())

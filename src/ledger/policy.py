@@ -1,0 +1,123 @@
+"""The accrual policy: versioned rates, set by the operator.
+
+A rate applies to a market (`sharing`, `shopping`) and a seller kind
+(`resident`, `small_firm`, `social_enterprise`, `local_food`, `public_body`),
+optionally narrowed to one category; it has a personal share (to the buyer's
+wallet) and a common share (to the buyer's complex fund), in basis points.
+
+THE ROUNDING RULE, written down once: each share is floored to whole won,
+separately:  share_won = accrual_base_won * share_bps // 10_000.
+The accrual base is the part of the trade paid in money, not in points:
+accrual_base_won = amount_won - points_used_won.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from ledger import errors, limits
+from ledger.errors import DomainError
+from ledger.events import Cause, LedgerAggregate
+
+MARKETS = ("sharing", "shopping")
+SELLER_KINDS = ("resident", "small_firm", "social_enterprise", "local_food", "public_body")
+MERCHANT_KINDS = SELLER_KINDS[1:]
+ANY_CATEGORY = "*"
+
+POLICY_ID = uuid5(NAMESPACE_URL, "ledger:accrual-policy")
+
+
+def share_won(accrual_base_won: int, share_bps: int) -> int:
+    """One share of an accrual: floor, in won. The only rounding rule of the ledger."""
+    assert accrual_base_won >= 0
+    assert 0 <= share_bps <= limits.rate_bps_max
+    return accrual_base_won * share_bps // 10_000
+
+
+def accrual_base_won(amount_won: int, points_used_won: int) -> int:
+    """Points are earned on the part of a trade paid in money."""
+    assert 0 <= points_used_won <= amount_won
+    return amount_won - points_used_won
+
+
+def validate_rates(rates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check and normalise rate rows; a bad row rejects the whole version."""
+    if not rates or len(rates) > limits.policy_rates_count_max:
+        raise DomainError(errors.invalid_field, "rates: between 1 and 200 rows")
+    normalised: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for row in rates:
+        market = row.get("market")
+        seller_kind = row.get("seller_kind")
+        category = row.get("category") or ANY_CATEGORY
+        if market not in MARKETS:
+            raise DomainError(errors.invalid_market, f"market {market!r}")
+        if seller_kind not in SELLER_KINDS:
+            raise DomainError(errors.invalid_seller_kind, f"seller_kind {seller_kind!r}")
+        if not isinstance(category, str) or len(category) > limits.string_length_max:
+            raise DomainError(errors.invalid_field, "category")
+        for share in ("personal_bps", "common_bps"):
+            value = row.get(share)
+            if type(value) is not int or not 0 <= value <= limits.rate_bps_max:
+                raise DomainError(errors.invalid_rate, f"{share} {value!r}")
+        key = (market, seller_kind, category)
+        if key in seen:
+            raise DomainError(errors.invalid_field, f"duplicate rate for {key}")
+        seen.add(key)
+        normalised.append({
+            "market": market, "seller_kind": seller_kind, "category": category,
+            "personal_bps": row["personal_bps"], "common_bps": row["common_bps"],
+        })
+    return normalised
+
+
+class AccrualPolicy(LedgerAggregate):
+    """All versions of the accrual policy; one aggregate for the whole platform."""
+
+    if TYPE_CHECKING:  # state, declared for type checkers only: the library
+        # would otherwise take annotations as constructor arguments.
+        versions: dict[int, list[dict[str, Any]]]
+        current_version: int
+
+    class Created(LedgerAggregate.Created):
+        def apply(self, policy: AccrualPolicy) -> None:
+            policy.versions = {}
+            policy.current_version = 0
+
+    class VersionSet(LedgerAggregate.Event):
+        version: int
+        rates: list[dict[str, Any]]
+
+        def apply(self, policy: AccrualPolicy) -> None:
+            policy.versions[self.version] = [dict(row) for row in self.rates]
+            policy.current_version = self.version
+
+    @classmethod
+    def create(cls, cause: Cause) -> AccrualPolicy:
+        return cls._create(cls.Created, id=POLICY_ID, **cause.fields(None))
+
+    def set_version(self, rates: list[dict[str, Any]], cause: Cause) -> int:
+        normalised = validate_rates(rates)
+        version = self.current_version + 1
+        self.trigger_event(self.VersionSet, version=version, rates=normalised,
+                           **cause.fields(None))
+        assert self.current_version == version
+        return version
+
+    def rates_for(
+        self, market: str, seller_kind: str, category: str, version: int | None = None,
+    ) -> tuple[int, int, int]:
+        """(version, personal_bps, common_bps) for a trade; a category row beats the `*` row."""
+        chosen = self.current_version if version is None else version
+        if chosen not in self.versions:
+            raise DomainError(errors.unknown_policy, f"version {chosen}")
+        fallback: tuple[int, int] = (0, 0)
+        for row in self.versions[chosen]:
+            if row["market"] != market or row["seller_kind"] != seller_kind:
+                continue
+            if row["category"] == category:
+                return chosen, row["personal_bps"], row["common_bps"]
+            if row["category"] == ANY_CATEGORY:
+                fallback = (row["personal_bps"], row["common_bps"])
+        return chosen, fallback[0], fallback[1]

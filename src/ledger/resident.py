@@ -1,0 +1,328 @@
+"""A resident and their personal wallet (개인 포인트).
+
+Available points can be spent or held for rent; held points are reserved until
+billing settles or releases the hold. Owed points are what a refund could not
+take back; later credits pay them back first (see ledger.owed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from uuid import UUID
+
+from ledger import errors
+from ledger.errors import DomainError
+from ledger.events import (
+    ISSUANCE,
+    RENT_CLEARING,
+    TRADE_CLEARING,
+    UNCLAIMED,
+    Cause,
+    LedgerAggregate,
+    Posting,
+    account,
+)
+from ledger.owed import split_clawback, split_credit
+
+
+def _credit_postings(wallet_id: UUID, amount_won: int, recovered_won: int,
+                     source: str) -> list[Posting]:
+    """A credit from `source`: what is owed goes back to issuance, the rest to the wallet."""
+    return [(source, -amount_won), (ISSUANCE, recovered_won),
+            (account("wallet", wallet_id), amount_won - recovered_won)]
+
+
+class Resident(LedgerAggregate):
+    if TYPE_CHECKING:  # state, declared for type checkers only: the library
+        # would otherwise take annotations as constructor arguments.
+        household_id: UUID
+        home_complex_id: UUID
+        consent_ref: str
+        available_won: int
+        held_won: int
+        owed_won: int
+        accrued_total_won: int
+        spent_total_won: int
+        holds: dict[str, int]
+        closed: bool
+
+    class Enrolled(LedgerAggregate.Created):
+        household_id: UUID
+        consent_ref: str
+
+        def apply(self, wallet: Resident) -> None:
+            assert self.complex_id is not None
+            wallet.household_id = self.household_id
+            wallet.home_complex_id = self.complex_id
+            wallet.consent_ref = self.consent_ref
+            wallet.available_won = 0
+            wallet.held_won = 0
+            wallet.owed_won = 0
+            wallet.accrued_total_won = 0
+            wallet.spent_total_won = 0
+            wallet.holds = {}
+            wallet.closed = False
+
+    @classmethod
+    def enrol(cls, resident_id: UUID, household_id: UUID, complex_id: UUID, consent_ref: str,
+              cause: Cause) -> Resident:
+        if not consent_ref or len(consent_ref) > 200:
+            raise DomainError(errors.invalid_field, "consent_ref")
+        return cls._create(cls.Enrolled, id=resident_id, household_id=household_id,
+                           consent_ref=consent_ref, **cause.fields(complex_id))
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise DomainError(errors.wallet_closed, str(self.id))
+
+    def check_can_spend(self, amount_won: int) -> None:
+        self.check_open()
+        if amount_won > self.available_won:
+            raise DomainError(errors.insufficient_points,
+                              f"available {self.available_won}, asked {amount_won}")
+
+    # Credits -----------------------------------------------------------------------------
+
+    class PointsAccrued(LedgerAggregate.Event):
+        trade_id: str
+        market: str
+        seller_kind: str
+        policy_version: int
+        personal_bps: int
+        accrual_base_won: int
+        amount_won: int
+        recovered_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.owed_won -= self.recovered_won
+            wallet.available_won += self.amount_won - self.recovered_won
+            wallet.accrued_total_won += self.amount_won
+
+        def postings(self) -> list[Posting]:
+            kept_won = self.amount_won - self.recovered_won
+            return [(ISSUANCE, -kept_won), (account("wallet", self.originator_id), kept_won)]
+
+    def accrue(self, trade_id: str, market: str, seller_kind: str, policy_version: int,
+               personal_bps: int, base_won: int, amount_won: int, cause: Cause) -> None:
+        assert amount_won > 0 and not self.closed
+        recovered_won, _ = split_credit(amount_won, self.owed_won)
+        self.trigger_event(
+            self.PointsAccrued, trade_id=trade_id, market=market, seller_kind=seller_kind,
+            policy_version=policy_version, personal_bps=personal_bps, accrual_base_won=base_won,
+            amount_won=amount_won, recovered_won=recovered_won,
+            **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0 and self.owed_won >= 0
+
+    class PointsReceived(LedgerAggregate.Event):
+        """As a seller: a buyer paid with points."""
+
+        trade_id: str
+        buyer_id: UUID
+        amount_won: int
+        recovered_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.owed_won -= self.recovered_won
+            wallet.available_won += self.amount_won - self.recovered_won
+
+        def postings(self) -> list[Posting]:
+            return _credit_postings(self.originator_id, self.amount_won, self.recovered_won,
+                                    TRADE_CLEARING)
+
+    def receive(self, trade_id: str, buyer_id: UUID, amount_won: int, cause: Cause) -> None:
+        assert amount_won > 0 and not self.closed
+        recovered_won, _ = split_credit(amount_won, self.owed_won)
+        self.trigger_event(self.PointsReceived, trade_id=trade_id, buyer_id=buyer_id,
+                           amount_won=amount_won, recovered_won=recovered_won,
+                           **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0 and self.owed_won >= 0
+
+    class PointsRefunded(LedgerAggregate.Event):
+        """As a buyer: the points used on a refunded trade come back."""
+
+        trade_id: str
+        amount_won: int
+        recovered_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.owed_won -= self.recovered_won
+            wallet.available_won += self.amount_won - self.recovered_won
+            wallet.spent_total_won -= self.amount_won
+
+        def postings(self) -> list[Posting]:
+            return _credit_postings(self.originator_id, self.amount_won, self.recovered_won,
+                                    TRADE_CLEARING)
+
+    def refund_points(self, trade_id: str, amount_won: int, cause: Cause) -> None:
+        assert amount_won > 0
+        recovered_won, _ = split_credit(amount_won, self.owed_won)
+        self.trigger_event(self.PointsRefunded, trade_id=trade_id, amount_won=amount_won,
+                           recovered_won=recovered_won, **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0 and self.owed_won >= 0
+
+    # Debits ------------------------------------------------------------------------------
+
+    class PointsSpent(LedgerAggregate.Event):
+        """As a buyer: points used to pay for a trade."""
+
+        trade_id: str
+        seller_id: UUID
+        amount_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.available_won -= self.amount_won
+            wallet.spent_total_won += self.amount_won
+
+        def postings(self) -> list[Posting]:
+            return [(account("wallet", self.originator_id), -self.amount_won),
+                    (TRADE_CLEARING, self.amount_won)]
+
+    def spend(self, trade_id: str, seller_id: UUID, amount_won: int, cause: Cause) -> None:
+        self.check_can_spend(amount_won)
+        # After this point, the debit must succeed.
+        self.trigger_event(self.PointsSpent, trade_id=trade_id, seller_id=seller_id,
+                           amount_won=amount_won, **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0
+
+    class AccrualClawedBack(LedgerAggregate.Event):
+        trade_id: str
+        amount_won: int
+        taken_won: int
+        owed_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.available_won -= self.taken_won
+            wallet.owed_won += self.owed_won
+            wallet.accrued_total_won -= self.amount_won
+
+        def postings(self) -> list[Posting]:
+            return [(account("wallet", self.originator_id), -self.taken_won),
+                    (ISSUANCE, self.taken_won)]
+
+    def claw_back(self, trade_id: str, amount_won: int, cause: Cause) -> None:
+        assert amount_won > 0
+        taken_won, owed_won = split_clawback(amount_won, self.available_won)
+        # After this point, the clawback must succeed (what cannot be taken is owed).
+        self.trigger_event(self.AccrualClawedBack, trade_id=trade_id, amount_won=amount_won,
+                           taken_won=taken_won, owed_won=owed_won,
+                           **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0
+
+    class PaymentReturned(LedgerAggregate.Event):
+        """As a seller: points received for a refunded trade go back to the buyer.
+
+        What the seller no longer has is fronted by the issuance account and owed.
+        """
+
+        trade_id: str
+        amount_won: int
+        taken_won: int
+        owed_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.available_won -= self.taken_won
+            wallet.owed_won += self.owed_won
+
+        def postings(self) -> list[Posting]:
+            return [(account("wallet", self.originator_id), -self.taken_won),
+                    (ISSUANCE, -self.owed_won), (TRADE_CLEARING, self.amount_won)]
+
+    def return_payment(self, trade_id: str, amount_won: int, cause: Cause) -> None:
+        assert amount_won > 0
+        taken_won, owed_won = split_clawback(amount_won, self.available_won)
+        self.trigger_event(self.PaymentReturned, trade_id=trade_id, amount_won=amount_won,
+                           taken_won=taken_won, owed_won=owed_won,
+                           **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0
+
+    # Rent holds --------------------------------------------------------------------------
+
+    class PointsHeld(LedgerAggregate.Event):
+        payment_id: str
+        household_id: UUID
+        invoice_id: str
+        amount_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.available_won -= self.amount_won
+            wallet.held_won += self.amount_won
+            wallet.holds[self.payment_id] = self.amount_won
+
+        def postings(self) -> list[Posting]:
+            return [(account("wallet", self.originator_id), -self.amount_won),
+                    (account("held", self.originator_id), self.amount_won)]
+
+    def hold(self, payment_id: str, household_id: UUID, invoice_id: str, amount_won: int,
+             cause: Cause) -> None:
+        self.check_can_spend(amount_won)
+        # After this point, the hold must succeed.
+        self.trigger_event(self.PointsHeld, payment_id=payment_id, household_id=household_id,
+                           invoice_id=invoice_id, amount_won=amount_won,
+                           **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0 and self.held_won >= 0
+
+    class HoldSettled(LedgerAggregate.Event):
+        payment_id: str
+        amount_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.held_won -= self.amount_won
+            wallet.spent_total_won += self.amount_won
+            del wallet.holds[self.payment_id]
+
+        def postings(self) -> list[Posting]:
+            return [(account("held", self.originator_id), -self.amount_won),
+                    (RENT_CLEARING, self.amount_won)]
+
+    def settle_hold(self, payment_id: str, cause: Cause) -> None:
+        amount_won = self.holds[payment_id]
+        self.trigger_event(self.HoldSettled, payment_id=payment_id, amount_won=amount_won,
+                           **cause.fields(self.home_complex_id))
+        assert self.held_won >= 0
+
+    class HoldReleased(LedgerAggregate.Event):
+        payment_id: str
+        amount_won: int
+        reason: str
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.held_won -= self.amount_won
+            wallet.available_won += self.amount_won
+            del wallet.holds[self.payment_id]
+
+        def postings(self) -> list[Posting]:
+            return [(account("held", self.originator_id), -self.amount_won),
+                    (account("wallet", self.originator_id), self.amount_won)]
+
+    def release_hold(self, payment_id: str, reason: str, cause: Cause) -> None:
+        amount_won = self.holds[payment_id]
+        self.trigger_event(self.HoldReleased, payment_id=payment_id, amount_won=amount_won,
+                           reason=reason, **cause.fields(self.home_complex_id))
+        assert self.held_won >= 0
+
+    # Moving out --------------------------------------------------------------------------
+
+    class MovedOut(LedgerAggregate.Event):
+        """The wallet closes; what remains is moved to the unclaimed account, on record."""
+
+        remaining_won: int
+        owed_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.available_won -= self.remaining_won
+            wallet.closed = True
+
+        def postings(self) -> list[Posting]:
+            return [(account("wallet", self.originator_id), -self.remaining_won),
+                    (UNCLAIMED, self.remaining_won)]
+
+    def move_out(self, cause: Cause) -> int:
+        self.check_open()
+        if self.holds:
+            raise DomainError(errors.holds_pending, ", ".join(sorted(self.holds)))
+        remaining_won = self.available_won
+        self.trigger_event(self.MovedOut, remaining_won=remaining_won, owed_won=self.owed_won,
+                           **cause.fields(self.home_complex_id))
+        assert self.available_won == 0 and self.held_won == 0
+        return remaining_won
