@@ -47,3 +47,16 @@ def schema(database_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A Kafka-protocol broker: KAFKA_BOOTSTRAP_SERVERS, else a Tansu started for the session."""
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if servers:
+        yield servers
+        return
+    from kafka_broker import TansuBroker  # noqa: PLC0415  (only when a test needs Kafka)
+
+    with TansuBroker() as broker:
+        yield broker.bootstrap_servers

@@ -447,7 +447,10 @@ class Relay:
         return records
 
     def _send_all(self, records: Sequence[tuple[OutgoingMessage, list[Any]]]) -> None:
-        from kafka.errors import KafkaError  # noqa: PLC0415  (keeps `relay status` light)
+        from kafka.errors import (  # noqa: PLC0415  (keeps `relay status` light)
+            KafkaConfigurationError,
+            KafkaError,
+        )
 
         try:
             producer = self._ensure_producer({message.topic for message, _ in records})
@@ -458,6 +461,8 @@ class Relay:
                 for message, headers in records
             ]
             producer.flush(timeout=self.send_timeout_seconds + 5)
+        except KafkaConfigurationError:
+            raise  # A setting conflicts with idempotence: fail loudly, never retry.
         except (KafkaError, OSError) as error:
             raise PublishError(repr(error)) from error
         for future in futures:
