@@ -58,10 +58,10 @@ GENESIS_HASH = bytes(32)
 Progress = Callable[[int], None]
 """Called with the number of events just processed, e.g. `tqdm(...).update`."""
 
-_NULL_FIELD = b"\xff\xff\xff\xff"
-_INTEGER_PREFIX = b"\x00\x00\x00\x08"
-_UUID_PREFIX = b"\x00\x00\x00\x10"
-_length = struct.Struct(">I").pack
+NULL_FIELD = b"\xff\xff\xff\xff"
+INTEGER_PREFIX = b"\x00\x00\x00\x08"
+UUID_PREFIX = b"\x00\x00\x00\x10"
+length_prefix = struct.Struct(">I").pack
 
 
 def canonical_bytes(
@@ -72,15 +72,15 @@ def canonical_bytes(
     state: bytes | None,
 ) -> bytes:
     """The unambiguous encoding of one event that the chain hashes (see the module docstring)."""
-    topic_field = _NULL_FIELD if topic is None else _text_field(topic)
-    state_field = _NULL_FIELD if state is None else _length(len(state)) + state
+    topic_field = NULL_FIELD if topic is None else _text_field(topic)
+    state_field = NULL_FIELD if state is None else length_prefix(len(state)) + state
     return b"".join(
         (
-            _INTEGER_PREFIX,
+            INTEGER_PREFIX,
             notification_id.to_bytes(8, "big", signed=True),
-            _UUID_PREFIX,
+            UUID_PREFIX,
             originator_id.bytes,
-            _INTEGER_PREFIX,
+            INTEGER_PREFIX,
             originator_version.to_bytes(8, "big", signed=True),
             topic_field,
             state_field,
@@ -90,7 +90,7 @@ def canonical_bytes(
 
 def _text_field(text: str) -> bytes:
     encoded = text.encode("utf-8")
-    return _length(len(encoded)) + encoded
+    return length_prefix(len(encoded)) + encoded
 
 
 def next_hash(previous: bytes, canonical: bytes) -> bytes:

@@ -25,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import uuid
 from collections.abc import Generator, Iterable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass
+from itertools import chain as chain_iterables
 from itertools import count
 from pathlib import Path
 from typing import Any, cast
@@ -43,8 +45,11 @@ from ledger.audit.chain import (
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
     GENESIS_HASH,
+    INTEGER_PREFIX,
+    UUID_PREFIX,
     Progress,
     canonical_bytes,
+    length_prefix,
     read_checkpoints,
     table_exists,
 )
@@ -78,9 +83,11 @@ PROBLEM_CODES = (
 """Every problem code, in the order that breaks a tie at one position."""
 
 _cursor_numbers = count()
+_NEVER = 2**63
 
 Event = tuple[int, uuid.UUID, int, str | None, bytes | None]
-ChainRow = tuple[int, bytes, uuid.UUID, int]
+ChainRow = tuple[int, bytes]
+"""(position, hash ‖ originator id bytes ‖ originator version as 8 bytes)."""
 Merged = tuple[int, Event | None, ChainRow | None]
 
 
@@ -111,10 +118,6 @@ class _Problem:
         return (self.position, PROBLEM_CODES.index(self.code))
 
 
-def _nothing() -> Generator[ChainRow, None, None]:
-    yield from ()
-
-
 def _merge(events: Iterator[Event], chain: Iterator[ChainRow]) -> Iterator[Merged]:
     """Events and chain rows side by side by position; either may be absent at a position."""
     row = next(chain, None)
@@ -139,6 +142,15 @@ def _qualified(schema: str, table: str) -> sql.Composed:
 
 def _sha256(previous: bytes, event: Event) -> bytes:
     return hashlib.sha256(previous + canonical_bytes(*event)).digest()
+
+
+_fixed_fields = struct.Struct(">Iq I16s Iq I").pack
+"""The fixed-width start of canonical_bytes, up to and including the topic length."""
+
+
+def _identity(event: Event) -> bytes:
+    """The originator id and version fields as canonical_bytes spells them."""
+    return UUID_PREFIX + event[1].bytes + INTEGER_PREFIX + event[2].to_bytes(8, "big", signed=True)
 
 
 def verify_chain(
@@ -317,40 +329,25 @@ class _Scan:
         self.events_checked = 0
         self.unchained_tail = 0
         self.head: int | None = None
+        self._checkpoint_positions = sorted(expected)
+        self._checkpoint_index = 0
 
     def _rows(
         self, query: sql.Composed, params: tuple[Any, ...] = ()
     ) -> Generator[Any, None, None]:
         name = f"audit_verify_{next(_cursor_numbers)}"
         with self.conn.cursor(name=name, binary=True) as cursor:
-            cursor.itersize = limits.fetch_size_rows
             cursor.execute(query, params)
             while rows := cursor.fetchmany(limits.fetch_size_rows):
                 yield from rows
 
-    def _events(self) -> Generator[Event, None, None]:
-        name = f"audit_verify_{next(_cursor_numbers)}"
-        with self.conn.cursor(name=name, binary=True) as cursor:
-            cursor.execute(
-                sql.SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state"
-                    " FROM {} ORDER BY notification_id"
-                ).format(_qualified(self.schema, self.events_table))
-            )
-            while rows := cursor.fetchmany(limits.fetch_size_rows):
-                if self.progress is not None:
-                    self.progress(len(rows))
-                yield from rows
-
-    def _merged(self) -> Generator[Merged, None, None]:
-        query = sql.SQL(
-            "SELECT position, hash, originator_id, originator_version FROM {} ORDER BY position"
-        ).format(_qualified(self.schema, CHAIN_TABLE))
-        with (
-            closing(self._rows(query) if self.has_chain else _nothing()) as chain,
-            closing(self._events()) as events,
-        ):
-            yield from _merge(events, chain)
+    def _drain(self, cursor: psycopg.ServerCursor[Any] | None, *, events: bool) -> Iterator[Any]:
+        if cursor is None:
+            return
+        while rows := cursor.fetchmany(limits.fetch_size_rows):
+            if events and self.progress is not None:
+                self.progress(len(rows))
+            yield from rows
 
     def run(self) -> _Problem | None:
         if not table_exists(self.conn, self.schema, self.events_table):
@@ -360,35 +357,127 @@ class _Scan:
                 sql.SQL("SELECT max(position) FROM {}").format(_qualified(self.schema, CHAIN_TABLE))
             ).fetchone()
             self.head = None if found is None else found[0]
-        head = -1 if self.head is None else self.head
-        checkpoint_positions = sorted(self.expected)
-        with closing(self._merged()) as merged:
-            return self._walk(merged, head, checkpoint_positions)
+        with ExitStack() as stack:
+            events_cursor = stack.enter_context(
+                self.conn.cursor(name=f"audit_verify_{next(_cursor_numbers)}", binary=True)
+            )
+            events_cursor.execute(
+                sql.SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state"
+                    " FROM {} ORDER BY notification_id"
+                ).format(_qualified(self.schema, self.events_table))
+            )
+            chain_cursor = None
+            if self.has_chain:
+                chain_cursor = stack.enter_context(
+                    self.conn.cursor(name=f"audit_verify_{next(_cursor_numbers)}", binary=True)
+                )
+                # The hash and the chained identity travel as one value: one column to decode.
+                chain_cursor.execute(
+                    sql.SQL(
+                        "SELECT position, hash || '\\x00000010'::bytea || uuid_send(originator_id)"
+                        " || '\\x00000008'::bytea || int8send(originator_version)"
+                        " FROM {} ORDER BY position"
+                    ).format(_qualified(self.schema, CHAIN_TABLE))
+                )
+            return self._walk(events_cursor, chain_cursor)
+
+    def _next_checkpoint(self) -> int:
+        if self._checkpoint_index < len(self._checkpoint_positions):
+            return self._checkpoint_positions[self._checkpoint_index]
+        return _NEVER
 
     def _walk(
-        self, merged: Iterator[Merged], head: int, checkpoint_positions: list[int]
+        self,
+        events_cursor: psycopg.ServerCursor[Any],
+        chain_cursor: psycopg.ServerCursor[Any] | None,
     ) -> _Problem | None:
-        checkpoint_index = 0
-        never = 2**63
-        next_checkpoint_or_never = checkpoint_positions[0] if checkpoint_positions else never
-        chain_hash = GENESIS_HASH
+        """The common case, written for speed: every event chained, in step with its chain row.
+
+        Anything else (a gap between the two streams, a mismatch, the unchained tail, a
+        NULL column, a skipped checkpoint) hands the rest of both streams to `_walk_slowly`.
+        """
         sha256 = hashlib.sha256
+        length = length_prefix
+        fixed_fields = _fixed_fields
+        checked = 0
+        fetch_size = limits.fetch_size_rows
+        chain_hash = GENESIS_HASH
+        chain_rows: list[ChainRow] = (
+            [] if chain_cursor is None else chain_cursor.fetchmany(fetch_size)
+        )
+        chain_index = 0
+        next_checkpoint = self._next_checkpoint()
+        events: list[Event] = []
+        index = 0
+        while events := events_cursor.fetchmany(fetch_size):
+            if self.progress is not None:
+                self.progress(len(events))
+            for index, event in enumerate(events):  # noqa: B007  (index is read after a break)
+                if chain_index == len(chain_rows) and chain_rows:
+                    assert chain_cursor is not None
+                    chain_rows = chain_cursor.fetchmany(fetch_size)
+                    chain_index = 0
+                position, originator_id, originator_version, topic, state = event
+                if (
+                    chain_index == len(chain_rows)
+                    or chain_rows[chain_index][0] != position
+                    or position > next_checkpoint
+                    or topic is None
+                    or state is None
+                ):
+                    break
+                topic_bytes = topic.encode("utf-8")
+                fixed = fixed_fields(
+                    8, position, 16, originator_id.bytes, 8, originator_version, len(topic_bytes)
+                )
+                candidate = sha256(
+                    b"".join((chain_hash, fixed, topic_bytes, length(len(state)), state))
+                ).digest()
+                # fixed[12:44] is the identity as canonical_bytes spells it; so is the chain row's.
+                if candidate + fixed[12:44] != chain_rows[chain_index][1]:
+                    break
+                chain_hash = candidate
+                chain_index += 1
+                checked += 1
+                if position == next_checkpoint:
+                    problem = self._check_checkpoint(position, candidate, chained=True)
+                    if problem is not None:
+                        self.events_checked += checked
+                        return problem
+                    self._checkpoint_index += 1
+                    next_checkpoint = self._next_checkpoint()
+            else:
+                continue
+            break
+        else:
+            index = len(events)
+        self.events_checked += checked
+        rest_events = chain_iterables(events[index:], self._drain(events_cursor, events=True))
+        rest_chain = chain_iterables(
+            chain_rows[chain_index:], self._drain(chain_cursor, events=False)
+        )
+        return self._walk_slowly(_merge(rest_events, rest_chain), chain_hash)
+
+    def _walk_slowly(self, merged: Iterator[Merged], chain_hash: bytes) -> _Problem | None:
+        head = -1 if self.head is None else self.head
+        next_checkpoint = self._next_checkpoint()
         for position, event, chained in merged:
-            if position > next_checkpoint_or_never:
+            if position > next_checkpoint:
                 return _Problem(
-                    next_checkpoint_or_never,
+                    next_checkpoint,
                     CHECKPOINT_MISMATCH,
                     "a signed checkpoint names a position that has neither event nor chain row",
                 )
             if event is None:
                 assert chained is not None
                 return self._classify_missing(position, chain_hash, merged)
-            candidate = sha256(chain_hash + canonical_bytes(*event)).digest()
+            candidate = _sha256(chain_hash, event)
             if chained is None:
                 if position < head:
                     return self._classify_unchained(position, candidate, merged)
                 self.unchained_tail += 1
-            elif candidate != chained[1] or event[1] != chained[2] or event[2] != chained[3]:
+            elif candidate + _identity(event) != chained[1]:
                 return self._classify_mismatch(
                     position,
                     event,
@@ -400,25 +489,23 @@ class _Scan:
             else:
                 self.events_checked += 1
             chain_hash = candidate
-            if position == next_checkpoint_or_never:
-                problem = self._check_checkpoint(position, candidate, chained is not None)
+            if position == next_checkpoint:
+                problem = self._check_checkpoint(position, candidate, chained=chained is not None)
                 if problem is not None:
                     return problem
-                checkpoint_index += 1
-                next_checkpoint_or_never = (
-                    checkpoint_positions[checkpoint_index]
-                    if checkpoint_index < len(checkpoint_positions)
-                    else never
-                )
-        if next_checkpoint_or_never != never:
+                self._checkpoint_index += 1
+                next_checkpoint = self._next_checkpoint()
+        if next_checkpoint != _NEVER:
             return _Problem(
-                next_checkpoint_or_never,
+                next_checkpoint,
                 CHECKPOINT_MISMATCH,
                 "a signed checkpoint names a position beyond the last event",
             )
         return None
 
-    def _check_checkpoint(self, position: int, chain_hash: bytes, chained: bool) -> _Problem | None:
+    def _check_checkpoint(
+        self, position: int, chain_hash: bytes, *, chained: bool
+    ) -> _Problem | None:
         for label, expected_hash in self.expected[position]:
             if expected_hash != chain_hash:
                 return _Problem(
@@ -443,7 +530,7 @@ class _Scan:
         if (
             next_event is not None
             and next_chained is not None
-            and _sha256(chain_hash, next_event) == next_chained[1]
+            and _sha256(chain_hash, next_event) == next_chained[1][:32]
         ):
             return _Problem(
                 position, CHAIN_ROW_MODIFIED, "a chain row was added where no event was chained"
@@ -459,7 +546,7 @@ class _Scan:
         if (
             next_event is not None
             and next_chained is not None
-            and _sha256(candidate, next_event) == next_chained[1]
+            and _sha256(candidate, next_event) == next_chained[1][:32]
         ):
             return _Problem(
                 position, CHAIN_ROW_MODIFIED, "the chain row of this chained event was deleted"
@@ -478,8 +565,9 @@ class _Scan:
         candidate: bytes,
         merged: Iterator[Merged],
     ) -> _Problem:
-        same_identity = event[1] == chained[2] and event[2] == chained[3]
-        if candidate == chained[1]:
+        chained_hash = chained[1][:32]
+        same_identity = _identity(event) == chained[1][32:]
+        if candidate == chained_hash:
             assert not same_identity
             return _Problem(
                 position,
@@ -497,15 +585,15 @@ class _Scan:
         _, next_event, next_chained = next(merged, (0, None, None))
         stored_chain_continues = edited_chain_row = False
         if next_event is not None and next_chained is not None:
-            stored_chain_continues = _sha256(chained[1], next_event) == next_chained[1]
-            edited_chain_row = _sha256(candidate, next_event) == next_chained[1]
+            stored_chain_continues = _sha256(chained_hash, next_event) == next_chained[1][:32]
+            edited_chain_row = _sha256(candidate, next_event) == next_chained[1][:32]
         else:
             signed = [expected for _, expected in self.expected.get(position, [])]
-            edited_chain_row = candidate in signed and chained[1] not in signed
+            edited_chain_row = candidate in signed and chained_hash not in signed
         if edited_chain_row and not stored_chain_continues:
             return _Problem(position, CHAIN_ROW_MODIFIED, "the chain row's hash was altered")
         if same_identity:
-            swapped_with = self._payload_position(position, event, chained[1], previous)
+            swapped_with = self._payload_position(position, event, chained_hash, previous)
             if swapped_with is not None:
                 return _Problem(
                     position,
