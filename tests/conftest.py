@@ -18,7 +18,9 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
+from ledger.application import Ledger
 from ledger.database import ConnectionSettings, start_embedded
+from world import World
 
 settings.register_profile(
     "ledger",
@@ -60,3 +62,11 @@ def kafka_bootstrap() -> Iterator[str]:
 
     with TansuBroker() as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def world(database_url: str, schema: str) -> Iterator[World]:
+    """A ledger on a fresh schema, with helpers to populate it."""
+    ledger = Ledger.connect(database_url, schema)
+    yield World(ledger, database_url, schema)
+    ledger.close()

@@ -1,0 +1,328 @@
+"""A Hypothesis state machine over the ledger's commands, checked against a plain model.
+
+After every step: points are conserved, no wallet, hold, fund or settlement account is
+negative, the ledger agrees with the model, and replaying the stored events gives the
+same state as the live aggregates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from ledger import commands as c
+from ledger.application import Ledger, now
+from ledger.complex import Complex
+from ledger.conservation import fold
+from ledger.database import ConnectionSettings
+from ledger.errors import DomainError
+from ledger.merchant import Merchant
+from ledger.policy import share_won
+from ledger.resident import Resident
+from world import BILLING, COORDINATOR, MANAGER, OPERATOR, PLATFORM, cause
+
+PERSONAL_BPS = 300
+COMMON_BPS = 100
+
+
+class Model:
+    """The ledger in plain Python: what each account should hold."""
+
+    def __init__(self) -> None:
+        self.wallet: dict[uuid.UUID, int] = {}
+        self.held: dict[uuid.UUID, int] = {}
+        self.owed: dict[uuid.UUID, int] = {}
+        self.closed: set[uuid.UUID] = set()
+        self.fund = 0
+        self.fund_owed = 0
+        self.merchant = 0
+        self.merchant_owed = 0
+        self.trades: dict[str, dict[str, Any]] = {}
+        self.payments: dict[str, tuple[uuid.UUID, int]] = {}
+        self.invoice_room = 0
+
+    def credit(self, who: uuid.UUID, amount: int) -> None:
+        recovered = min(amount, self.owed[who])
+        self.owed[who] -= recovered
+        self.wallet[who] += amount - recovered
+
+    def take(self, who: uuid.UUID, amount: int) -> None:
+        taken = min(amount, self.wallet[who])
+        self.wallet[who] -= taken
+        self.owed[who] += amount - taken
+
+
+def _schema_for_machine(database_url: str) -> str:
+    name = f"t_sm_{uuid.uuid4().hex[:10]}"
+    conninfo = ConnectionSettings.from_url(database_url).conninfo()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    return name
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    database_url: str = ""
+    schemas: list[str] = []  # noqa: RUF012  (collected for cleanup by the test)
+
+    residents = Bundle("residents")
+
+    @initialize()
+    def open_ledger(self) -> None:
+        schema = _schema_for_machine(self.database_url)
+        type(self).schemas.append(schema)
+        self.ledger = Ledger.connect(self.database_url, schema)
+        self.model = Model()
+        self.ledger.execute(c.SetAccrualPolicy.of([
+            {"market": "sharing", "seller_kind": "resident", "personal_bps": PERSONAL_BPS,
+             "common_bps": COMMON_BPS},
+            {"market": "shopping", "seller_kind": "social_enterprise",
+             "personal_bps": PERSONAL_BPS, "common_bps": COMMON_BPS}]), cause())
+        self.complex_id = uuid.UUID(self.ledger.execute(
+            c.RegisterComplex("SM-1", "machine", "Hwaseong"), cause())["complex_id"])
+        self.household = uuid.UUID(self.ledger.execute(
+            c.RegisterHousehold(self.complex_id, "1-1"), cause())["household_id"])
+        self.merchant_id = uuid.UUID(self.ledger.execute(
+            c.RegisterMerchant("social_enterprise", "co-op"), cause())["merchant_id"])
+        self.invoice = "INV-SM"
+        self.ledger.execute(c.IssueRentInvoice(self.household, self.invoice, "2026-11",
+                                               50_000, now() + timedelta(days=5)),
+                            cause(BILLING, "billing"))
+        self.model.invoice_room = 50_000
+        self.count = 0
+
+    def teardown(self) -> None:
+        if hasattr(self, "ledger"):
+            self.ledger.close()
+
+    def _next(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}-{self.count}"
+
+    def _attempt(self, command: c.Command, **cause_fields: Any) -> str | None:
+        """Run a command; return the rejection code, or None if it was accepted."""
+        try:
+            self.ledger.execute(command, cause(**cause_fields))
+        except DomainError as error:
+            return error.code
+        return None
+
+    @rule(target=residents)
+    def enrol(self) -> uuid.UUID:
+        outcome = self.ledger.execute(c.EnrolResident(self.household, "consent"),
+                                      cause(COORDINATOR, "coordinator"))
+        resident = uuid.UUID(outcome["resident_id"])
+        for table in (self.model.wallet, self.model.held, self.model.owed):
+            table[resident] = 0
+        return resident
+
+    @rule(buyer=residents, seller=residents, amount=st.integers(1, 40_000),
+          points=st.integers(0, 3_000), to_merchant=st.booleans())
+    def trade(self, buyer: uuid.UUID, seller: uuid.UUID, amount: int, points: int,
+              to_merchant: bool) -> None:
+        m = self.model
+        points = min(points, amount)
+        trade_id = self._next("T")
+        seller_id = self.merchant_id if to_merchant else seller
+        kind = "social_enterprise" if to_merchant else "resident"
+        market = "shopping" if to_merchant else "sharing"
+        code = self._attempt(c.RecordTrade(trade_id, market, "any", seller_id, kind, buyer,
+                                           amount, points), actor=PLATFORM, role="platform")
+        if buyer in m.closed or (not to_merchant and seller in m.closed):
+            assert code == "wallet_closed"
+            return
+        if not to_merchant and seller == buyer:
+            assert code == "seller_is_buyer"
+            return
+        if points > m.wallet[buyer]:
+            assert code == "insufficient_points"
+            return
+        assert code is None
+        base = amount - points
+        personal, common = share_won(base, PERSONAL_BPS), share_won(base, COMMON_BPS)
+        m.wallet[buyer] -= points
+        if points:
+            if to_merchant:
+                recovered = min(points, m.merchant_owed)
+                m.merchant_owed -= recovered
+                m.merchant += points - recovered
+            else:
+                m.credit(seller, points)
+        if personal:
+            m.credit(buyer, personal)
+        if common:
+            recovered = min(common, m.fund_owed)
+            m.fund_owed -= recovered
+            m.fund += common - recovered
+        m.trades[trade_id] = {"buyer": buyer, "seller": seller, "points": points,
+                              "personal": personal, "common": common,
+                              "to_merchant": to_merchant, "refunded": False}
+
+    @precondition(lambda self: bool(self.model.trades))
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        m = self.model
+        trade_id = data.draw(st.sampled_from(sorted(m.trades)))
+        trade = m.trades[trade_id]
+        code = self._attempt(c.RefundTrade(trade_id), actor=PLATFORM, role="platform")
+        if trade["refunded"]:
+            assert code == "trade_already_refunded"
+            return
+        assert code is None
+        trade["refunded"] = True
+        buyer = trade["buyer"]
+        if trade["points"]:
+            if trade["to_merchant"]:
+                taken = min(trade["points"], m.merchant)
+                m.merchant -= taken
+                m.merchant_owed += trade["points"] - taken
+            else:
+                m.take(trade["seller"], trade["points"])
+            m.credit(buyer, trade["points"])
+        if trade["personal"]:
+            m.take(buyer, trade["personal"])
+        if trade["common"]:
+            taken = min(trade["common"], m.fund)
+            m.fund -= taken
+            m.fund_owed += trade["common"] - taken
+
+    @rule(resident=residents, amount=st.integers(1, 5_000))
+    def pay_rent(self, resident: uuid.UUID, amount: int) -> None:
+        m = self.model
+        payment_id = self._next("P")
+        code = self._attempt(c.PayRent(payment_id, self.household, self.invoice, "2026-11",
+                                       amount, resident, 3600), actor=resident, role="resident")
+        if resident in m.closed:
+            assert code == "wallet_closed"
+        elif amount > m.invoice_room:
+            assert code == "invoice_exceeded"
+        elif amount > m.wallet[resident]:
+            assert code == "insufficient_points"
+        else:
+            assert code is None
+            m.wallet[resident] -= amount
+            m.held[resident] += amount
+            m.invoice_room -= amount
+            m.payments[payment_id] = (resident, amount)
+
+    @precondition(lambda self: bool(self.model.payments))
+    @rule(data=st.data(), how=st.sampled_from(["settle", "release", "expire"]))
+    def resolve_hold(self, data: st.DataObject, how: str) -> None:
+        m = self.model
+        payment_id = data.draw(st.sampled_from(sorted(m.payments)))
+        resident, amount = m.payments.pop(payment_id)
+        command: c.Command
+        if how == "settle":
+            command = c.SettleRentPayment(payment_id)
+        elif how == "release":
+            command = c.ReleaseRentPayment(payment_id)
+        else:
+            command = c.ExpireRentPayment(payment_id, now() + timedelta(hours=2))
+        assert self._attempt(command, actor=BILLING, role="billing") is None
+        m.held[resident] -= amount
+        if how == "settle":
+            return
+        m.wallet[resident] += amount
+        m.invoice_room += amount
+
+    @rule(amount=st.integers(1, 2_000))
+    def spend_fund(self, amount: int) -> None:
+        code = self._attempt(c.SpendFund(self.complex_id, self._next("S"), "event", amount,
+                                         "council"), actor=MANAGER, role="manager")
+        if amount > self.model.fund:
+            assert code == "insufficient_fund"
+        else:
+            assert code is None
+            self.model.fund -= amount
+
+    @rule()
+    def pay_out(self) -> None:
+        code = self._attempt(c.PayOutMerchant(self.merchant_id, self._next("PO")),
+                             actor=OPERATOR, role="operator")
+        if self.model.merchant == 0:
+            assert code == "nothing_to_pay_out"
+        else:
+            assert code is None
+            self.model.merchant = 0
+
+    @rule(resident=residents)
+    def move_out(self, resident: uuid.UUID) -> None:
+        m = self.model
+        code = self._attempt(c.MoveOut(resident), actor=COORDINATOR, role="coordinator")
+        if resident in m.closed:
+            assert code == "wallet_closed"
+        elif m.held[resident]:
+            assert code == "holds_pending"
+        else:
+            assert code is None
+            m.closed.add(resident)
+            m.wallet[resident] = 0
+
+    @invariant()
+    def ledger_agrees_with_model(self) -> None:
+        if not hasattr(self, "ledger"):
+            return
+        m = self.model
+        for resident, available in m.wallet.items():
+            wallet = self.ledger.snapshot(Resident, resident)
+            assert wallet is not None
+            assert (wallet.available_won, wallet.held_won, wallet.owed_won) == (
+                available, m.held[resident], m.owed[resident])
+        fund = self.ledger.snapshot(Complex, self.complex_id)
+        assert fund is not None
+        assert (fund.balance_won, fund.owed_won) == (m.fund, m.fund_owed)
+        merchant = self.ledger.snapshot(Merchant, self.merchant_id)
+        assert merchant is not None
+        assert (merchant.balance_won, merchant.owed_won) == (m.merchant, m.merchant_owed)
+
+    @invariant()
+    def points_are_conserved_and_replay_equals_live(self) -> None:
+        if not hasattr(self, "ledger"):
+            return
+        notifications = self.ledger.recorder.select_notifications(start=1, limit=1_000_000)
+        events = [self.ledger.mapper.to_domain_event(n) for n in notifications]
+        balances = fold(events)
+        assert balances.problems() == []
+        for resident in self.model.wallet:
+            replayed = self.ledger.repository.get(resident, version=None,
+                                                  deepcopy_from_cache=False)
+            fresh = self.ledger.repository._reconstruct_aggregate(  # noqa: SLF001
+                resident, None, lambda a, es: _project(a, es))
+            assert (fresh.available_won, fresh.held_won, fresh.owed_won) == (
+                replayed.available_won, replayed.held_won, replayed.owed_won)
+            assert balances.accounts.get(f"wallet:{resident}", 0) == fresh.available_won
+
+
+def _project(aggregate: Any, events: Any) -> Any:
+    from eventsourcing.application import project_aggregate  # noqa: PLC0415
+
+    return project_aggregate(aggregate, events)
+
+
+@pytest.mark.slow
+def test_ledger_state_machine(database_url: str) -> None:
+    """Random sequences of every command keep the ledger equal to a plain model."""
+    LedgerMachine.database_url = database_url
+    LedgerMachine.schemas = []
+    runner = LedgerMachine.TestCase()
+    runner.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+    try:
+        runner.runTest()
+    finally:
+        conninfo = ConnectionSettings.from_url(database_url).conninfo()
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            for schema in LedgerMachine.schemas:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
