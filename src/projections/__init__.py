@@ -1,0 +1,38 @@
+"""The read side: projections of the ledger's events, each answering one question.
+
+Tables live in the ledger's schema with the prefix `p_`; `p_tracking` holds each
+projection's committed log position. Read functions take a psycopg connection whose
+search_path is that schema (see `projections.runner.connect`).
+"""
+
+from projections.complex_funds import fund
+from projections.market_views import market_stats, merchant_settlement
+from projections.rent_payments import due_holds, household_rent, rent_payment
+from projections.runner import (
+    ALL,
+    ProjectionRunner,
+    connect,
+    fold_all,
+    positions,
+    read_all,
+    rebuild,
+)
+from projections.wallet_balances import wallet, wallet_entries
+
+__all__ = [
+    "ALL",
+    "ProjectionRunner",
+    "connect",
+    "due_holds",
+    "fold_all",
+    "fund",
+    "household_rent",
+    "market_stats",
+    "merchant_settlement",
+    "positions",
+    "read_all",
+    "rebuild",
+    "rent_payment",
+    "wallet",
+    "wallet_entries",
+]

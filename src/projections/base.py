@@ -1,0 +1,341 @@
+"""What every projection shares: the events it reads, the rows it changes, how it writes them.
+
+A projection folds a batch of events into in-memory `Changes` (row deltas keyed by
+primary key), then writes them in the caller's transaction: multi-row upserts for
+small batches, COPY into a staging table and one upsert for large ones. Every
+table is described once by a `Table`, which says how a change merges into a row:
+`add` columns are summed (balances, totals, counts), the other columns take the
+newest non-null value (names, statuses, times). The same merge rule applied in
+memory gives `fold_all`, so a projection can be checked against a fold of the events.
+
+Events are decoded straight from the stored JSON (`json.loads`), not through the
+library's mapper: UUIDs stay 32-digit hex strings and times stay ISO strings
+until a projection needs them, because decoding dominates the cost of a rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.sql import SQL, Composed, Identifier
+
+from ledger.events import KST
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+SKIPPED_NAMES = frozenset({"RequestRecord.Accepted"})
+"""Events no projection reads; their state is never parsed."""
+
+STAGE_ROWS_MIN = 500
+"""Changes to one table at least this large are written through COPY and a staging table."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """One projection table: its columns, primary key, and how changes merge into rows."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    key: tuple[str, ...]
+    add: tuple[str, ...] = ()
+    append_only: bool = False
+    indexes: tuple[tuple[str, str], ...] = ()
+    """(suffix, column list) pairs; the index is named `<table>_<suffix>`."""
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    def sql_type(self, column: str) -> str:
+        return dict(self.columns)[column]
+
+
+@dataclass
+class Event:
+    """One row of the events table, decoded just enough for projections."""
+
+    position: int
+    originator_id: str  # 32 hex digits
+    originator_version: int
+    name: str  # e.g. "Resident.PointsAccrued"
+    data: dict[str, Any]
+
+    @property
+    def occurred_at(self) -> str:
+        return str(self.data["occurred_at"]["_data_"])
+
+    @property
+    def recorded_at(self) -> str:
+        return str(self.data["timestamp"]["_data_"])
+
+    def uuid(self, field_name: str) -> str | None:
+        """A UUID field as 32 hex digits, or None."""
+        value = self.data.get(field_name)
+        return None if value is None else str(value["_data_"])
+
+    def time(self, field_name: str) -> str | None:
+        value = self.data.get(field_name)
+        return None if value is None else str(value["_data_"])
+
+
+def decode_row(position: int, originator_id: Any, originator_version: int, topic: str,
+               state: bytes) -> Event | None:
+    """The event in one stored row, or None for events no projection reads."""
+    name = topic[topic.index(":") + 1:]
+    if name in SKIPPED_NAMES:
+        return None
+    oid = originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)
+    return Event(position, oid.replace("-", ""), originator_version, name, json.loads(state))
+
+
+def decode_rows(rows: Iterable[Sequence[Any]]) -> list[Event]:
+    """Rows of (notification_id, originator_id, originator_version, topic, state)."""
+    events = []
+    for position, originator_id, version, topic, state in rows:
+        event = decode_row(position, originator_id, version, topic, state)
+        if event is not None:
+            events.append(event)
+    return events
+
+
+@lru_cache(maxsize=65_536)
+def kst_day(moment: str) -> date:
+    """The KST calendar day of an ISO time (any offset)."""
+    return datetime.fromisoformat(moment).astimezone(KST).date()
+
+
+def kst_month(moment: str) -> str:
+    """'YYYY-MM' in Korea Standard Time: months are reckoned in KST."""
+    return kst_day(moment).strftime("%Y-%m")
+
+
+def iso_week(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+class Changes:
+    """Row changes of one batch, per table, merged in memory by each table's rule."""
+
+    def __init__(self, tables: Iterable[Table]) -> None:
+        self.tables = {table.name: table for table in tables}
+        self.rows: dict[str, dict[Key, Row]] = {name: {} for name in self.tables}
+        self.appended: dict[str, list[Row]] = {name: [] for name in self.tables}
+
+    def add(self, table: str, key: Key, **deltas: int) -> None:
+        row = self._row(table, key)
+        for column, delta in deltas.items():
+            row[column] = row.get(column, 0) + delta
+
+    def set(self, table: str, key: Key, **values: Any) -> None:
+        row = self._row(table, key)
+        for column, value in values.items():
+            if value is not None:
+                row[column] = value
+
+    def append(self, table: str, row: Row) -> None:
+        assert self.tables[table].append_only
+        self.appended[table].append(row)
+
+    def _row(self, table: str, key: Key) -> Row:
+        rows = self.rows[table]
+        row = rows.get(key)
+        if row is None:
+            row = dict(zip(self.tables[table].key, key, strict=True))
+            rows[key] = row
+        return row
+
+    def count(self) -> int:
+        return sum(len(r) for r in self.rows.values()) + sum(
+            len(r) for r in self.appended.values())
+
+
+@dataclass
+class TradeFacts:
+    """Trade.Recorded data by trade id: what a refund needs to know about its trade."""
+
+    by_trade_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def get(self, trade_id: str) -> dict[str, Any] | None:
+        return self.by_trade_id.get(trade_id)
+
+
+class Projection:
+    """Answers one question from the events; subclasses give tables, fold and reads."""
+
+    name: str = ""
+    tables: tuple[Table, ...] = ()
+
+    def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:
+        raise NotImplementedError
+
+    def changes(self) -> Changes:
+        return Changes(self.tables)
+
+    # Schema ------------------------------------------------------------------------------
+
+    def create_tables(self, conn: psycopg.Connection[Any], suffix: str = "") -> None:
+        for table in self.tables:
+            create_table(conn, table, suffix)
+
+    def drop_tables(self, conn: psycopg.Connection[Any], suffix: str = "") -> None:
+        for table in self.tables:
+            conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(table.name + suffix)))
+
+    # Writing -----------------------------------------------------------------------------
+
+    def write(self, conn: psycopg.Connection[Any], changes: Changes, suffix: str = "") -> None:
+        """Write one batch's changes in the caller's transaction."""
+        for table in self.tables:
+            if table.append_only:
+                copy_rows(conn, table.name + suffix, table.column_names,
+                          changes.appended[table.name])
+            else:
+                upsert_rows(conn, table, list(changes.rows[table.name].values()), suffix)
+
+
+def create_table(conn: psycopg.Connection[Any], table: Table, suffix: str = "") -> None:
+    name = table.name + suffix
+    columns = SQL(", ").join(
+        SQL("{} {}").format(Identifier(column), SQL(sql_type))
+        for column, sql_type in table.columns)
+    conn.execute(SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+        Identifier(name), columns, SQL(", ").join(map(Identifier, table.key))))
+    for index_suffix, index_columns in table.indexes:
+        conn.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            Identifier(f"{name}_{index_suffix}"), Identifier(name),
+            SQL(index_columns)))
+
+
+def _conflict_clause(table: Table, columns: Sequence[str]) -> Composed:
+    updates = []
+    for column in columns:
+        if column in table.key:
+            continue
+        if column in table.add:
+            updates.append(SQL("{c} = {t}.{c} + EXCLUDED.{c}").format(
+                c=Identifier(column), t=Identifier("t")))
+        else:
+            updates.append(SQL("{c} = COALESCE(EXCLUDED.{c}, {t}.{c})").format(
+                c=Identifier(column), t=Identifier("t")))
+    keys = SQL(", ").join(map(Identifier, table.key))
+    if not updates:
+        return SQL(" ON CONFLICT ({}) DO NOTHING").format(keys)
+    return SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(keys, SQL(", ").join(updates))
+
+
+def _full_rows(table: Table, rows: list[Row]) -> list[tuple[Any, ...]]:
+    """Rows as tuples over every column: missing add columns are 0, missing others NULL."""
+    names = table.column_names
+    adds = set(table.add)
+    return [tuple(row.get(c, 0 if c in adds else None) for c in names) for row in rows]
+
+
+def upsert_rows(conn: psycopg.Connection[Any], table: Table, rows: list[Row],
+                suffix: str = "") -> None:
+    if not rows:
+        return
+    target = Identifier(table.name + suffix)
+    names = table.column_names
+    column_list = SQL(", ").join(map(Identifier, names))
+    conflict = _conflict_clause(table, names)
+    values = _full_rows(table, rows)
+    if len(values) < STAGE_ROWS_MIN:
+        placeholders = SQL("({})").format(SQL(", ").join(
+            SQL("%s::{}").format(SQL(table.sql_type(c).split(maxsplit=1)[0]))
+            for c in names))
+        statement = SQL("INSERT INTO {} AS t ({}) VALUES {}").format(
+            target, column_list, SQL(", ").join([placeholders] * len(values))) + conflict
+        conn.execute(statement, [v for row in values for v in row])
+        return
+    stage = Identifier(f"_stage_{table.name}")
+    conn.execute(SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS")
+                 .format(stage, target))
+    copy_tuples(conn, f"_stage_{table.name}", names, values)
+    conn.execute(SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {}").format(
+        target, column_list, column_list, stage) + conflict)
+    conn.execute(SQL("TRUNCATE {}").format(stage))
+
+
+def copy_rows(conn: psycopg.Connection[Any], table_name: str, names: Sequence[str],
+              rows: list[Row]) -> None:
+    if rows:
+        copy_tuples(conn, table_name, names, [tuple(row.get(c) for c in names) for row in rows])
+
+
+def copy_tuples(conn: psycopg.Connection[Any], table_name: str, names: Sequence[str],
+                rows: list[tuple[Any, ...]]) -> None:
+    statement = SQL("COPY {} ({}) FROM STDIN").format(
+        Identifier(table_name), SQL(", ").join(map(Identifier, names)))
+    with conn.cursor().copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+# Reading back, typed the way psycopg returns rows, for fold_all and its comparisons. -----
+
+def typed(sql_type: str, value: Any) -> Any:
+    """A value as psycopg would return it from a column of `sql_type`."""
+    if value is None:
+        return None
+    base = sql_type.split(maxsplit=1)[0].lower()
+    if base == "uuid":
+        return value if isinstance(value, UUID) else UUID(str(value))
+    if base == "timestamptz":
+        return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if base == "date":
+        return value if isinstance(value, date) else date.fromisoformat(str(value))
+    return value
+
+
+def merge_into(state: dict[str, dict[Key, Row]], changes: Changes) -> None:
+    """Apply a batch's changes to in-memory tables by the same rule the upsert uses."""
+    for name, table in changes.tables.items():
+        rows = state.setdefault(name, {})
+        if table.append_only:
+            for row in changes.appended[name]:
+                full = {c: typed(t, row.get(c)) for c, t in table.columns}
+                rows[tuple(full[c] for c in table.key)] = full
+            continue
+        adds = set(table.add)
+        for row in changes.rows[name].values():
+            full = {c: typed(t, row.get(c, 0 if c in adds else None)) for c, t in table.columns}
+            key = tuple(full[c] for c in table.key)
+            old = rows.get(key)
+            if old is None:
+                rows[key] = full
+                continue
+            for column in table.column_names:
+                if column in table.key:
+                    continue
+                if column in adds:
+                    old[column] += full[column]
+                elif full[column] is not None:
+                    old[column] = full[column]
+
+
+def read_table(conn: psycopg.Connection[Any], table: Table,
+               suffix: str = "") -> dict[Key, Row]:
+    """Every row of a projection table, keyed by primary key (for tests and audits)."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        cursor.execute(SQL("SELECT {} FROM {}").format(
+            SQL(", ").join(map(Identifier, table.column_names)),
+            Identifier(table.name + suffix)))
+        return {tuple(row[c] for c in table.key): row for row in cursor}
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def as_mapping(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else dict(value)

@@ -1,0 +1,382 @@
+"""Feeding projections from the event store: catch up, follow live, rebuild, fold in memory.
+
+Exactly-once: a batch's rows and the projection's tracking position are committed in
+one transaction, and the tracking rows are locked (`FOR UPDATE`) for its duration,
+so two runners, or a runner and a rebuild's swap, never apply the same events twice.
+Writers append under an EXCLUSIVE table lock, so reading `notification_id > position`
+in order never skips a committed event; gaps in positions are aborted transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.sql import SQL, Identifier
+
+from ledger.database import ConnectionSettings
+from ledger.trade import trade_aggregate_id
+from projections.base import (
+    Event,
+    Key,
+    Projection,
+    Row,
+    TradeFacts,
+    decode_rows,
+    merge_into,
+    read_table,
+)
+from projections.complex_funds import ComplexFunds
+from projections.market_views import MarketViews
+from projections.rent_payments import RentPayments
+from projections.wallet_balances import WalletBalances
+
+log = logging.getLogger(__name__)
+
+ALL: tuple[Projection, ...] = (WalletBalances(), ComplexFunds(), RentPayments(), MarketViews())
+
+EVENTS_TABLE = "ledger_events"
+TRACKING_TABLE = "p_tracking"
+NOTIFY_CHANNEL = "ledger_events"
+SHADOW_SUFFIX = "__new"
+
+catch_up_batch_events_max = 5_000
+"""Events read, folded and committed in one catch-up transaction."""
+
+rebuild_batch_events_max = 50_000
+"""Events fetched from the server-side cursor per rebuild batch."""
+
+poll_seconds = 1.0
+"""How long the live follower waits for a notification before reading anyway."""
+
+REFUND_EVENT_NAMES = frozenset({
+    "Trade.Refunded", "Resident.AccrualClawedBack", "Complex.CommonPointsClawedBack"})
+
+_SELECT_EVENTS = (
+    "SELECT notification_id, replace(originator_id::text, '-', ''), originator_version,"
+    " topic, state FROM {events} WHERE notification_id > %s ORDER BY notification_id")
+
+
+def connect(url: str, schema: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A connection whose search_path is the ledger's schema (projection tables live there)."""
+    return psycopg.connect(ConnectionSettings.from_url(url).conninfo(), autocommit=autocommit,
+                           options=f"-c search_path={schema}")
+
+
+def select(names: str | Sequence[str] | None) -> tuple[Projection, ...]:
+    if names is None:
+        return ALL
+    wanted = {names} if isinstance(names, str) else set(names)
+    chosen = tuple(p for p in ALL if p.name in wanted)
+    unknown = wanted - {p.name for p in chosen}
+    if unknown:
+        msg = f"unknown projections: {sorted(unknown)}"
+        raise ValueError(msg)
+    return chosen
+
+
+def create_tracking(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE}"
+                 " (name text PRIMARY KEY, position bigint NOT NULL)")
+
+
+def setup(conn: psycopg.Connection[Any], projections: Iterable[Projection]) -> None:
+    """Create tracking and projection tables if missing (idempotent, serialised)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':projections'))")
+        create_tracking(conn)
+        for projection in projections:
+            projection.create_tables(conn)
+            conn.execute(f"INSERT INTO {TRACKING_TABLE} (name, position) VALUES (%s, 0)"
+                         " ON CONFLICT (name) DO NOTHING", (projection.name,))
+
+
+def positions(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Committed position of every projection."""
+    rows = conn.execute(f"SELECT name, position FROM {TRACKING_TABLE}").fetchall()
+    return dict(rows)
+
+
+def trade_facts(conn: psycopg.Connection[Any], events: Sequence[Event],
+                known: TradeFacts | None = None) -> TradeFacts:
+    """Trade.Recorded data for the trades this batch records or refunds.
+
+    A refund may come batches after its trade; the recorded trade is then read back from
+    the events table by its aggregate id (version 1), so no projection table is needed.
+    """
+    facts = known if known is not None else TradeFacts()
+    wanted: set[str] = set()
+    for event in events:
+        if event.name == "Trade.Recorded":
+            facts.by_trade_id[event.data["trade_id"]] = event.data
+        elif event.name in REFUND_EVENT_NAMES:
+            wanted.add(event.data["trade_id"])
+    missing = [trade_id for trade_id in wanted if trade_id not in facts.by_trade_id]
+    if missing:
+        rows = conn.execute(
+            SQL("SELECT state FROM {} WHERE originator_id = ANY(%s) AND originator_version = 1")
+            .format(Identifier(EVENTS_TABLE)),
+            ([trade_aggregate_id(trade_id) for trade_id in missing],)).fetchall()
+        for (state,) in rows:
+            data = json.loads(state)
+            facts.by_trade_id[data["trade_id"]] = data
+    return facts
+
+
+def apply_batch(conn: psycopg.Connection[Any], projections: Sequence[Projection],
+                tracked: dict[str, int], rows: Sequence[Sequence[Any]],
+                suffix: str = "") -> dict[str, int]:
+    """Fold and write one ordered batch of rows for each projection; return new positions.
+
+    Runs in the caller's transaction; the caller commits rows and positions together.
+    """
+    if not rows:
+        return dict(tracked)
+    last = rows[-1][0]
+    events = decode_rows(rows)
+    trades = trade_facts(conn, events)
+    advanced = dict(tracked)
+    for projection in projections:
+        after = tracked[projection.name]
+        if after >= last:
+            continue
+        mine = events if after < rows[0][0] else [e for e in events if e.position > after]
+        projection.write(conn, projection.fold(mine, trades), suffix)
+        advanced[projection.name] = last
+    return advanced
+
+
+def save_positions(conn: psycopg.Connection[Any], advanced: dict[str, int]) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {TRACKING_TABLE} (name, position) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
+            list(advanced.items()))
+
+
+class ProjectionRunner:
+    """Keeps projections up to date: catch up in large batches, then follow live.
+
+    `wait_for(position)` gives read-your-writes: it returns once every projection has
+    committed that log position (or False after the timeout).
+    """
+
+    def __init__(self, url: str, schema: str,
+                 projections: Sequence[Projection] = ALL, *, start: bool = True,
+                 batch_size: int = catch_up_batch_events_max) -> None:
+        self.url = url
+        self.schema = schema
+        self.projections = tuple(projections)
+        self.batch_size = batch_size
+        self._conn = connect(url, schema)
+        setup(self._conn, self.projections)
+        with self._conn.transaction():
+            self._positions = {name: position for name, position in positions(self._conn).items()
+                               if name in self._names()}
+        self._condition = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        if start:
+            self.start()
+
+    def _names(self) -> set[str]:
+        return {p.name for p in self.projections}
+
+    # Synchronous use ---------------------------------------------------------------------
+
+    def run_batch(self) -> int:
+        """Read, fold and commit one batch; return the number of rows read."""
+        conn = self._conn
+        names = [p.name for p in self.projections]
+        with conn.transaction():
+            tracked = dict(conn.execute(
+                f"SELECT name, position FROM {TRACKING_TABLE} WHERE name = ANY(%s)"
+                " ORDER BY name FOR UPDATE", (names,)).fetchall())
+            start = min(tracked.values())
+            with conn.cursor(binary=True) as cursor:
+                cursor.execute(SQL(_SELECT_EVENTS + " LIMIT %s").format(
+                    events=Identifier(EVENTS_TABLE)), (start, self.batch_size))
+                rows = cursor.fetchall()
+            advanced = apply_batch(conn, self.projections, tracked, rows)
+            if advanced != tracked:
+                save_positions(conn, {n: advanced[n] for n in names if advanced[n] != tracked[n]})
+        self._publish(advanced)
+        return len(rows)
+
+    def catch_up(self) -> int:
+        """Run batches until the log is exhausted; return the number of rows read."""
+        total = 0
+        while not self._stopping.is_set():
+            count = self.run_batch()
+            total += count
+            if count < self.batch_size:
+                break
+        return total
+
+    def _publish(self, advanced: dict[str, int]) -> None:
+        with self._condition:
+            self._positions = advanced
+            self._condition.notify_all()
+
+    # Live following ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        assert self._thread is None
+        self._thread = threading.Thread(target=self._follow, name="projection-runner",
+                                        daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        listener = connect(self.url, self.schema, autocommit=True)
+        try:
+            listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
+            while not self._stopping.is_set():
+                try:
+                    self.catch_up()
+                    self.error = None
+                except Exception as error:  # a failed batch rolled back; try again shortly
+                    log.exception("projection batch failed; retrying")
+                    self.error = error
+                    if self._conn.closed:
+                        self._conn = connect(self.url, self.schema)
+                if self._stopping.is_set():
+                    break
+                for _ in listener.notifies(timeout=poll_seconds, stop_after=1):
+                    pass
+        finally:
+            listener.close()
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
+        """Whether every projection has committed `position` within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while min(self._positions.values(), default=0) < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+        return True
+
+    def positions(self) -> dict[str, int]:
+        with self._condition:
+            return dict(self._positions)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=poll_seconds * 5)
+            self._thread = None
+        self._conn.close()
+
+    def __enter__(self) -> ProjectionRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# Rebuild ---------------------------------------------------------------------------------
+
+def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
+            progress: bool = True, batch_size: int = rebuild_batch_events_max) -> dict[str, int]:
+    """Rebuild projections from position 0 into shadow tables, then swap them in.
+
+    Reads with a server-side cursor in large batches, folds in memory, writes with COPY.
+    The swap (drop old tables, rename the shadow tables and their indexes, set the
+    tracking row) is one transaction, taken after catching up the last events under
+    the tracking rows' lock: readers see the old tables or the new ones, never half.
+    """
+    from tqdm import tqdm  # noqa: PLC0415  (only rebuilds show progress)
+
+    projections = select(name)
+    names = [p.name for p in projections]
+    writer = connect(url, schema)
+    reader = connect(url, schema)
+    try:
+        setup(writer, projections)
+        with writer.transaction():
+            for projection in projections:
+                projection.drop_tables(writer, SHADOW_SUFFIX)
+                projection.create_tables(writer, SHADOW_SUFFIX)
+            head = writer.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}")
+                                  .format(Identifier(EVENTS_TABLE))).fetchone()
+        total = head[0] if head else 0
+        built = dict.fromkeys(names, 0)
+        with (reader.transaction(),
+              reader.cursor(name="projection_rebuild", binary=True) as cursor,
+              tqdm(total=total, disable=not progress, unit="ev", desc="rebuild") as bar):
+            cursor.itersize = batch_size
+            cursor.execute(SQL(_SELECT_EVENTS).format(events=Identifier(EVENTS_TABLE)), (0,))
+            while rows := cursor.fetchmany(batch_size):
+                with writer.transaction():
+                    built = apply_batch(writer, projections, built, rows, SHADOW_SUFFIX)
+                bar.update(rows[-1][0] - bar.n)
+        with writer.transaction():
+            writer.execute(f"SELECT position FROM {TRACKING_TABLE} WHERE name = ANY(%s)"
+                           " FOR UPDATE", (names,))
+            while True:  # the events appended while the shadow tables were being built
+                start = min(built.values())
+                with writer.cursor(binary=True) as tail:
+                    tail.execute(SQL(_SELECT_EVENTS + " LIMIT %s").format(
+                        events=Identifier(EVENTS_TABLE)), (start, batch_size))
+                    rows = tail.fetchall()
+                if not rows:
+                    break
+                built = apply_batch(writer, projections, built, rows, SHADOW_SUFFIX)
+            for projection in projections:
+                _swap_in(writer, projection)
+            save_positions(writer, built)
+        return built
+    finally:
+        reader.close()
+        writer.close()
+
+
+def _swap_in(conn: psycopg.Connection[Any], projection: Projection) -> None:
+    for table in projection.tables:
+        shadow = table.name + SHADOW_SUFFIX
+        indexes = [row[0] for row in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND tablename = %s", (shadow,)).fetchall()]
+        conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(table.name)))
+        conn.execute(SQL("ALTER TABLE {} RENAME TO {}").format(
+            Identifier(shadow), Identifier(table.name)))
+        for index in indexes:
+            conn.execute(SQL("ALTER INDEX {} RENAME TO {}").format(
+                Identifier(index), Identifier(index.replace(shadow, table.name, 1))))
+
+
+# Folding in memory -----------------------------------------------------------------------
+
+def fold_all(url: str, schema: str, name: str | Sequence[str] | None = None,
+             batch_size: int = rebuild_batch_events_max) -> dict[str, dict[Key, Row]]:
+    """Every projection table computed purely in memory from all events.
+
+    For tests and auditors: a projection is right when its tables equal this fold.
+    """
+    projections = select(name)
+    state: dict[str, dict[Key, Row]] = {t.name: {} for p in projections for t in p.tables}
+    trades = TradeFacts()
+    with (connect(url, schema) as conn, conn.transaction(),
+          conn.cursor(name="fold_all", binary=True) as cursor):
+        cursor.execute(SQL(_SELECT_EVENTS).format(events=Identifier(EVENTS_TABLE)), (0,))
+        while rows := cursor.fetchmany(batch_size):
+            events = decode_rows(rows)
+            for event in events:
+                if event.name == "Trade.Recorded":
+                    trades.by_trade_id[event.data["trade_id"]] = event.data
+            for projection in projections:
+                merge_into(state, projection.fold(events, trades))
+    return state
+
+
+def read_all(conn: psycopg.Connection[Any],
+             name: str | Sequence[str] | None = None) -> dict[str, dict[Key, Row]]:
+    """Every projection table as stored, in the shape `fold_all` returns."""
+    return {t.name: read_table(conn, t) for p in select(name) for t in p.tables}
