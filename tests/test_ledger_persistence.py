@@ -1,0 +1,131 @@
+"""The event store itself: immutable rows, ordered positions, bulk saves, embedded server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+
+from ledger import commands as c
+from ledger.application import Ledger
+from ledger.conservation import fold
+from ledger.database import ConnectionSettings, start_embedded
+from ledger.persistence import APP_ROLE, COPY_THRESHOLD_EVENTS
+from ledger.resident import Resident
+from world import World, cause
+
+
+@pytest.fixture
+def populated(world: World) -> World:
+    world.policy()
+    complex_id = world.complex()
+    seller = world.resident(world.household(complex_id))
+    world.funded_resident(world.household(complex_id), seller, 300)
+    return world
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger_events SET state = 'x'",
+    "DELETE FROM ledger_events",
+    "TRUNCATE ledger_events",
+])
+def test_events_cannot_be_changed_even_by_the_owner(populated: World, statement: str) -> None:
+    """The immutability trigger refuses UPDATE, DELETE and TRUNCATE, whoever asks."""
+    with populated.connect() as conn:
+        before = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="immutable"):
+            conn.execute(statement)
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == before
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger_events SET state = 'x'",
+    "DELETE FROM ledger_events",
+])
+def test_the_application_role_has_no_update_or_delete_privilege(populated: World,
+                                                                statement: str) -> None:
+    """The role the ledger writes as may insert and read events, never change them."""
+    with populated.connect() as conn:
+        conn.execute(f"SET ROLE {APP_ROLE}")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            conn.execute(statement)
+
+
+def test_writes_run_as_the_application_role(populated: World) -> None:
+    """Rows are inserted through the append function, which runs as ledger_app."""
+    with populated.connect() as conn:
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'ledger_events_append' "
+            "AND pronamespace = %s::regnamespace", (populated.schema,)).fetchone()
+    assert owner == (APP_ROLE,)
+
+
+def test_positions_are_dense_for_one_writer(populated: World) -> None:
+    """Positions follow the order of saves, one after another."""
+    with populated.connect() as conn:
+        positions = [row[0] for row in conn.execute(
+            "SELECT notification_id FROM ledger_events ORDER BY notification_id")]
+    assert positions == list(range(1, len(positions) + 1))
+
+
+def test_large_saves_use_copy_and_keep_positions_ordered(world: World) -> None:
+    """A save of thousands of events (bulk seeding) goes through COPY, in order, and the
+    next ordinary save continues after it."""
+    world.policy()
+    complex_id = world.complex()
+    household = world.household(complex_id)
+    residents = [Resident.enrol(uuid.uuid4(), household, complex_id, "bulk", cause())
+                 for _ in range(COPY_THRESHOLD_EVENTS + 10)]
+    recordings = world.ledger.save(*residents)
+    positions = [r.notification.id for r in recordings]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(residents)
+    after = world.run(c.RegisterHousehold(complex_id, "after-bulk"))
+    assert after.position > positions[-1]
+    assert world.ledger.snapshot(Resident, residents[-1].id) is not None
+
+
+def test_replayed_events_match_live_state(populated: World) -> None:
+    """A fresh ledger instance, rebuilding every aggregate from stored events, agrees with
+    the live one, and the log conserves points."""
+    fresh = Ledger.connect(populated.database_url, populated.schema)
+    try:
+        for event in populated.all_events():
+            if isinstance(event, Resident.Enrolled):
+                live = populated.ledger.snapshot(Resident, event.originator_id)
+                again = fresh.snapshot(Resident, event.originator_id)
+                assert live is not None and again is not None
+                assert (live.available_won, live.version) == (again.available_won,
+                                                             again.version)
+    finally:
+        fresh.close()
+    assert fold(populated.all_events()).problems() == []
+
+
+def test_embedded_postgresql_starts_in_a_data_directory(tmp_path: object) -> None:
+    """Without a database URL the ledger starts an embedded PostgreSQL and writes to it."""
+    code = (
+        "import uuid, sys\n"
+        "from ledger.application import Ledger, now\n"
+        "from ledger.database import start_embedded\n"
+        "from ledger import commands as c\n"
+        "from ledger.events import Cause\n"
+        f"url = start_embedded({str(tmp_path)!r})\n"
+        "ledger = Ledger.connect(url)\n"
+        "out = ledger.execute(c.RegisterComplex('E-1', 'e', 'r'), "
+        "Cause(uuid.uuid4(), 'operator', 'r1', now()))\n"
+        "print(out.position)\n"
+        "ledger.close()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2"
+    url = start_embedded(str(tmp_path))
+    with psycopg.connect(ConnectionSettings.from_url(url).conninfo()) as conn:
+        count = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+    assert count == (2,)
