@@ -87,7 +87,7 @@ class Event:
 
 
 def decode_row(position: int, originator_id: Any, originator_version: int, topic: str,
-               state: bytes) -> Event | None:
+               state: str | bytes) -> Event | None:
     """The event in one stored row, or None for events no projection reads."""
     name = topic[topic.index(":") + 1:]
     if name in SKIPPED_NAMES:
@@ -106,10 +106,20 @@ def decode_rows(rows: Iterable[Sequence[Any]]) -> list[Event]:
     return events
 
 
-@lru_cache(maxsize=65_536)
 def kst_day(moment: str) -> date:
-    """The KST calendar day of an ISO time (any offset)."""
+    """The KST calendar day of an ISO time (any offset).
+
+    The day depends only on the minute and the offset, so those are what is cached:
+    times stored to the microsecond would otherwise never hit the cache.
+    """
+    if len(moment) > 22 and moment[-6] in "+-" and moment[-3] == ":":
+        return _kst_day(moment[:16] + moment[-6:])
     return datetime.fromisoformat(moment).astimezone(KST).date()
+
+
+@lru_cache(maxsize=65_536)
+def _kst_day(minute: str) -> date:
+    return datetime.fromisoformat(minute).astimezone(KST).date()
 
 
 def kst_month(moment: str) -> str:
@@ -173,6 +183,12 @@ class Projection:
 
     name: str = ""
     tables: tuple[Table, ...] = ()
+    reads: tuple[str, ...] = ()
+    """Prefixes of the event names this projection folds (e.g. "Resident.")."""
+
+    def topic_patterns(self) -> list[str]:
+        """LIKE patterns matching the stored topics of the events this projection reads."""
+        return [f"%:{prefix}%" for prefix in self.reads]
 
     def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:
         raise NotImplementedError

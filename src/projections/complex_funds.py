@@ -56,6 +56,7 @@ UNKNOWN_MARKET = "unknown"
 
 class ComplexFunds(Projection):
     name = "complex_funds"
+    reads = ("Complex.",)
     tables = (FUNDS, INFLOWS, OUTFLOWS)
 
     def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:

@@ -57,6 +57,7 @@ RESIDENT_SELLER = "resident"
 
 class MarketViews(Projection):
     name = "market_views"
+    reads = ("Trade.", "Merchant.")
     tables = (DAILY, MERCHANTS)
 
     def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:

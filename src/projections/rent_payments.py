@@ -46,6 +46,7 @@ PAYMENTS = Table(
 
 class RentPayments(Projection):
     name = "rent_payments"
+    reads = ("Household.",)
     tables = (INVOICES, PAYMENTS)
 
     def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:  # noqa: ARG002

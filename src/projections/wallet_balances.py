@@ -70,6 +70,7 @@ def _owed(owed_won: int) -> str:
 
 class WalletBalances(Projection):
     name = "wallet_balances"
+    reads = ("Resident.",)
     tables = (BALANCES, ENTRIES)
 
     def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:
