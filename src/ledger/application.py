@@ -283,6 +283,29 @@ class Ledger(Application[UUID]):
         assert pending.outcome is not None
         return pending.outcome
 
+    def execute_many(self, items: list[tuple[c.Command, Cause]]
+                     ) -> list[Outcome | DomainError]:
+        """Run many commands in order, sharing transactions (bulk loading).
+
+        Each command still runs alone against the state the earlier ones left, and is
+        accepted or rejected on its own; up to `bulk_commands_max` share one save.
+        """
+        results: list[Outcome | DomainError] = []
+        with self._write_lock:
+            for start in range(0, len(items), limits.bulk_commands_max):
+                batch = [_Pending(command, cause)
+                         for command, cause in items[start:start + limits.bulk_commands_max]]
+                self._run_batch(batch, careful=False)
+                for pending in batch:
+                    if isinstance(pending.error, DomainError):
+                        results.append(pending.error)
+                    elif pending.error is not None:
+                        raise pending.error
+                    else:
+                        assert pending.outcome is not None
+                        results.append(pending.outcome)
+        return results
+
     def _drain(self) -> None:
         while True:
             with self._queue_lock:

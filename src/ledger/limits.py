@@ -30,6 +30,9 @@ hold_seconds_max = 31 * 24 * 3600
 batch_commands_max = 512
 """Commands that share one transaction in the group commit."""
 
+bulk_commands_max = 2_000
+"""Commands that share one transaction when loading in bulk (seeding)."""
+
 command_attempts_max = 5
 """Times a command is retried after a concurrent writer changed the same aggregate."""
 

@@ -1,0 +1,361 @@
+"""A realistic dataset, loaded through the same commands users send.
+
+The default is small (2 complexes, 40 households, one month). `--complexes 29
+--households 25000` is the Hwaseong pilot; `--months N` adds N months of activity
+at rates modelled on the pilot: every household trades a few times a month in
+both markets, 2 % of trades are refunded, billing issues rent invoices on the
+20th and about one household in eight pays part of its rent with points (most
+settled, some released, a few left to expire), managers spend from their funds,
+and a few residents move out each month.
+
+Time is simulated: every command carries the platform time it happened at
+(`occurred_at`), in Korea Standard Time; the recorded time is the real clock.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from tqdm import tqdm
+
+from ledger import commands as c
+from ledger.application import Ledger, Outcome
+from ledger.complex import Complex
+from ledger.errors import DomainError
+from ledger.events import KST, Cause
+from ledger.resident import Resident
+
+OPERATOR = uuid.UUID("0b1e0000-0000-4000-8000-000000000001")
+PLATFORM = uuid.UUID("0b1e0000-0000-4000-8000-000000000002")
+BILLING = uuid.UUID("0b1e0000-0000-4000-8000-000000000003")
+
+PILOT_RATES: list[dict[str, Any]] = [
+    {"market": "sharing", "seller_kind": "resident", "personal_bps": 300, "common_bps": 100},
+    {"market": "shopping", "seller_kind": "small_firm", "personal_bps": 200, "common_bps": 100},
+    {"market": "shopping", "seller_kind": "social_enterprise", "personal_bps": 300,
+     "common_bps": 150},
+    {"market": "shopping", "seller_kind": "local_food", "personal_bps": 300, "common_bps": 150},
+    {"market": "shopping", "seller_kind": "public_body", "personal_bps": 100, "common_bps": 50},
+]
+SHARING_CATEGORIES = ("childcare", "cooking_class", "free_toys", "caregiving",
+                      "school_walk", "carpool")
+SHOPPING_CATEGORIES = {
+    "small_firm": ("move_in_cleaning", "ventilation_filters", "repairs"),
+    "social_enterprise": ("household_goods", "care_services"),
+    "local_food": ("vegetables", "rice", "side_dishes"),
+    "public_body": ("culture_tickets", "education"),
+}
+
+TRADES_PER_HOUSEHOLD_MONTH = 4.0
+SHARING_SHARE = 0.35
+REFUND_RATE = 0.02
+POINTS_PAYMENT_RATE = 0.2
+RENT_BY_POINTS_RATE = 0.12
+MOVE_OUT_RATE = 0.004
+CHUNK_COMMANDS = 4_000
+
+
+@dataclass
+class SeedSummary:
+    commands: int = 0
+    rejected: int = 0
+    events_before: int = 0
+    events_after: int = 0
+    position: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _World:
+    complexes: list[UUID] = field(default_factory=list)
+    complex_codes: list[str] = field(default_factory=list)
+    households: list[tuple[UUID, UUID]] = field(default_factory=list)  # (household, complex)
+    residents: list[tuple[UUID, UUID]] = field(default_factory=list)  # (resident, household)
+    merchants: list[tuple[UUID, str]] = field(default_factory=list)
+    closed: set[UUID] = field(default_factory=set)
+
+
+class Seeder:
+    def __init__(self, ledger: Ledger, *, complexes: int, households: int, months: int,
+                 seed: int = 7, start: date | None = None, progress: bool = True) -> None:
+        assert complexes >= 1 and households >= complexes and months >= 0
+        self.ledger = ledger
+        self.complex_count = complexes
+        self.household_count = households
+        self.months = months
+        self.random = random.Random(seed)
+        self.start = start or date(2026, 1, 1)
+        self.progress = progress
+        self.world = _World()
+        self.summary = SeedSummary()
+        self.requests = 0
+        self.run_tag = uuid.UUID(int=self.random.getrandbits(128)).hex[:8]
+
+    # Plumbing ----------------------------------------------------------------------------
+
+    def _cause(self, actor: UUID, role: str, at: datetime,
+               on_behalf_of: UUID | None = None) -> Cause:
+        self.requests += 1
+        return Cause(actor, role, f"seed-{self.run_tag}-{self.requests}", at, on_behalf_of)
+
+    def _run(self, items: list[tuple[c.Command, Cause]], bar: Any) -> list[Outcome | None]:
+        outcomes: list[Outcome | None] = []
+        for start in range(0, len(items), CHUNK_COMMANDS):
+            chunk = items[start:start + CHUNK_COMMANDS]
+            for (command, _), result in zip(chunk, self.ledger.execute_many(chunk),
+                                            strict=True):
+                self.summary.commands += 1
+                name = command.name
+                if isinstance(result, DomainError):
+                    self.summary.rejected += 1
+                    outcomes.append(None)
+                else:
+                    self.summary.counts[name] = self.summary.counts.get(name, 0) + 1
+                    self.summary.position = max(self.summary.position, result.position)
+                    outcomes.append(result)
+            bar.update(len(chunk))
+        return outcomes
+
+    def _at(self, day: date, hour_low: int = 7, hour_high: int = 23) -> datetime:
+        seconds = self.random.randrange(hour_low * 3600, hour_high * 3600)
+        return datetime(day.year, day.month, day.day, tzinfo=KST) + timedelta(seconds=seconds)
+
+    # The dataset -------------------------------------------------------------------------
+
+    def run(self) -> SeedSummary:
+        self.summary.events_before = self.ledger.position()
+        with tqdm(total=self._estimate(), desc="seeding", unit="cmd",
+                  disable=not self.progress) as bar:
+            self._population(bar)
+            for month in range(self.months):
+                self._month(month, bar)
+        self.summary.events_after = self.ledger.position()
+        return self.summary
+
+    def _estimate(self) -> int:
+        population = 1 + self.complex_count + self.household_count * 2.5 + 40
+        per_month = self.household_count * (TRADES_PER_HOUSEHOLD_MONTH + 1.5)
+        return int(population + per_month * self.months)
+
+    def _population(self, bar: Any) -> None:
+        day = self.start - timedelta(days=1)
+        at = datetime(day.year, day.month, day.day, 9, tzinfo=KST)
+        items: list[tuple[c.Command, Cause]] = [
+            (c.SetAccrualPolicy.of(PILOT_RATES), self._cause(OPERATOR, "operator", at))]
+        existing = self.ledger.snapshot(Complex, _complex_id(f"HS-{1:02d}"))
+        offset = 0
+        if existing is not None:  # seeding again: add new complexes after the old ones
+            while self.ledger.snapshot(Complex, _complex_id(f"HS-{offset + 1:02d}")):
+                offset += 1
+        for number in range(offset + 1, offset + self.complex_count + 1):
+            code = f"HS-{number:02d}"
+            self.world.complex_codes.append(code)
+            items.append((c.RegisterComplex(code, f"Hwaseong rental complex {number:02d}",
+                                            "Hwaseong"), self._cause(OPERATOR, "operator", at)))
+        for kind, count in (("small_firm", 20), ("social_enterprise", 10), ("local_food", 15),
+                            ("public_body", 5)):
+            for number in range(count):
+                items.append((c.RegisterMerchant(kind, f"{kind.replace('_', ' ')} {number + 1}"),
+                              self._cause(OPERATOR, "operator", at)))
+        outcomes = self._run(items, bar)
+        for (command, _), outcome in zip(items, outcomes, strict=True):
+            if outcome is None:
+                continue
+            if isinstance(command, c.RegisterComplex):
+                self.world.complexes.append(UUID(outcome["complex_id"]))
+            elif isinstance(command, c.RegisterMerchant):
+                self.world.merchants.append((UUID(outcome["merchant_id"]), command.kind))
+
+        items = []
+        for index in range(self.household_count):
+            complex_id = self.world.complexes[index % len(self.world.complexes)]
+            building = 101 + (index // len(self.world.complexes)) // 400
+            unit = f"{building}-{(index // len(self.world.complexes)) % 400 + 101:04d}"
+            items.append((c.RegisterHousehold(complex_id, unit),
+                          self._cause(OPERATOR, "operator", at)))
+        outcomes = self._run(items, bar)
+        for (command, _), outcome in zip(items, outcomes, strict=True):
+            if outcome is not None:
+                assert isinstance(command, c.RegisterHousehold)
+                self.world.households.append((UUID(outcome["household_id"]), command.complex_id))
+
+        items = []
+        for household_id, complex_id in self.world.households:
+            for _ in range(self.random.choice((1, 1, 2, 2, 3))):
+                if self.random.random() < 0.3:  # enrolled by the complex's coordinator
+                    actor = uuid.uuid5(complex_id, "coordinator")
+                    items.append((c.EnrolResident(household_id, "consent-form-paper"),
+                                  self._cause(actor, "coordinator", at)))
+                else:
+                    resident_id = uuid.UUID(int=self.random.getrandbits(128), version=4)
+                    items.append((c.EnrolResident(household_id, "consent-in-app",
+                                                  resident_id=resident_id),
+                                  self._cause(resident_id, "resident", at)))
+        outcomes = self._run(items, bar)
+        for (command, _), outcome in zip(items, outcomes, strict=True):
+            if outcome is not None:
+                assert isinstance(command, c.EnrolResident)
+                self.world.residents.append((UUID(outcome["resident_id"]), command.household_id))
+
+    def _month(self, month: int, bar: Any) -> None:
+        first = _add_months(self.start, month)
+        days = (_add_months(self.start, month + 1) - first).days
+        residents = [r for r in self.world.residents if r[0] not in self.world.closed]
+        trades_total = int(len(self.world.households) * TRADES_PER_HOUSEHOLD_MONTH)
+        trade_days = sorted(self.random.randrange(days) for _ in range(trades_total))
+        recorded: list[tuple[str, datetime]] = []
+        for day_offset, day_trades in _group(trade_days):
+            day = first + timedelta(days=day_offset)
+            items = [self._trade(day, residents) for _ in range(day_trades)]
+            outcomes = self._run(items, bar)
+            for (command, cause), outcome in zip(items, outcomes, strict=True):
+                if outcome is not None:
+                    assert isinstance(command, c.RecordTrade)
+                    recorded.append((command.trade_id, cause.occurred_at))
+            refunds = [(c.RefundTrade(trade_id), self._cause(PLATFORM, "platform",
+                                                             at + timedelta(days=1)))
+                       for trade_id, at in recorded[-day_trades:]
+                       if self.random.random() < REFUND_RATE]
+            self._run(refunds, bar)
+        self._rent(first, residents, bar)
+        self._fund_spends(first + timedelta(days=days - 2), bar)
+        self._move_outs(first + timedelta(days=days - 1), residents, bar)
+
+    def _trade(self, day: date, residents: list[tuple[UUID, UUID]]
+               ) -> tuple[c.Command, Cause]:
+        buyer, _ = self.random.choice(residents)
+        at = self._at(day)
+        trade_id = f"MKT-{self.run_tag}-{self.requests + 1}"
+        if self.random.random() < SHARING_SHARE:
+            seller, _ = self.random.choice(residents)
+            while seller == buyer and len(residents) > 1:
+                seller, _ = self.random.choice(residents)
+            kind, market = "resident", "sharing"
+            category = self.random.choice(SHARING_CATEGORIES)
+            amount_won = self.random.choice((3_000, 5_000, 10_000, 15_000, 20_000, 30_000))
+        else:
+            seller, kind = self.random.choice(self.world.merchants)
+            market = "shopping"
+            category = self.random.choice(SHOPPING_CATEGORIES[kind])
+            amount_won = self.random.randrange(8_000, 120_000, 500)
+        points_used_won = 0
+        if self.random.random() < POINTS_PAYMENT_RATE:
+            wallet = self.ledger.load(buyer)
+            if isinstance(wallet, Resident):
+                points_used_won = min(wallet.available_won, amount_won // 2)
+        return (c.RecordTrade(trade_id, market, category, seller, kind, buyer, amount_won,
+                              points_used_won), self._cause(PLATFORM, "platform", at))
+
+    def _rent(self, first: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
+        period = f"{first.year:04d}-{first.month:02d}"
+        issue_day = first + timedelta(days=19)
+        issued_at = self._at(issue_day, 9, 10)
+        due_at = datetime(issue_day.year, issue_day.month, issue_day.day, tzinfo=KST) + \
+            timedelta(days=10)
+        items: list[tuple[c.Command, Cause]] = []
+        invoices: dict[UUID, tuple[str, int]] = {}
+        for household_id, _ in self.world.households:
+            invoice_id = f"RENT-{period}-{household_id.hex[:12]}"
+            amount_won = self.random.randrange(180_000, 460_000, 1_000)
+            invoices[household_id] = (invoice_id, amount_won)
+            items.append((c.IssueRentInvoice(household_id, invoice_id, period, amount_won,
+                                             due_at), self._cause(BILLING, "billing", issued_at)))
+        self._run(items, bar)
+        payments: list[tuple[c.Command, Cause]] = []
+        for resident_id, household_id in residents:
+            if self.random.random() >= RENT_BY_POINTS_RATE:
+                continue
+            wallet = self.ledger.load(resident_id)
+            if not isinstance(wallet, Resident) or wallet.available_won < 1_000:
+                continue
+            invoice_id, invoice_won = invoices[household_id]
+            amount_won = min(wallet.available_won, invoice_won // 3)
+            payment_id = f"PAY-{self.run_tag}-{self.requests + 1}"
+            paid_at = self._at(issue_day + timedelta(days=self.random.randrange(1, 5)))
+            payments.append((c.PayRent(payment_id, household_id, invoice_id, period,
+                                       amount_won, resident_id, 3 * 24 * 3600),
+                             self._cause(resident_id, "resident", paid_at)))
+        outcomes = self._run(payments, bar)
+        answers: list[tuple[c.Command, Cause]] = []
+        for (command, cause), outcome in zip(payments, outcomes, strict=True):
+            if outcome is None:
+                continue
+            assert isinstance(command, c.PayRent)
+            roll = self.random.random()
+            answered_at = cause.occurred_at + timedelta(hours=self.random.randrange(1, 48))
+            if roll < 0.85:
+                answers.append((c.SettleRentPayment(command.payment_id),
+                                self._cause(BILLING, "billing", answered_at)))
+            elif roll < 0.95:
+                answers.append((c.ReleaseRentPayment(command.payment_id),
+                                self._cause(BILLING, "billing", answered_at)))
+            else:
+                expired_at = cause.occurred_at + timedelta(days=3, minutes=5)
+                answers.append((c.ExpireRentPayment(command.payment_id, expired_at),
+                                self._cause(OPERATOR, "operator", expired_at)))
+        self._run(answers, bar)
+
+    def _fund_spends(self, day: date, bar: Any) -> None:
+        items: list[tuple[c.Command, Cause]] = []
+        for complex_id in self.world.complexes:
+            fund = self.ledger.load(complex_id)
+            if not isinstance(fund, Complex) or fund.balance_won < 10_000:
+                continue
+            amount_won = fund.balance_won * self.random.choice((30, 50, 70)) // 100
+            purpose = self.random.choice(("facility", "event", "upkeep"))
+            manager = uuid.uuid5(complex_id, "manager")
+            items.append((c.SpendFund(complex_id, f"SPEND-{self.run_tag}-{self.requests + 1}",
+                                      purpose, amount_won,
+                                      f"council-{day.isoformat()}-{purpose}"),
+                          self._cause(manager, "manager", self._at(day, 10, 17))))
+        self._run(items, bar)
+
+    def _move_outs(self, day: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
+        items: list[tuple[c.Command, Cause]] = []
+        for resident_id, _ in residents:
+            if self.random.random() < MOVE_OUT_RATE:
+                wallet = self.ledger.load(resident_id)
+                if isinstance(wallet, Resident) and not wallet.holds:
+                    items.append((c.MoveOut(resident_id),
+                                  self._cause(resident_id, "resident", self._at(day))))
+                    self.world.closed.add(resident_id)
+        self._run(items, bar)
+
+
+def _complex_id(code: str) -> UUID:
+    from ledger.complex import complex_id_for  # noqa: PLC0415
+
+    return complex_id_for(code)
+
+
+def _add_months(day: date, months: int) -> date:
+    month_index = day.month - 1 + months
+    return date(day.year + month_index // 12, month_index % 12 + 1, 1)
+
+
+def _group(sorted_days: list[int]) -> Iterator[tuple[int, int]]:
+    """(day, count) runs of a sorted list of day offsets."""
+    index = 0
+    while index < len(sorted_days):
+        day = sorted_days[index]
+        end = index
+        while end < len(sorted_days) and sorted_days[end] == day:
+            end += 1
+        yield day, end - index
+        index = end
+
+
+def seed(ledger: Ledger, *, complexes: int = 2, households: int = 40, months: int = 1,
+         seed_value: int = 7, progress: bool = True,
+         start: date | None = None) -> SeedSummary:
+    return Seeder(ledger, complexes=complexes, households=households, months=months,
+                  seed=seed_value, progress=progress, start=start).run()
+
+
+ProgressFactory = Callable[..., Any]
