@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import random
 import signal
 import threading
@@ -563,8 +564,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`python -m ledger.relay`: run the relay until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(prog="ledger.relay")
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--schema", default="public")
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument("--schema", default=os.environ.get("LEDGER_SCHEMA", "").strip() or "public")
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
+    )
     parser.add_argument("--route", default="ledger.relay:route_to_event_stream")
     parser.add_argument("--batch-size", type=int, default=batch_size_default)
     parser.add_argument("--name", default=tracking_name_default)
