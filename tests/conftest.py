@@ -10,6 +10,8 @@ never see each other's events.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from ledger.application import Ledger
-from ledger.database import ConnectionSettings, start_embedded
+from ledger.database import ConnectionSettings, start_embedded, stop_embedded
 from world import World
 
 settings.register_profile(
@@ -31,12 +33,17 @@ settings.load_profile("ledger")
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url() -> Iterator[str]:
     url = os.environ.get("LEDGER_TEST_DATABASE_URL", "").strip()
     if url:
-        return url
-    data_dir: Path = tmp_path_factory.mktemp("pgdata")
-    return start_embedded(data_dir)
+        yield url
+        return
+    # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent run
+    # could delete the data directory under a running server.
+    data_dir = Path(tempfile.mkdtemp(prefix="ledger-test-pgdata-"))
+    yield start_embedded(data_dir)
+    stop_embedded(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -299,8 +299,8 @@ class LedgerMachine(RuleBasedStateMachine):
         for resident in self.model.wallet:
             replayed = self.ledger.repository.get(resident, version=None,
                                                   deepcopy_from_cache=False)
-            fresh = self.ledger.repository._reconstruct_aggregate(  # noqa: SLF001
-                resident, None, lambda a, es: _project(a, es))
+            fresh = self.ledger.repository._reconstruct_aggregate(
+                resident, None, _project)
             assert (fresh.available_won, fresh.held_won, fresh.owed_won) == (
                 replayed.available_won, replayed.held_won, replayed.owed_won)
             assert balances.accounts.get(f"wallet:{resident}", 0) == fresh.available_won

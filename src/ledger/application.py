@@ -14,6 +14,7 @@ touched aggregates are evicted, and each command is run again alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -96,7 +97,7 @@ def check_identifier(name: str, value: object) -> str:
 def check_billing_period(value: object) -> str:
     text = check_text("billing_period", value, BILLING_PERIOD_LENGTH)
     try:
-        datetime.strptime(text, "%Y-%m")  # noqa: DTZ007  (a month, not a moment)
+        datetime.strptime(text, "%Y-%m")
     except ValueError:
         raise DomainError(errors.invalid_field, "billing_period: YYYY-MM") from None
     return text
@@ -163,7 +164,7 @@ class UnitOfWork:
 class _Pending:
     command: c.Command
     cause: Cause
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
     outcome: Outcome | None = None
     error: BaseException | None = None
     attempts: int = 0
@@ -239,7 +240,7 @@ class Ledger(Application[UUID]):
 
     def load(self, aggregate_id: UUID) -> Aggregate | None:
         try:
-            return self.repository.get(aggregate_id)  # type: ignore[no-any-return]
+            return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
 
@@ -258,10 +259,8 @@ class Ledger(Application[UUID]):
         if cache is None:
             return
         for aggregate_id in aggregate_ids:
-            try:
+            with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
     # Executing ---------------------------------------------------------------------------
 
@@ -392,12 +391,12 @@ class Ledger(Application[UUID]):
                     position = recordings[index - 1].notification.id
                     stage.pending.finish(outcome=Outcome(stage.result, position))
 
-        for pending, error in rejected:
+        for pending, rejection in rejected:
             replay = self._replay(pending)
             if isinstance(replay, Outcome):
                 pending.finish(outcome=replay)
             else:
-                pending.finish(error=replay or error)
+                pending.finish(error=replay or rejection)
 
     def _retry_alone(self, pending: _Pending) -> None:
         if pending.attempts >= limits.command_attempts_max:

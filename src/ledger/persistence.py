@@ -119,7 +119,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self, stored_events: Sequence[StoredEvent], **_: Any
     ) -> Sequence[int] | None:
         if not stored_events:
             return []

@@ -8,7 +8,6 @@ take back; later credits pay them back first (see ledger.owed).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
 from uuid import UUID
 
 from ledger import errors

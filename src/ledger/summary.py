@@ -60,14 +60,15 @@ def stored_events(url: str, schema: str, *, after: int = 0,
 def summarise(url: str, schema: str = "public", *, progress: bool = False) -> LedgerSummary:
     balances = Balances()
     owed_won = 0
-    position = 0
+    last_position = 0
     for position, event in tqdm(stored_events(url, schema), desc="checking", unit="event",
                                 disable=not progress):
+        last_position = position
         balances.apply(event)
         owed_won += getattr(event, "owed_won", 0) if type(event).__name__ in (
             "AccrualClawedBack", "PaymentReturned", "CommonPointsClawedBack",
             "SettlementReturned") else 0
         owed_won -= getattr(event, "recovered_won", 0)
-    return LedgerSummary(events=balances.events, position=position,
+    return LedgerSummary(events=balances.events, position=last_position,
                          points_by_kind=balances.by_kind(), owed_won=owed_won,
                          problems=balances.problems())
