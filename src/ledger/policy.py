@@ -14,7 +14,7 @@ accrual_base_won = amount_won - points_used_won.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, uuid5
 
 from ledger import errors, limits
 from ledger.errors import DomainError

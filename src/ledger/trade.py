@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger import errors
