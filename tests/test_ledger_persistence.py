@@ -11,6 +11,7 @@ import pytest
 
 from ledger import commands as c
 from ledger.application import Ledger
+from ledger.complex import Complex
 from ledger.conservation import fold
 from ledger.database import ConnectionSettings, start_embedded
 from ledger.persistence import APP_ROLE, COPY_THRESHOLD_EVENTS
@@ -129,3 +130,30 @@ def test_embedded_postgresql_starts_in_a_data_directory(tmp_path: object) -> Non
     with psycopg.connect(ConnectionSettings.from_url(url).conninfo()) as conn:
         count = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
     assert count == (2,)
+
+
+def test_long_streams_load_from_snapshots(world: World) -> None:
+    """A fund with 500 events is saved as a snapshot and a fresh ledger loads it
+    from the snapshot plus later events, with the same balance."""
+    world.policy()
+    complex_id = world.complex()
+    seller = world.resident(world.household(complex_id))
+    buyer = world.resident(world.household(complex_id))
+    items = [(c.RecordTrade(f"S-{i}", "sharing", "x", seller, "resident", buyer, 1_000, 0),
+              cause()) for i in range(520)]
+    world.ledger.execute_many(items)
+    with world.connect() as conn:
+        snapshots = conn.execute(
+            "SELECT originator_version FROM ledger_snapshots WHERE originator_id = %s",
+            (complex_id,)).fetchall()
+    assert len(snapshots) == 1
+    assert snapshots[0][0] >= 500  # taken after the batch that crossed version 500
+    fresh = Ledger.connect(world.database_url, world.schema)
+    try:
+        live = world.ledger.snapshot(Complex, complex_id)
+        again = fresh.snapshot(Complex, complex_id)
+        assert live is not None and again is not None
+        assert (again.balance_won, again.version) == (live.balance_won, live.version)
+    finally:
+        fresh.close()
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -26,8 +27,8 @@ from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 from psycopg.sql import SQL, Identifier
 
 from ledger import commands as c
@@ -59,6 +60,20 @@ from ledger.resident import Resident
 from ledger.trade import Trade, trade_aggregate_id
 
 A = TypeVar("A", bound=Aggregate)
+logger = logging.getLogger(__name__)
+
+
+class SetAsList(Transcoding):
+    """Sets in aggregate state (ids already used), for snapshots."""
+
+    type = set
+    name = "set_list"
+
+    def encode(self, obj: set[Any]) -> list[Any]:
+        return sorted(obj)
+
+    def decode(self, data: list[Any]) -> set[Any]:
+        return set(data)
 
 BILLING_PERIOD_LENGTH = 7  # "YYYY-MM"
 
@@ -195,6 +210,13 @@ class Ledger(Application[UUID]):
         "APPLICATION_RECORDER_TOPIC": "ledger.persistence:LedgerRecorder",
     }
 
+    # Long streams (a complex's fund sees every trade of its residents) load from the
+    # latest snapshot plus the events after it. Snapshots are a cache, kept in their own
+    # table; the events table stays the only record.
+    snapshotting_intervals = {  # noqa: RUF012  (the library reads this class attribute)
+        Complex: 500, Household: 200, Resident: 200, Merchant: 500, AccrualPolicy: 50,
+    }
+
     def __init__(self, env: dict[str, str] | None = None) -> None:
         settings = dict(env or {})
         settings.setdefault("AGGREGATE_CACHE_MAXSIZE", str(limits.aggregate_cache_size_default))
@@ -219,6 +241,10 @@ class Ledger(Application[UUID]):
             c.ExpireRentPayment.name: self._expire_rent_payment,
             c.SpendFund.name: self._spend_fund,
         }
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(SetAsList())
 
     @classmethod
     def connect(cls, url: str | None = None, schema: str = "public",
@@ -390,6 +416,7 @@ class Ledger(Application[UUID]):
                     index += len(stage.events)
                     position = recordings[index - 1].notification.id
                     stage.pending.finish(outcome=Outcome(stage.result, position))
+                self._take_due_snapshots(staged, in_flight)
 
         for pending, rejection in rejected:
             replay = self._replay(pending)
@@ -397,6 +424,25 @@ class Ledger(Application[UUID]):
                 pending.finish(outcome=replay)
             else:
                 pending.finish(error=replay or rejection)
+
+    def _take_due_snapshots(self, staged: list[_Staged],
+                            in_flight: dict[UUID, Aggregate]) -> None:
+        """Snapshot aggregates whose version just reached a multiple of their interval."""
+        due: set[UUID] = set()
+        for stage in staged:
+            for event in stage.events:
+                aggregate = in_flight.get(event.originator_id)
+                interval = self.snapshotting_intervals.get(type(aggregate))  # type: ignore[arg-type]
+                if interval and event.originator_version % interval == 0:
+                    due.add(event.originator_id)
+        for aggregate_id in due:
+            aggregate = in_flight[aggregate_id]
+            try:
+                assert self.snapshots is not None
+                self.snapshots.put([Snapshot.take(aggregate)])
+            except Exception:  # a snapshot is only a cache: never fail a saved command
+                logger.exception("snapshot of %s at version %s failed", aggregate_id,
+                                 aggregate.version)
 
     def _retry_alone(self, pending: _Pending) -> None:
         if pending.attempts >= limits.command_attempts_max:
