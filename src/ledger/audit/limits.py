@@ -23,3 +23,14 @@ checkpoint_interval_seconds_default = 10 * 60
 
 poll_interval_seconds_default = 1.0
 """How long an idle follower sleeps before looking for new events."""
+
+findings_max = 100
+"""Problems one verification keeps; the first (lowest position) is the one reported."""
+
+statement_lines_max = 100_000
+"""Lines in one monthly statement; a wallet or fund with more is refused, not cut short."""
+
+events_page_size_max = 1_000
+"""Events in one page of the auditor's event log (GET /v1/audit/events)."""
+
+events_page_size_default = 100

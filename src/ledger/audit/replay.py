@@ -1,0 +1,380 @@
+"""Replay every event into scratch state and compare it with every live projection table.
+
+One pass over the log in one repeatable-read snapshot:
+
+- the auditor's own fold (`ledger.audit.scratch`) checks conservation, recomputes
+  every trade's accrual, and gives wallets, common funds, merchant accounts and
+  rent invoices and payments independently of the projections' code;
+- each projection's own fold (`Projection.fold`, merged in memory as `fold_all`
+  does) gives every column of every projection table;
+- the live tables are read in the same snapshot and compared with both, each
+  projection only up to the position it has committed (`p_tracking`), so a
+  projection that lags behind the log is not mistaken for a wrong one.
+
+A difference names the table, the key, the columns and the position of the
+last event that changed the row.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.sql import SQL, Identifier
+
+from ledger.audit import limits
+from ledger.audit.scratch import Finding, Scratch
+from projections.base import (
+    Key,
+    Projection,
+    Row,
+    Table,
+    TradeFacts,
+    decode_row,
+    merge_into,
+    typed,
+)
+from projections.complex_funds import FUNDS
+from projections.market_views import MERCHANTS
+from projections.rent_payments import INVOICES, PAYMENTS
+from projections.runner import ALL, TRACKING_TABLE
+from projections.wallet_balances import BALANCES, ENTRIES
+
+PROJECTION_MISMATCH = "projection_mismatch"
+PROJECTION_ROW_MISSING = "projection_row_missing"
+PROJECTION_ROW_EXTRA = "projection_row_extra"
+
+EVENTS_TABLE = "ledger_events"
+TRADE_FACT_FIELDS = ("market", "category", "seller_kind", "seller_id", "policy_version",
+                     "personal_bps", "common_bps")
+"""What projections need to know about a trade when its refund comes (kept small: a year
+of the pilot holds about a million trades)."""
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ReplayReport:
+    """Findings of the replay, the first one first, and what was compared."""
+
+    findings: list[Finding]
+    events: int
+    head: int
+    trades_recomputed: int
+    rows_compared: int
+    projection_positions: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+    points_by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def first(self) -> Finding | None:
+        return min(self.findings, key=lambda item: item.position, default=None)
+
+
+def _hex(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.hex if isinstance(value, UUID) else str(value).replace("-", "")
+
+
+def _table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+class Replay:
+    """The pass itself; `run()` returns the report. The connection's search_path is the schema."""
+
+    def __init__(self, conn: psycopg.Connection[Any], *, progress: Progress | None = None,
+                 projections: tuple[Projection, ...] = ALL,
+                 batch_size: int = limits.fetch_size_rows) -> None:
+        self.conn = conn
+        self.progress = progress
+        self.batch_size = batch_size
+        self.scratch = Scratch()
+        self.findings: list[Finding] = []
+        self.notes: list[str] = []
+        self.rows_compared = 0
+        self.cutoffs: dict[str, int] = {}
+        self.projections: tuple[Projection, ...] = ()
+        if _table_exists(conn, TRACKING_TABLE):
+            tracked = dict(conn.execute(f"SELECT name, position FROM {TRACKING_TABLE}").fetchall())
+            self.projections = tuple(p for p in projections if p.name in tracked)
+            self.cutoffs = {p.name: int(tracked[p.name]) for p in self.projections}
+            for projection in projections:
+                if projection.name not in tracked:
+                    self.notes.append(f"projection {projection.name} has no tables: not compared")
+        else:
+            self.notes.append("no projection tables in this schema: projections not compared")
+        self.folded: dict[str, dict[Key, Row]] = {
+            t.name: {} for p in self.projections for t in p.tables if not t.append_only}
+        self.trades = TradeFacts()
+
+    # The pass -----------------------------------------------------------------------------
+
+    def run(self) -> ReplayReport:
+        head_row = self.conn.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}")
+                                     .format(Identifier(EVENTS_TABLE))).fetchone()
+        head = int(head_row[0]) if head_row else 0
+        for name, cutoff in self.cutoffs.items():
+            if cutoff < head:
+                self.notes.append(f"projection {name} is at position {cutoff:,} of {head:,}: "
+                                  "compared up to its position")
+        entries = self._live_entries() if self._compares(ENTRIES) else None
+        scratch = self.scratch
+        apply = scratch.apply
+        was_enabled = gc.isenabled()
+        # The pass allocates millions of small acyclic dicts; the cycle collector would
+        # rescan them again and again (see projections.runner.garbage_collection_paused).
+        gc.disable()
+        try:
+            with self.conn.cursor(name="audit_replay", binary=True) as cursor:
+                cursor.execute(SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state"
+                    " FROM {} WHERE notification_id <= %s ORDER BY notification_id")
+                    .format(Identifier(EVENTS_TABLE)), (head,))
+                while rows := cursor.fetchmany(self.batch_size):
+                    events = []
+                    for row in rows:
+                        event = decode_row(*row)
+                        if event is not None:
+                            apply(event)
+                            events.append(event)
+                    self._fold_projections(events, entries)
+                    if self.progress is not None:
+                        self.progress(len(rows))
+        finally:
+            if was_enabled:
+                gc.enable()
+        scratch.finish()
+        if entries is not None:
+            self._finish_entries(entries)
+        self._compare_tables()
+        findings = [*scratch.findings, *self.findings]
+        return ReplayReport(findings=sorted(findings, key=lambda item: item.position),
+                            events=scratch.events, head=head,
+                            trades_recomputed=scratch.trades_recomputed,
+                            rows_compared=self.rows_compared,
+                            projection_positions=dict(self.cutoffs), notes=self.notes,
+                            points_by_kind=scratch.totals_by_kind())
+
+    def _compares(self, table: Table) -> bool:
+        return any(table in p.tables for p in self.projections)
+
+    def _fold_projections(self, events: list[Any], entries: Iterator[Row] | None) -> None:
+        if not self.projections or not events:
+            return
+        for event in events:
+            if event.name == "Trade.Recorded":
+                self.trades.by_trade_id[event.data["trade_id"]] = {
+                    name: event.data[name] for name in TRADE_FACT_FIELDS}
+        last = events[-1].position
+        for projection in self.projections:
+            cutoff = self.cutoffs[projection.name]
+            if events[0].position > cutoff:
+                continue
+            mine = events if last <= cutoff else [e for e in events if e.position <= cutoff]
+            changes = projection.fold(mine, self.trades)
+            merge_into(self.folded, changes)
+            if entries is not None and ENTRIES in projection.tables:
+                self._compare_entries(changes.appended[ENTRIES.name], entries)
+
+    # Wallet entries: compared as they are folded, in position order -------------------------
+
+    def _live_entries(self) -> Iterator[Row]:
+        cutoff = self.cutoffs["wallet_balances"]
+        names = ENTRIES.column_names
+        # A second named cursor in the same snapshot, read in step with the events.
+        with self.conn.cursor(name="audit_replay_entries",
+                              row_factory=psycopg.rows.dict_row) as cursor:
+            cursor.execute(SQL("SELECT {} FROM {} WHERE position <= %s ORDER BY position").format(
+                SQL(", ").join(map(Identifier, names)), Identifier(ENTRIES.name)), (cutoff,))
+            while rows := cursor.fetchmany(self.batch_size):
+                yield from rows
+
+    def _compare_entries(self, expected_rows: list[Row], live: Iterator[Row]) -> None:
+        for expected in expected_rows:
+            want = {c: typed(t, expected.get(c)) for c, t in ENTRIES.columns}
+            position = want["position"]
+            self.rows_compared += 1
+            while True:
+                got = self._peek_entry(live)
+                if got is None or got["position"] > position:
+                    self._find(position, PROJECTION_ROW_MISSING,
+                               f"{ENTRIES.name}: no entry for this wallet event")
+                    break
+                self._next_entry = None
+                if got["position"] < position:
+                    self._find(got["position"], PROJECTION_ROW_EXTRA,
+                               f"{ENTRIES.name}: an entry at a position with no wallet event")
+                    continue
+                differing = [c for c in ENTRIES.column_names if got[c] != want[c]]
+                if differing:
+                    self._find(position, PROJECTION_MISMATCH, f"{ENTRIES.name} entry: " + _diff(
+                        differing, got, want))
+                break
+
+    _next_entry: Row | None = None
+
+    def _peek_entry(self, live: Iterator[Row]) -> Row | None:
+        if self._next_entry is None:
+            self._next_entry = next(live, None)
+        return self._next_entry
+
+    def _finish_entries(self, live: Iterator[Row]) -> None:
+        extra = self._peek_entry(live)
+        if extra is not None:
+            self._find(extra["position"], PROJECTION_ROW_EXTRA,
+                       f"{ENTRIES.name}: an entry at a position with no wallet event")
+        self._next_entry = None
+        for _ in live:  # drain the cursor before it closes
+            pass
+
+    # Keyed tables: compared after the pass ------------------------------------------------
+
+    def _compare_tables(self) -> None:
+        for projection in self.projections:
+            for table in projection.tables:
+                if table.append_only:
+                    continue
+                live = _read_table(self.conn, table)
+                self._compare_with_fold(projection, table, live, self.folded[table.name])
+                self._compare_with_scratch(table, live)
+
+    def _compare_with_fold(self, projection: Projection, table: Table, live: dict[Key, Row],
+                           folded: dict[Key, Row]) -> None:
+        """Every column of every row against the projection's own fold of the events."""
+        wrong: list[tuple[Key, str, str]] = []
+        for key, want in folded.items():
+            self.rows_compared += 1
+            got = live.get(key)
+            if got is None:
+                wrong.append((key, PROJECTION_ROW_MISSING, f"{table.name} row {_key(key)} is "
+                              "missing"))
+                continue
+            differing = [c for c in table.column_names if got[c] != want[c]]
+            if differing:
+                wrong.append((key, PROJECTION_MISMATCH, f"{table.name} row {_key(key)}: "
+                              + _diff(differing, got, want)))
+        wrong.extend((key, PROJECTION_ROW_EXTRA,
+                      f"{table.name} row {_key(key)} has no events behind it")
+                     for key in live.keys() - folded.keys())
+        wrong = wrong[:limits.findings_max]
+        if not wrong:
+            return
+        positions = self._last_positions(projection, table, [key for key, _, _ in wrong])
+        cutoff = self.cutoffs[projection.name]
+        for key, code, detail in wrong:
+            self._find(positions.get(key, cutoff), code, detail)
+
+    def _last_positions(self, projection: Projection, table: Table,
+                        keys: list[Key]) -> dict[Key, int]:
+        """The last event position behind each of a few rows: a second pass, only on failure.
+
+        Rows with a `position` column say it themselves; the others are found by folding
+        the projection's events one at a time.
+        """
+        folded = self.folded[table.name]
+        found = {key: int(folded[key]["position"]) for key in keys
+                 if key in folded and folded[key].get("position") is not None}
+        wanted = set(keys) - found.keys()
+        if not wanted:
+            return found
+        cutoff = self.cutoffs[projection.name]
+        with self.conn.cursor(name="audit_replay_locate", binary=True) as cursor:
+            cursor.execute(SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state"
+                " FROM {} WHERE notification_id <= %s ORDER BY notification_id")
+                .format(Identifier(EVENTS_TABLE)), (cutoff,))
+            while rows := cursor.fetchmany(self.batch_size):
+                for row in rows:
+                    event = decode_row(*row)
+                    if event is None:
+                        continue
+                    changes = projection.fold([event], self.trades)
+                    for raw in changes.rows[table.name]:
+                        key = tuple(typed(table.sql_type(column), value)
+                                    for column, value in zip(table.key, raw, strict=True))
+                        if key in wanted:
+                            found[key] = event.position
+        return found
+
+    def _compare_with_scratch(self, table: Table, live: dict[Key, Row]) -> None:
+        """The auditor's own fold against the balances the projections serve."""
+        if table is BALANCES:
+            for resident, wallet in self.scratch.wallets.items():
+                if wallet.position > self.cutoffs["wallet_balances"]:
+                    continue
+                self._check_row(table, live, (UUID(resident),), wallet.position, {
+                    "available_won": wallet.available_won, "held_won": wallet.held_won,
+                    "owed_won": wallet.owed_won, "accrued_total_won": wallet.accrued_total_won,
+                    "spent_total_won": wallet.spent_total_won, "closed": wallet.closed,
+                    "position": wallet.position})
+        elif table is FUNDS:
+            for complex_id, fund in self.scratch.funds.items():
+                if fund.position > self.cutoffs["complex_funds"]:
+                    continue
+                self._check_row(table, live, (UUID(complex_id),), fund.position, {
+                    "balance_won": fund.balance_won, "owed_won": fund.owed_won,
+                    "accrued_total_won": fund.accrued_total_won,
+                    "clawed_back_total_won": fund.clawed_back_total_won,
+                    "spent_total_won": fund.spent_total_won, "position": fund.position})
+        elif table is MERCHANTS:
+            for merchant, account in self.scratch.merchants.items():
+                if account.position > self.cutoffs["market_views"]:
+                    continue
+                self._check_row(table, live, (UUID(merchant),), account.position, {
+                    "balance_won": account.balance_won, "owed_won": account.owed_won,
+                    "points_received_won": account.points_received_won,
+                    "paid_out_won": account.paid_out_won,
+                    "payouts_count": account.payouts_count, "position": account.position})
+        elif table is INVOICES:
+            for (household, invoice_id), invoice in self.scratch.invoices.items():
+                if invoice[3] > self.cutoffs["rent_payments"]:
+                    continue
+                self._check_row(table, live, (UUID(household), invoice_id), invoice[3], {
+                    "amount_won": invoice[0], "held_won": invoice[1], "settled_won": invoice[2]})
+        elif table is PAYMENTS:
+            for payment_id, payment in self.scratch.payments.items():
+                if payment[4] > self.cutoffs["rent_payments"]:
+                    continue
+                self._check_row(table, live, (payment_id,), payment[4], {
+                    "household_id": UUID(payment[0]), "invoice_id": payment[1],
+                    "amount_won": payment[2], "status": payment[3]})
+
+    def _check_row(self, table: Table, live: dict[Key, Row], key: Key, position: int,
+                   want: dict[str, Any]) -> None:
+        self.rows_compared += 1
+        got = live.get(key)
+        if got is None:
+            self._find(position, PROJECTION_ROW_MISSING,
+                       f"{table.name} row {_key(key)} is missing (audit replay)")
+            return
+        differing = [c for c in want if got[c] != want[c]]
+        if differing:
+            self._find(position, PROJECTION_MISMATCH,
+                       f"{table.name} row {_key(key)} (audit replay): "
+                       + _diff(differing, got, want))
+
+    def _find(self, position: int, code: str, detail: str) -> None:
+        if len(self.findings) < limits.findings_max:
+            self.findings.append(Finding(position, code, detail))
+
+
+def _read_table(conn: psycopg.Connection[Any], table: Table) -> dict[Key, Row]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        cursor.execute(SQL("SELECT {} FROM {}").format(
+            SQL(", ").join(map(Identifier, table.column_names)), Identifier(table.name)))
+        return {tuple(row[c] for c in table.key): row for row in cursor}
+
+
+def _key(key: Key) -> str:
+    return "(" + ", ".join(str(part) for part in key) + ")"
+
+
+def _diff(columns: list[str], got: Row, want: Row) -> str:
+    return "; ".join(f"{c} is {got[c]!r}, the events give {want[c]!r}" for c in columns)

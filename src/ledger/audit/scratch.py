@@ -1,0 +1,566 @@
+"""Scratch state: the auditor's own fold of the event log, written apart from the projections.
+
+`Scratch.apply(event)` folds one stored event (decoded from its JSON, see
+`projections.base.decode_row`) into plain in-memory state: wallets, common funds,
+merchant settlement accounts, rent invoices and payments, the system accounts,
+the accrual policy's versions and every trade's accrual. It re-derives each
+account's double-entry postings from the event's fields, so conservation is
+checked without the domain classes, and it recomputes every trade's accrual from
+the policy version the trade recorded with the ledger's one rounding rule
+(`ledger.policy.share_won`, `accrual_base_won`).
+
+This fold shares no code with `projections/`: a projection rule that is wrong
+shows up as a difference between the live tables and this state. The first
+thing found wrong at a position is kept as a `Finding`; folding goes on so that
+the state stays comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.events import (
+    FUND_SPENDING,
+    ISSUANCE,
+    PAYOUTS,
+    RENT_CLEARING,
+    TRADE_CLEARING,
+    UNCLAIMED,
+)
+from ledger.household import EXPIRED, HELD, RELEASED, SETTLED
+from ledger.policy import ANY_CATEGORY, accrual_base_won, share_won
+from projections.base import Event
+
+ACCRUAL_MISMATCH = "accrual_mismatch"
+ACCRUAL_MISSING = "accrual_missing"
+NEGATIVE_BALANCE = "negative_balance"
+NOT_CONSERVED = "points_not_conserved"
+TRADE_CLEARING_NOT_EMPTY = "trade_clearing_not_empty"
+INCONSISTENT_EVENT = "inconsistent_event"
+UNKNOWN_EVENT = "unknown_event"
+
+SKIPPED = frozenset({"RequestRecord.Accepted", "AccrualPolicy.Created",
+                     "RentPaymentLocator.Registered", "Household.Registered"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something wrong at one position of the log, with a stable code."""
+
+    position: int
+    code: str
+    detail: str
+
+
+class Wallet:
+    __slots__ = ("accrued_total_won", "available_won", "closed", "complex_id", "held_won",
+                 "household_id", "owed_won", "position", "spent_total_won")
+
+    def __init__(self, household_id: str | None, complex_id: str | None) -> None:
+        self.household_id = household_id
+        self.complex_id = complex_id
+        self.available_won = 0
+        self.held_won = 0
+        self.owed_won = 0
+        self.accrued_total_won = 0
+        self.spent_total_won = 0
+        self.closed = False
+        self.position = 0
+
+
+class Fund:
+    __slots__ = ("accrued_total_won", "balance_won", "clawed_back_total_won", "code", "name",
+                 "owed_won", "position", "region", "spent_total_won")
+
+    def __init__(self, code: str | None = None, name: str | None = None,
+                 region: str | None = None) -> None:
+        self.code, self.name, self.region = code, name, region
+        self.balance_won = 0
+        self.owed_won = 0
+        self.accrued_total_won = 0
+        self.clawed_back_total_won = 0
+        self.spent_total_won = 0
+        self.position = 0
+
+
+class MerchantAccount:
+    __slots__ = ("balance_won", "owed_won", "paid_out_won", "payouts_count", "points_received_won",
+                 "position")
+
+    def __init__(self) -> None:
+        self.balance_won = 0
+        self.owed_won = 0
+        self.points_received_won = 0
+        self.paid_out_won = 0
+        self.payouts_count = 0
+        self.position = 0
+
+
+class TradeAccrual:
+    """What a recorded trade promised and what its accrual events delivered.
+
+    Within one group-committed transaction a wallet's or fund's events may be stored
+    before the trade's own, so an accrual may be seen before its trade is.
+    """
+
+    __slots__ = ("common_won", "delivered_common_won", "delivered_personal_won", "personal_won",
+                 "points_used_won", "position", "recorded", "refunded")
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.recorded = False
+        self.personal_won = 0
+        self.common_won = 0
+        self.points_used_won = 0
+        self.delivered_personal_won = 0
+        self.delivered_common_won = 0
+        self.refunded = False
+
+
+@dataclass
+class Recomputed:
+    """One trade's accrual recomputed from its recorded policy version and inputs."""
+
+    trade_id: str
+    policy_version: int
+    personal_bps: int
+    common_bps: int
+    accrual_base_won: int
+    personal_won: int
+    common_won: int
+
+
+def rates_for(versions: dict[int, list[dict[str, Any]]], version: int, market: str,
+              seller_kind: str, category: str) -> tuple[int, int] | None:
+    """(personal_bps, common_bps) of a policy version; a category row beats the `*` row.
+
+    Written again here, from the policy's documented rule, so that a change to
+    `AccrualPolicy.rates_for` that alters history is caught rather than inherited.
+    """
+    rows = versions.get(version)
+    if rows is None:
+        return None
+    fallback = (0, 0)
+    for row in rows:
+        if row["market"] != market or row["seller_kind"] != seller_kind:
+            continue
+        if row["category"] == category:
+            return row["personal_bps"], row["common_bps"]
+        if row["category"] == ANY_CATEGORY:
+            fallback = (row["personal_bps"], row["common_bps"])
+    return fallback
+
+
+def recompute(versions: dict[int, list[dict[str, Any]]], data: dict[str, Any]) -> Recomputed | None:
+    """A Trade.Recorded event's accrual recomputed; None when its policy version is unknown."""
+    rates = rates_for(versions, data["policy_version"], data["market"], data["seller_kind"],
+                      data["category"])
+    if rates is None:
+        return None
+    base_won = accrual_base_won(data["amount_won"], data["points_used_won"])
+    return Recomputed(data["trade_id"], data["policy_version"], rates[0], rates[1], base_won,
+                      share_won(base_won, rates[0]), share_won(base_won, rates[1]))
+
+
+def accrual_differences(recorded: dict[str, Any], computed: Recomputed) -> list[str]:
+    """Fields of a recorded trade that differ from the recomputation, as 'field a != b'."""
+    return [f"{name} recorded {recorded[name]}, recomputed {getattr(computed, name)}"
+            for name in ("personal_bps", "common_bps", "accrual_base_won", "personal_won",
+                         "common_won")
+            if recorded[name] != getattr(computed, name)]
+
+
+def _uuid(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return None if value is None else str(value["_data_"])
+
+
+@dataclass
+class Scratch:
+    """Everything the auditor folds from the events, and the first things found wrong."""
+
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    funds: dict[str, Fund] = field(default_factory=dict)
+    merchants: dict[str, MerchantAccount] = field(default_factory=dict)
+    invoices: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """(household, invoice id) -> [amount_won, held_won, settled_won, position]."""
+    payments: dict[str, list[Any]] = field(default_factory=dict)
+    """payment id -> [household, invoice id, amount_won, status, position]."""
+    system: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        (ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING), 0))
+    versions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    trades: dict[str, TradeAccrual] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    findings_max: int = 100
+    events: int = 0
+    trades_recomputed: int = 0
+    position: int = 0
+    clearing_since: int = 0
+    """First position after which the trade clearing account has not been empty."""
+    check_accruals: bool = True
+
+    # Findings -----------------------------------------------------------------------------
+
+    def found(self, position: int, code: str, detail: str) -> None:
+        if len(self.findings) < self.findings_max:
+            self.findings.append(Finding(position, code, detail))
+
+    def _not_negative(self, position: int, name: str, amount_won: int) -> None:
+        if amount_won < 0:
+            self.found(position, NEGATIVE_BALANCE, f"{name} would be {amount_won:,} won")
+
+    # Folding ------------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        """Fold one event; events must come in log order."""
+        name = event.name
+        if name in SKIPPED:
+            return
+        self.events += 1
+        self.position = event.position
+        clearing_before = self.system[TRADE_CLEARING]
+        kind, _, what = name.partition(".")
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {name}")
+        else:
+            handler(self, what, event)
+        clearing = self.system[TRADE_CLEARING]
+        if clearing_before == 0 and clearing != 0:
+            self.clearing_since = event.position
+
+    def _wallet(self, event: Event) -> Wallet:
+        wallet = self.wallets.get(event.originator_id)
+        if wallet is None:
+            self.found(event.position, INCONSISTENT_EVENT, f"{event.name} of a wallet never "
+                       f"enrolled ({event.originator_id})")
+            wallet = self.wallets[event.originator_id] = Wallet(None, None)
+        wallet.position = event.position
+        return wallet
+
+    def _resident(self, what: str, event: Event) -> None:  # noqa: PLR0915  (one branch per event)
+        data = event.data
+        position = event.position
+        system = self.system
+        if what == "Enrolled":
+            wallet = Wallet(_uuid(data, "household_id"), _uuid(data, "complex_id"))
+            wallet.position = position
+            self.wallets[event.originator_id] = wallet
+            return
+        wallet = self._wallet(event)
+        label = f"wallet {event.originator_id}"
+        if what in ("PointsAccrued", "PointsReceived", "PointsRefunded"):
+            amount, recovered = data["amount_won"], data["recovered_won"]
+            if not 0 <= recovered <= min(amount, wallet.owed_won):
+                self.found(position, INCONSISTENT_EVENT,
+                           f"{label}: recovered {recovered} of {amount}, owed {wallet.owed_won}")
+            wallet.owed_won -= recovered
+            wallet.available_won += amount - recovered
+            if what == "PointsAccrued":
+                wallet.accrued_total_won += amount
+                system[ISSUANCE] -= amount - recovered
+                self._accrued(event, "personal")
+            else:
+                system[TRADE_CLEARING] -= amount
+                system[ISSUANCE] += recovered
+                if what == "PointsRefunded":
+                    wallet.spent_total_won -= amount
+        elif what == "PointsSpent":
+            amount = data["amount_won"]
+            wallet.available_won -= amount
+            wallet.spent_total_won += amount
+            system[TRADE_CLEARING] += amount
+            self._not_negative(position, label, wallet.available_won)
+        elif what in ("AccrualClawedBack", "PaymentReturned"):
+            amount, taken, owed = data["amount_won"], data["taken_won"], data["owed_won"]
+            if taken + owed != amount or taken > wallet.available_won:
+                self.found(position, INCONSISTENT_EVENT,
+                           f"{label}: takes {taken} + owes {owed} of {amount} with "
+                           f"{wallet.available_won} available")
+            wallet.available_won -= taken
+            wallet.owed_won += owed
+            if what == "AccrualClawedBack":
+                wallet.accrued_total_won -= amount
+                system[ISSUANCE] += taken
+                self._clawed_back(event, "personal")
+            else:
+                system[ISSUANCE] -= owed
+                system[TRADE_CLEARING] += amount
+            self._not_negative(position, label, wallet.available_won)
+        elif what == "PointsHeld":
+            amount = data["amount_won"]
+            wallet.available_won -= amount
+            wallet.held_won += amount
+            self._not_negative(position, label, wallet.available_won)
+        elif what in ("HoldSettled", "HoldReleased"):
+            amount = data["amount_won"]
+            wallet.held_won -= amount
+            if what == "HoldSettled":
+                wallet.spent_total_won += amount
+                system[RENT_CLEARING] += amount
+            else:
+                wallet.available_won += amount
+            self._not_negative(position, f"held points of {label}", wallet.held_won)
+        elif what == "MovedOut":
+            remaining = data["remaining_won"]
+            if remaining != wallet.available_won or wallet.held_won:
+                self.found(position, INCONSISTENT_EVENT,
+                           f"{label} moved out with {remaining} of {wallet.available_won} "
+                           f"available and {wallet.held_won} held")
+            wallet.available_won -= remaining
+            wallet.closed = True
+            system[UNCLAIMED] += remaining
+        else:
+            self.found(position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _complex(self, what: str, event: Event) -> None:
+        data = event.data
+        position = event.position
+        if what == "Registered":
+            fund = Fund(data["code"], data["name"], data["region"])
+            fund.position = position
+            self.funds[event.originator_id] = fund
+            return
+        fund = self.funds.get(event.originator_id)
+        if fund is None:
+            self.found(position, INCONSISTENT_EVENT, f"{event.name} of an unregistered complex")
+            fund = self.funds[event.originator_id] = Fund()
+        fund.position = position
+        label = f"common fund {event.originator_id}"
+        if what == "CommonPointsAccrued":
+            amount, recovered = data["amount_won"], data["recovered_won"]
+            fund.owed_won -= recovered
+            fund.balance_won += amount - recovered
+            fund.accrued_total_won += amount
+            self.system[ISSUANCE] -= amount - recovered
+            self._accrued(event, "common")
+        elif what == "CommonPointsClawedBack":
+            taken, owed = data["taken_won"], data["owed_won"]
+            fund.balance_won -= taken
+            fund.owed_won += owed
+            fund.clawed_back_total_won += data["amount_won"]
+            self.system[ISSUANCE] += taken
+            self._clawed_back(event, "common")
+            self._not_negative(position, label, fund.balance_won)
+        elif what == "FundSpent":
+            amount = data["amount_won"]
+            fund.balance_won -= amount
+            fund.spent_total_won += amount
+            self.system[FUND_SPENDING] += amount
+            self._not_negative(position, label, fund.balance_won)
+        else:
+            self.found(position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _merchant(self, what: str, event: Event) -> None:
+        data = event.data
+        account = self.merchants.get(event.originator_id)
+        if account is None:
+            account = self.merchants[event.originator_id] = MerchantAccount()
+        account.position = event.position
+        label = f"merchant {event.originator_id}"
+        if what == "Registered":
+            return
+        if what == "SettlementCredited":
+            amount, recovered = data["amount_won"], data["recovered_won"]
+            account.points_received_won += amount
+            account.balance_won += amount - recovered
+            account.owed_won -= recovered
+            self.system[TRADE_CLEARING] -= amount
+            self.system[ISSUANCE] += recovered
+        elif what == "SettlementReturned":
+            amount, taken, owed = data["amount_won"], data["taken_won"], data["owed_won"]
+            account.points_received_won -= amount
+            account.balance_won -= taken
+            account.owed_won += owed
+            self.system[ISSUANCE] -= owed
+            self.system[TRADE_CLEARING] += amount
+        elif what == "PaidOut":
+            amount = data["amount_won"]
+            account.balance_won -= amount
+            account.paid_out_won += amount
+            account.payouts_count += 1
+            self.system[PAYOUTS] += amount
+        else:
+            self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+            return
+        self._not_negative(event.position, label, account.balance_won)
+
+    def _household(self, what: str, event: Event) -> None:
+        data = event.data
+        household = event.originator_id
+        position = event.position
+        if what == "RentInvoiceIssued":
+            self.invoices[(household, data["invoice_id"])] = [data["amount_won"], 0, 0, position]
+            return
+        invoice = self.invoices.get((household, data["invoice_id"]))
+        if invoice is None:
+            self.found(position, INCONSISTENT_EVENT, f"{event.name} on unknown invoice "
+                       f"{data['invoice_id']}")
+            invoice = self.invoices[(household, data["invoice_id"])] = [0, 0, 0, position]
+        invoice[3] = position
+        amount = data["amount_won"]
+        payment_id = data["payment_id"]
+        if what == "RentPaymentHeld":
+            invoice[1] += amount
+            self.payments[payment_id] = [household, data["invoice_id"], amount, HELD, position]
+            if invoice[1] + invoice[2] > invoice[0]:
+                self.found(position, INCONSISTENT_EVENT,
+                           f"invoice {data['invoice_id']} holds and settlements exceed it")
+            return
+        payment = self.payments.get(payment_id)
+        if payment is None or payment[3] != HELD:
+            self.found(position, INCONSISTENT_EVENT, f"{event.name} of payment {payment_id} "
+                       "that is not held")
+            return
+        payment[4] = position
+        invoice[1] -= amount
+        if what == "RentPaymentSettled":
+            invoice[2] += amount
+            payment[3] = SETTLED
+        elif what == "RentPaymentReleased":
+            payment[3] = EXPIRED if data["reason"] == EXPIRED else RELEASED
+        else:
+            self.found(position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _policy(self, what: str, event: Event) -> None:
+        if what == "VersionSet":
+            self.versions[event.data["version"]] = event.data["rates"]
+        else:
+            self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _trade(self, what: str, event: Event) -> None:
+        data = event.data
+        trade_id = data["trade_id"]
+        if what == "Recorded":
+            trade = self.trades.get(trade_id)
+            if trade is None:
+                trade = self.trades[trade_id] = TradeAccrual(event.position)
+            if trade.recorded:
+                self.found(event.position, INCONSISTENT_EVENT, f"trade {trade_id} recorded twice")
+            trade.recorded = True
+            trade.position = event.position
+            trade.personal_won = data["personal_won"]
+            trade.common_won = data["common_won"]
+            trade.points_used_won = data["points_used_won"]
+            self._check_delivered(trade_id, trade, event.position)
+            if not self.check_accruals:
+                return
+            computed = recompute(self.versions, data)
+            self.trades_recomputed += 1
+            if computed is None:
+                self.found(event.position, ACCRUAL_MISMATCH,
+                           f"trade {trade_id} names unknown policy version "
+                           f"{data['policy_version']}")
+                return
+            differences = accrual_differences(data, computed)
+            if differences:
+                self.found(event.position, ACCRUAL_MISMATCH,
+                           f"trade {trade_id} (policy version {data['policy_version']}): "
+                           + "; ".join(differences))
+        elif what == "Refunded":
+            trade = self.trades.get(trade_id)
+            if trade is None or trade.refunded:
+                self.found(event.position, INCONSISTENT_EVENT,
+                           f"refund of trade {trade_id} that is unknown or already refunded")
+                return
+            trade.refunded = True
+            if (data["personal_clawback_won"], data["common_clawback_won"],
+                    data["points_returned_won"]) != (trade.personal_won, trade.common_won,
+                                                     trade.points_used_won):
+                self.found(event.position, ACCRUAL_MISMATCH,
+                           f"refund of trade {trade_id} claws back other amounts than it accrued")
+        else:
+            self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _accrued(self, event: Event, share: str) -> None:
+        """Count what an accrual event delivers towards its trade's recorded accrual."""
+        if not self.check_accruals:
+            return
+        trade_id = event.data["trade_id"]
+        trade = self.trades.get(trade_id)
+        if trade is None:
+            trade = self.trades[trade_id] = TradeAccrual(event.position)
+        if share == "personal":
+            trade.delivered_personal_won += event.data["amount_won"]
+        else:
+            trade.delivered_common_won += event.data["amount_won"]
+        self._check_delivered(trade_id, trade, event.position)
+
+    def _check_delivered(self, trade_id: str, trade: TradeAccrual, position: int) -> None:
+        """More delivered than recorded is wrong at once; less only at the end of the log."""
+        if not trade.recorded:
+            return
+        if (trade.delivered_personal_won > trade.personal_won
+                or trade.delivered_common_won > trade.common_won):
+            self.found(position, ACCRUAL_MISMATCH,
+                       f"trade {trade_id} recorded {trade.personal_won:,} + {trade.common_won:,}"
+                       f" won of accrual, its wallet and fund received "
+                       f"{trade.delivered_personal_won:,} + {trade.delivered_common_won:,}")
+
+    def _clawed_back(self, event: Event, share: str) -> None:
+        if not self.check_accruals:
+            return
+        trade = self.trades.get(event.data["trade_id"])
+        expected = None if trade is None else (
+            trade.personal_won if share == "personal" else trade.common_won)
+        if expected != event.data["amount_won"]:
+            self.found(event.position, ACCRUAL_MISMATCH,
+                       f"{share} clawback of {event.data['amount_won']:,} won for trade "
+                       f"{event.data['trade_id']} differs from its accrual ({expected})")
+
+    # Conservation -------------------------------------------------------------------------
+
+    def accounts(self) -> dict[str, int]:
+        """Every account's balance, named as `ledger.events` names accounts."""
+        found: dict[str, int] = dict(self.system)
+        for resident, wallet in self.wallets.items():
+            found[f"wallet:{resident}"] = wallet.available_won
+            found[f"held:{resident}"] = wallet.held_won
+        for complex_id, fund in self.funds.items():
+            found[f"fund:{complex_id}"] = fund.balance_won
+        for merchant, account in self.merchants.items():
+            found[f"merchant:{merchant}"] = account.balance_won
+        return found
+
+    def totals_by_kind(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for name, amount in self.accounts().items():
+            kind = name.split(":", 1)[0]
+            totals[kind] = totals.get(kind, 0) + amount
+        return dict(sorted(totals.items()))
+
+    def finish(self) -> None:
+        """End-of-log checks: conservation, an empty trade clearing, every accrual delivered."""
+        total = sum(self.accounts().values())
+        if total != 0:
+            self.found(self.position, NOT_CONSERVED, f"all accounts sum to {total:,}, not 0")
+        if self.system[TRADE_CLEARING] != 0:
+            self.found(self.clearing_since, TRADE_CLEARING_NOT_EMPTY,
+                       f"trade clearing holds {self.system[TRADE_CLEARING]:,} won since this "
+                       "position")
+        if self.check_accruals:
+            for trade_id, trade in self.trades.items():
+                if not trade.recorded:
+                    self.found(trade.position, ACCRUAL_MISMATCH,
+                               f"points accrued for trade {trade_id}, which was never recorded")
+                elif (trade.delivered_personal_won, trade.delivered_common_won) != (
+                        trade.personal_won, trade.common_won):
+                    self.found(trade.position, ACCRUAL_MISSING,
+                               f"trade {trade_id} recorded {trade.personal_won:,} + "
+                               f"{trade.common_won:,} won of accrual, its wallet and fund "
+                               f"received {trade.delivered_personal_won:,} + "
+                               f"{trade.delivered_common_won:,}")
+
+    def first_finding(self) -> Finding | None:
+        return min(self.findings, key=lambda item: item.position, default=None)
+
+
+_HANDLERS = {
+    "Resident": Scratch._resident,
+    "Complex": Scratch._complex,
+    "Merchant": Scratch._merchant,
+    "Household": Scratch._household,
+    "AccrualPolicy": Scratch._policy,
+    "Trade": Scratch._trade,
+}

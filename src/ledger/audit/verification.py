@@ -1,0 +1,159 @@
+"""`ledger audit verify`: the chain, the replay, conservation and accruals, in one verdict.
+
+`verify_ledger` runs the two passes (`verify_chain`, then `Replay`), picks the
+first bad position among everything they found, and stores the verdict in
+`audit_verifications` so the API can serve the last one. Each verdict is a row
+of its own: the history of verifications is itself part of the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ledger.audit.chain import Progress
+from ledger.audit.replay import Replay
+from ledger.audit.verify import verify_chain
+from ledger.database import connect
+
+VERIFICATIONS_TABLE = "audit_verifications"
+FINDINGS_REPORTED_MAX = 20
+
+
+@dataclass
+class Verification:
+    """The verdict of one full verification."""
+
+    ok: bool
+    first_bad_position: int | None
+    problem: str | None
+    detail: str
+    verified_at: datetime
+    seconds: float
+    counts: dict[str, int]
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    points_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["verified_at"] = self.verified_at.isoformat()
+        return document
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
+    def lines(self) -> list[str]:
+        counts = self.counts
+        out = [
+            f"events replayed: {counts['events']:,} (log head {counts['head']:,})",
+            f"hash chain: {counts['chain_checked']:,} events checked, "
+            f"{counts['unchained_tail']:,} not chained yet, "
+            f"{counts['checkpoints_verified']:,} checkpoint signatures verified",
+            f"accruals recomputed: {counts['trades_recomputed']:,} trades",
+            f"projection rows compared: {counts['rows_compared']:,}",
+            *(f"note: {note}" for note in self.notes),
+        ]
+        if self.ok:
+            out.append(f"OK: ledger verified in {self.seconds:.1f} s")
+        else:
+            out.append(f"FAILED at position {self.first_bad_position}: {self.problem}: "
+                       f"{self.detail}")
+            out.extend(f"  also at {item['position']}: {item['code']}: {item['detail']}"
+                       for item in self.findings[1:6])
+        return out
+
+
+def create_table(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {VERIFICATIONS_TABLE} ("
+        " id bigserial PRIMARY KEY,"
+        " verified_at timestamptz NOT NULL,"
+        " ok boolean NOT NULL,"
+        " first_bad_position bigint,"
+        " problem text,"
+        " detail text NOT NULL,"
+        " counts jsonb NOT NULL,"
+        " report jsonb NOT NULL)")
+
+
+def verify_ledger(
+    url: str,
+    schema: str,
+    *,
+    checkpoint_files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
+    progress: Progress | None = None,
+    store: bool = True,
+    **chain_options: Any,
+) -> Verification:
+    """Verify the chain, replay every event, compare, check; store and return the verdict."""
+    started = time.monotonic()
+    verified_at = datetime.now(UTC)
+    chain = verify_chain(url, schema, checkpoint_files=checkpoint_files, progress=progress,
+                         **chain_options)
+    with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        try:
+            replay = Replay(conn, progress=progress).run()
+        finally:
+            conn.rollback()
+    findings = [{"position": item.position, "code": item.code, "detail": item.detail}
+                for item in replay.findings]
+    if not chain.ok:
+        assert chain.first_bad_position is not None and chain.problem is not None
+        findings.append({"position": chain.first_bad_position, "code": chain.problem,
+                         "detail": chain.detail})
+    findings.sort(key=lambda item: item["position"])
+    first = findings[0] if findings else None
+    counts = {
+        "events": replay.events, "head": replay.head,
+        "chain_checked": chain.events_checked, "chain_head": chain.chain_head or 0,
+        "unchained_tail": chain.unchained_tail,
+        "checkpoints_verified": chain.checkpoints_verified,
+        "trades_recomputed": replay.trades_recomputed, "rows_compared": replay.rows_compared,
+        "problems": len(findings),
+    }
+    result = Verification(
+        ok=first is None,
+        first_bad_position=None if first is None else first["position"],
+        problem=None if first is None else first["code"],
+        detail="ledger verified" if first is None else first["detail"],
+        verified_at=verified_at, seconds=round(time.monotonic() - started, 3), counts=counts,
+        findings=findings[:FINDINGS_REPORTED_MAX], notes=replay.notes,
+        points_by_kind=replay.points_by_kind)
+    if store:
+        store_verification(url, schema, result)
+    return result
+
+
+def store_verification(url: str, schema: str, result: Verification) -> None:
+    with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
+        create_table(conn)
+        conn.execute(
+            f"INSERT INTO {VERIFICATIONS_TABLE} (verified_at, ok, first_bad_position, problem,"
+            " detail, counts, report) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (result.verified_at, result.ok, result.first_bad_position, result.problem,
+             result.detail, Jsonb(result.counts), Jsonb(result.to_dict())))
+        conn.commit()
+
+
+def last_verification(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+    """The newest stored verdict (search_path is the ledger's schema), or None."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERIFICATIONS_TABLE,)).fetchone()
+    if not (exists and exists[0]):
+        return None
+    with conn.cursor(row_factory=dict_row) as cursor:
+        cursor.execute(
+            f"SELECT verified_at, ok, first_bad_position, problem, detail, counts, report"
+            f" FROM {VERIFICATIONS_TABLE} ORDER BY id DESC LIMIT 1")
+        return cursor.fetchone()
