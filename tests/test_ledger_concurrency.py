@@ -180,3 +180,21 @@ def test_concurrent_duplicates_with_different_content(world: World, funded: dict
     codes = {r.code for r in results if isinstance(r, DomainError)}
     assert len(outcomes) == 1
     assert codes == {"request_id_reused"}
+
+
+def test_a_policy_set_by_another_process_applies_within_the_reload_interval(
+        world: World, funded: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trades in one process pick up a policy version set through another process once the
+    cached policy is older than the reload interval."""
+    other = Ledger.connect(world.database_url, world.schema)
+    try:
+        other.execute(c.SetAccrualPolicy.of([
+            {"market": "sharing", "seller_kind": "resident", "personal_bps": 1000,
+             "common_bps": 0}]), cause())
+    finally:
+        other.close()
+    monkeypatch.setattr("ledger.limits.policy_reload_seconds", 0.0)
+    outcome = world.ledger.execute(
+        c.RecordTrade("T-new-policy", "sharing", "x", funded["seller"], "resident",
+                      funded["buyer"], 1_000, 0), cause(PLATFORM, "platform"))
+    assert (outcome["policy_version"], outcome["personal_accrued_won"]) == (2, 100)

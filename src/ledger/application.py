@@ -224,6 +224,7 @@ class Ledger(Application[UUID]):
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: deque[_Pending] = deque()
+        self._policy_loaded_at = time.monotonic()
         self._handlers: dict[str, Handler] = {
             c.RegisterComplex.name: self._register_complex,
             c.RegisterHousehold.name: self._register_household,
@@ -600,6 +601,7 @@ class Ledger(Application[UUID]):
                 raise DomainError(errors.seller_kind_mismatch,
                                   f"{merchant.kind} != {command.seller_kind}")
             seller = merchant
+        self._refresh_policy(unit)
         policy = unit.find(AccrualPolicy, POLICY_ID)
         if policy is None:
             raise DomainError(errors.unknown_policy, "no accrual policy has been set")
@@ -637,6 +639,16 @@ class Ledger(Application[UUID]):
         return ({"trade_id": trade_id, "policy_version": policy_version,
                  "personal_accrued_won": personal_won, "common_accrued_won": common_won,
                  "points_used_won": points_used_won}, buyer.home_complex_id)
+
+    def _refresh_policy(self, unit: UnitOfWork) -> None:
+        """Trades only read the policy; reload it now and then, so a version set by another
+        process applies here within `policy_reload_seconds`."""
+        if POLICY_ID in unit.batch or POLICY_ID in unit.touched:
+            return
+        moment = time.monotonic()
+        if moment - self._policy_loaded_at >= limits.policy_reload_seconds:
+            self._evict([POLICY_ID])
+            self._policy_loaded_at = moment
 
     def _refund_trade(self, command: c.RefundTrade, cause: Cause,
                       unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:

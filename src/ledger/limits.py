@@ -39,6 +39,9 @@ command_attempts_max = 5
 aggregate_cache_size_default = 200_000
 """Aggregates kept in memory by one writer process."""
 
+policy_reload_seconds = 5.0
+"""How stale a process's cached accrual policy may get before it is read again."""
+
 page_size_max = 500
 """Rows in one page of any listing."""
 
