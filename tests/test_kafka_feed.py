@@ -30,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from jsonschema import Draft202012Validator
 from kafka import KafkaConsumer, TopicPartition
@@ -37,6 +38,18 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka_broker import TansuBroker
 from ledger import commands as c
 from ledger.application import now
+from ledger.billing_example import (
+    Answer,
+    AnswerResult,
+    Billing,
+    LedgerUnavailableError,
+    RentEvent,
+    kafka_consumer,
+    ledger_answerer,
+    run_until_idle,
+)
+from ledger.database import ConnectionSettings
+from ledger.household import Household
 from ledger.public_events import events_topic, rent_topic
 from ledger.public_events import route as public_route
 from ledger.relay import Notification, OutgoingMessage, Relay, relay_status
@@ -519,3 +532,181 @@ def _safe(read: Callable[[], str]) -> str:
 def schema_prefixed_route(notification: Notification) -> list[OutgoingMessage]:
     """The public route under a per-test prefix, loaded by the relay command in a subprocess."""
     return prefixed_route(os.environ["FEED_TEST_TOPIC_PREFIX"])(notification)
+
+
+# The billing loop ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def billing_conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to billing's own database (here: the test server), not autocommit."""
+    with psycopg.connect(ConnectionSettings.from_url(database_url).conninfo()) as conn:
+        yield conn
+
+
+@pytest.fixture
+def billing_schema(billing_conn: psycopg.Connection[Any], schema: str) -> Iterator[str]:
+    name = f"billing_{schema}"
+    yield name
+    billing_conn.rollback()
+    billing_conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    billing_conn.commit()
+
+
+def rent_events(world: World, after: int = 0) -> list[RentEvent]:
+    """The `ledger.rent` records of the log after `after`, as billing reads them."""
+    events = []
+    with world.connect() as conn:
+        rows = conn.execute(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM ledger_events WHERE notification_id > %s ORDER BY notification_id",
+            (after,)).fetchall()
+    for position, originator_id, version, stored_topic, state in rows:
+        notification = Notification(int(position), originator_id, int(version), stored_topic,
+                                    bytes(state))
+        for message in public_route(notification):
+            if message.topic == rent_topic:
+                payload = json.loads(message.value)
+                headers = [("event_id", payload["event_id"].encode()),
+                           ("event_type", message.event_type.encode()),
+                           ("position", str(position).encode())]
+                events.append(RentEvent.from_record(headers, message.value))
+    return events
+
+
+def payment_status(world: World, household_id: uuid.UUID, payment_id: str) -> str:
+    household = world.ledger.snapshot(Household, household_id)
+    assert household is not None
+    return str(household.payments[payment_id]["status"])
+
+
+def billing_rows(conn: psycopg.Connection[Any], schema: str, table: str,
+                 columns: str, key: str) -> dict[str, tuple[Any, ...]]:
+    rows = conn.execute(f'SELECT {key}, {columns} FROM "{schema}".{table}').fetchall()
+    conn.commit()
+    return {str(row[0]): tuple(row[1:]) for row in rows}
+
+
+def test_billing_consumer_applies_each_rent_event_once_and_answers_back(
+    world: World, database_url: str, schema: str, kafka_bootstrap: str,
+    billing_conn: psycopg.Connection[Any], billing_schema: str,
+) -> None:
+    """Over Kafka: payments applied once though consumed twice; holds settled or released."""
+    paid, overpaid, cancelled = rent_homes(world, households=3, points_won=30_000)
+    invoices = [world.invoice(home.household_id, amount_won=10_000)
+                for home in (paid, overpaid, cancelled)]
+    relay = Relay(database_url, schema, kafka_bootstrap, route=prefixed_route(schema),
+                  batch_size=100)
+    topic = f"{schema}.{rent_topic}"
+    billing = Billing(billing_conn, billing_schema, ledger_answerer(world.ledger, BILLING))
+    consumer = kafka_consumer(kafka_bootstrap, topic, f"billing-{schema}")
+    try:
+        relay.drain()
+        run_until_idle(billing, consumer, idle_seconds=1.5, timeout_seconds=60)
+        assert billing.applied == 3 + 0  # three invoices (the households are not rent events)
+        # Billing's own books move meanwhile: rent paid in cash, an invoice cancelled.
+        billing_conn.execute(f'UPDATE "{billing_schema}".invoices SET paid_won = 8000'
+                             " WHERE invoice_id = %s", (invoices[1],))
+        billing_conn.execute(f'UPDATE "{billing_schema}".invoices SET cancelled = true'
+                             " WHERE invoice_id = %s", (invoices[2],))
+        billing_conn.commit()
+
+        payments = [world.pay_rent(home.resident_id, home.household_id, invoice, 4_000)
+                    for home, invoice in zip((paid, overpaid, cancelled), invoices, strict=True)]
+        relay.drain()
+        run_until_idle(billing, consumer, idle_seconds=1.5, timeout_seconds=60)
+        assert payment_status(world, paid.household_id, payments[0]) == "settled"
+        assert payment_status(world, overpaid.household_id, payments[1]) == "released"
+        assert payment_status(world, cancelled.household_id, payments[2]) == "released"
+
+        relay.drain()  # the ledger's settled and released events
+        run_until_idle(billing, consumer, idle_seconds=1.5, timeout_seconds=60)
+    finally:
+        consumer.close()
+        relay.close()
+    assert billing.applied == 9
+    assert billing.duplicates == 0
+
+    def books() -> tuple[dict[str, Any], ...]:
+        return (billing_rows(billing_conn, billing_schema, "invoices", "paid_won", "invoice_id"),
+                billing_rows(billing_conn, billing_schema, "applied_payments", "status",
+                             "payment_id"),
+                billing_rows(billing_conn, billing_schema, "answers", "action, outcome",
+                             "payment_id"),
+                billing_rows(billing_conn, billing_schema, "processed_events", "position",
+                             "event_id"))
+
+    first = books()
+    assert first[0] == {invoices[0]: (4_000,), invoices[1]: (8_000,), invoices[2]: (0,)}
+    assert first[1] == {payments[0]: ("settled",), payments[1]: ("released",),
+                        payments[2]: ("released",)}
+    assert first[2] == {payments[0]: ("settle", "accepted"), payments[1]: ("release", "accepted"),
+                        payments[2]: ("release", "accepted")}
+
+    # A second consumer group reads the whole topic again: every record is a repeat.
+    again = kafka_consumer(kafka_bootstrap, topic, f"billing-again-{schema}")
+    try:
+        run_until_idle(billing, again, idle_seconds=1.5, timeout_seconds=60)
+    finally:
+        again.close()
+    assert billing.duplicates == 9
+    assert billing.applied == 9
+    assert books() == first
+
+
+def test_billing_applies_repeats_once_and_keeps_answers_queued_through_an_outage(
+    world: World, billing_conn: psycopg.Connection[Any], billing_schema: str,
+) -> None:
+    """Each event delivered twice applies once; an unreachable ledger leaves answers queued."""
+    home = rent_homes(world, households=1, points_won=30_000)[0]
+    invoice = world.invoice(home.household_id, amount_won=10_000)
+    payment = world.pay_rent(home.resident_id, home.household_id, invoice, 3_000)
+    calls: list[Answer] = []
+
+    def unreachable(answer: Answer) -> AnswerResult:
+        calls.append(answer)
+        raise LedgerUnavailableError("connection refused")
+
+    billing = Billing(billing_conn, billing_schema, unreachable)
+    events = rent_events(world)
+    assert [e.event_type for e in events] == ["rent.invoice_issued.v1", "rent.payment_held.v1"]
+    assert [billing.apply(e) for e in events + events] == [True, True, False, False]
+    assert billing.send_answers() == 0
+    assert billing.pending_answers() == 1
+    assert payment_status(world, home.household_id, payment) == "held"
+
+    in_process = ledger_answerer(world.ledger, BILLING)
+    billing.answerer = in_process
+    assert billing.send_answers() == 1
+    assert payment_status(world, home.household_id, payment) == "settled"
+    # The same answer sent again (a crash before it was marked sent) changes nothing.
+    assert in_process(Answer("settle", payment, events[1].event_id)).accepted
+    assert calls == [Answer("settle", payment, events[1].event_id)]
+    assert billing.pending_answers() == 0
+    paid = billing_rows(billing_conn, billing_schema, "invoices", "paid_won", "invoice_id")
+    assert paid == {invoice: (3_000,)}
+
+
+def test_a_hold_that_expired_before_billing_answered_comes_off_the_invoice(
+    world: World, billing_conn: psycopg.Connection[Any], billing_schema: str,
+) -> None:
+    """Settle after expiry is rejected; the released event takes the payment off the invoice."""
+    home = rent_homes(world, households=1, points_won=30_000)[0]
+    invoice = world.invoice(home.household_id, amount_won=10_000)
+    payment = world.pay_rent(home.resident_id, home.household_id, invoice, 3_000,
+                             hold_seconds=60)
+    billing = Billing(billing_conn, billing_schema, ledger_answerer(world.ledger, BILLING))
+    for event in rent_events(world):
+        billing.apply(event)
+    position = world.ledger.position()
+    world.ledger.execute(c.ExpireRentPayment(payment, now() + timedelta(hours=1)),
+                         cause(PLATFORM, "platform"))
+    assert billing.send_answers() == 1
+    answers = billing_rows(billing_conn, billing_schema, "answers", "outcome", "payment_id")
+    assert answers == {payment: ("hold_already_released",)}
+    for event in rent_events(world, after=position):
+        billing.apply(event)
+    assert billing_rows(billing_conn, billing_schema, "invoices", "paid_won",
+                        "invoice_id") == {invoice: (0,)}
+    assert billing_rows(billing_conn, billing_schema, "applied_payments", "status",
+                        "payment_id") == {payment: ("released",)}
