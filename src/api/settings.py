@@ -61,6 +61,22 @@ class ApiSettings(BaseSettings):
     rate_limit_writes_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     read_wait_seconds_max: float = Field(default=5.0, ge=0.0, le=60.0)
 
+    # The PostgreSQL schema holding the ledger's events and the projection tables.
+    # (Named `schema_name` because BaseSettings has a `schema` attribute; the
+    # environment variable is LEDGER_SCHEMA, as for the `ledger` command.)
+    schema_name: str = Field(
+        default="public", min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        validation_alias=AliasChoices("LEDGER_SCHEMA", "schema_name"))
+    # Largest request body accepted; larger ones are refused with 413 before parsing.
+    body_bytes_max: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Connections the read pool may open (reads run on the server's thread pool).
+    read_pool_size_max: int = Field(default=8, ge=1, le=200)
+    # Run the projection runner inside the API process (`ledger serve --no-projections`
+    # turns it off when `ledger project` runs the projections elsewhere).
+    run_projections: bool = True
+    # How often the sweeper releases rent holds whose deadline passed; 0 turns it off.
+    expiry_sweep_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
+
     @field_validator("jwt_public_keys", mode="before")
     @classmethod
     def _split_public_keys(cls, value: object) -> object:

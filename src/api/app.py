@@ -1,0 +1,278 @@
+"""The HTTP API: a thin FastAPI service over the ledger and its projections.
+
+`create_app()` builds the application; its lifespan builds, once, the ledger (the
+write side), a pool of read connections whose search_path is the ledger's schema,
+the projection runner (unless told not to: `ledger project` may run it elsewhere)
+and the expiry sweeper, which releases rent holds whose deadline has passed; and it
+closes them all at shutdown. Routes only parse, authorise, call and map.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Final
+from uuid import NAMESPACE_URL, uuid5
+
+import psycopg
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from psycopg_pool import ConnectionPool
+from starlette.requests import Request
+
+import projections
+from api import problems, routes_money, routes_reads, routes_registry
+from api.auth import TokenVerifier
+from api.models import Health
+from api.problems import PROBLEM_MEDIA_TYPE, ApiProblemError
+from api.ratelimit import WriteRateLimiter
+from api.routes_common import Services
+from api.settings import ApiSettings, get_settings
+from ledger import commands as c
+from ledger import limits
+from ledger.application import Ledger, now
+from ledger.database import ConnectionSettings, database_url
+from ledger.errors import DomainError
+from ledger.events import Cause
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger(__name__)
+
+API_VERSION: Final = "1.0.0"
+SWEEPER_ACTOR: Final = uuid5(NAMESPACE_URL, "ledger:system:expiry-sweeper")
+"""The system operator in whose name the sweeper expires holds."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ExpirySweeper:
+    """Releases rent holds whose deadline has passed, every `interval_seconds`.
+
+    Each expiry is an ExpireRentPayment command with a request id derived from the
+    payment, so two sweepers (two API workers) never expire one hold twice: the
+    second gets `hold_already_released` or `request_id_reused`, and moves on.
+    """
+
+    def __init__(self, ledger: Ledger, pool: ConnectionPool[psycopg.Connection[Any]],
+                 interval_seconds: float) -> None:
+        self.ledger = ledger
+        self.pool = pool
+        self.interval_seconds = interval_seconds
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep_once(self, moment: datetime | None = None) -> int:
+        """Expire every hold due at `moment` (default now); return how many expired."""
+        moment = moment or now()
+        expired = 0
+        with self.pool.connection() as conn:
+            due = projections.due_holds(conn, moment, limits.page_size_max)
+        for payment_id in due:
+            cause = Cause(SWEEPER_ACTOR, "operator",
+                          f"expire-{uuid5(NAMESPACE_URL, payment_id).hex}", moment)
+            try:
+                self.ledger.execute(c.ExpireRentPayment(payment_id, moment), cause)
+            except DomainError as error:  # already resolved, or expired by another sweeper
+                log.debug("expiry of %s skipped: %s", payment_id, error.code)
+                continue
+            expired += 1
+        return expired
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval_seconds):
+            try:
+                self.sweep_once()
+            except Exception:  # the next round tries again
+                log.exception("expiry sweep failed")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `body_bytes_max` with 413, before anything parses them.
+
+    The body is read here (at most `body_bytes_max` bytes are ever buffered) and handed
+    on whole, so a chunked body without Content-Length is bounded too.
+    """
+
+    def __init__(self, app: ASGIApp, body_bytes_max: int) -> None:
+        self.app = app
+        self.body_bytes_max = body_bytes_max
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.body_bytes_max + 1
+                if declared > self.body_bytes_max:
+                    await self._refuse(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.body_bytes_max:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        language = problems.preferred_language(request.headers.get("accept-language"))
+        error = ApiProblemError("body_too_large", f"at most {self.body_bytes_max} bytes")
+        message = error.kind.korean if language == "ko" else error.kind.english
+        response = problems.problem_response(
+            request, error.code, 413, message, f"{message} ({error.detail})",
+            language=language, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+def _read_pool(url: str, schema: str, size_max: int
+               ) -> ConnectionPool[psycopg.Connection[Any]]:
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.read_only = True  # the read side never writes through this pool
+
+    return ConnectionPool(
+        ConnectionSettings.from_url(url).conninfo(),
+        kwargs={"options": f"-c search_path={schema}"},
+        min_size=min(2, size_max), max_size=size_max, configure=configure,
+        name="ledger-reads", open=True)
+
+
+def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = None,
+               runner: ProjectionRunner | None = None) -> FastAPI:
+    """The API. Pass `ledger` or `runner` to share ones the caller owns (and closes)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.database_url or database_url()
+        the_ledger = ledger or Ledger.connect(url, settings.schema_name)
+        pool = _read_pool(url, settings.schema_name, settings.read_pool_size_max)
+        the_runner = runner
+        sweeper = None
+        try:
+            with pool.connection() as conn:
+                conn.read_only = False
+                projections.runner.setup(conn, projections.ALL)
+                conn.read_only = True
+            if the_runner is None and settings.run_projections:
+                the_runner = ProjectionRunner(url, settings.schema_name)
+            if settings.expiry_sweep_seconds > 0:
+                sweeper = ExpirySweeper(the_ledger, pool, settings.expiry_sweep_seconds)
+                sweeper.start()
+            app.state.services = Services(
+                settings=settings, ledger=the_ledger, pool=pool, runner=the_runner,
+                limiter=WriteRateLimiter(settings.rate_limit_writes_per_minute))
+            app.state.sweeper = sweeper
+            app.state.token_verifier = TokenVerifier.from_settings(settings)
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
+            if the_runner is not None and runner is None:
+                the_runner.stop()
+            pool.close()
+            if ledger is None:
+                the_ledger.close()
+
+    app = FastAPI(
+        title="Points ledger for public rental housing (내친구)",
+        version=API_VERSION,
+        description=(
+            "Wallets, common funds, rent payments by points and market statistics of the "
+            "rental-housing points platform. Every write needs an `Idempotency-Key` header "
+            "and answers with the event-log `position` it reached; pass that position as "
+            "`consistent_with` (or `X-Consistent-With`) to a read to see your write. Errors "
+            "are RFC 9457 problem details (`application/problem+json`) with a stable "
+            "`code`, in Korean unless `Accept-Language` prefers English."),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
+
+    @app.get("/v1/health", response_model=Health, tags=["service"],
+             summary="Liveness: answers without touching the database")
+    def health() -> Health:
+        return Health(status="ok")
+
+    app.include_router(routes_registry.router)
+    app.include_router(routes_money.router)
+    app.include_router(routes_reads.router)
+    try:  # written separately; optional
+        routes_audit = importlib.import_module("api.routes_audit")
+    except ModuleNotFoundError as error:
+        if error.name != "api.routes_audit":
+            raise
+    else:
+        app.include_router(routes_audit.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi_with_problems(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _openapi_with_problems(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with every error response declared as problem+json."""
+    document = get_openapi(title=app.title, version=app.version,
+                           description=app.description, routes=app.routes)
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[0] in "45":
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
+                    if status in ("429", "503"):
+                        response["headers"] = {"Retry-After": {
+                            "description": "Seconds to wait before retrying.",
+                            "schema": {"type": "integer"}}}
+    schemas = document.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return document

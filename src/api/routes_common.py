@@ -1,0 +1,209 @@
+"""What every route shares: the services built at start-up, who is calling, the gates
+a request passes (role, rate limit, idempotency key, read consistency) and the
+object-level checks that make a forbidden object look exactly like a missing one.
+"""
+
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+import psycopg
+from fastapi import Depends, Header, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import ConnectionPool
+
+from api.auth import Principal, Role, get_principal
+from api.problems import ApiProblemError
+from api.ratelimit import WriteRateLimiter
+from api.settings import ApiSettings
+from ledger import commands as c
+from ledger import errors, limits
+from ledger.application import Ledger, Outcome, now
+from ledger.errors import DomainError
+from ledger.events import Cause
+from ledger.household import Household
+from ledger.resident import Resident
+from projections.runner import ProjectionRunner
+
+consistency_poll_seconds: Final = 0.02
+retry_after_not_consistent_seconds: Final = 1
+
+bearer = HTTPBearer(
+    auto_error=False, bearerFormat="JWT",
+    description="An access token from the platform's identity provider (EdDSA or RS256). "
+                "For development: `ledger token --role ROLE --subject ID [--complex ID]`.")
+
+
+@dataclass
+class Services:
+    """What the API is built on, created once at start-up and closed at shutdown."""
+
+    settings: ApiSettings
+    ledger: Ledger
+    pool: ConnectionPool[psycopg.Connection[Any]]
+    runner: ProjectionRunner | None
+    limiter: WriteRateLimiter
+
+    def wait_until_visible(self, position: int) -> None:
+        """Return once every projection has committed `position`, or raise a problem."""
+        if position <= 0:
+            return
+        timeout = self.settings.read_wait_seconds_max
+        if self.runner is not None and self.runner.wait_for(position, timeout=0):
+            return
+        head = self.ledger.position()
+        if position > head:
+            # No write ever answered with this position: waiting would not help.
+            raise DomainError(errors.invalid_field,
+                              f"consistent_with {position} is beyond the log ({head})")
+        if self.runner is not None:
+            if self.runner.wait_for(position, timeout=timeout):
+                return
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                with self.pool.connection() as conn:
+                    row = conn.execute("SELECT min(position) FROM p_tracking").fetchone()
+                if row is not None and row[0] is not None and row[0] >= position:
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(consistency_poll_seconds)
+        raise ApiProblemError("not_yet_consistent", f"position {position}",
+                         retry_after_seconds=retry_after_not_consistent_seconds)
+
+
+def services(request: Request) -> Services:
+    found = getattr(request.app.state, "services", None)
+    assert isinstance(found, Services), "the API's lifespan did not run"
+    return found
+
+
+def caller(request: Request,
+           _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                   Security(bearer)] = None) -> Principal:
+    """The verified caller (the Security dependency declares the scheme in OpenAPI)."""
+    return get_principal(request)
+
+
+def forbid_unless(principal: Principal, roles: tuple[Role, ...]) -> None:
+    if principal.role not in roles:
+        raise DomainError(errors.forbidden, principal.role.value)
+
+
+# Writes ----------------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x21-\x7e]+$"
+
+
+@dataclass
+class Write:
+    """One write request: who, with which idempotency key, on which services."""
+
+    principal: Principal
+    request_id: str
+    services: Services
+    response: Response
+
+    def execute(self, command: c.Command, *, occurred_at: datetime | None = None,
+                on_behalf_of: UUID | None = None) -> Outcome:
+        cause = Cause(actor_id=self.principal.subject, actor_role=self.principal.role.value,
+                      request_id=self.request_id, occurred_at=occurred_at or now(),
+                      on_behalf_of=on_behalf_of)
+        outcome = self.services.ledger.execute(command, cause)
+        if outcome.replayed:
+            self.response.headers["Idempotent-Replayed"] = "true"
+        return outcome
+
+
+def writer(*roles: Role) -> Callable[..., Write]:
+    """Dependency for a write the given roles may make.
+
+    The role is checked (403) and the caller's write budget taken (429) before the
+    request's fields are validated, so a caller learns nothing from a write it may
+    not make.
+    """
+
+    def gate(principal: Annotated[Principal, Depends(caller)],
+             found: Annotated[Services, Depends(services)]) -> Principal:
+        forbid_unless(principal, roles)
+        wait_seconds = found.limiter.take((principal.role, principal.subject))
+        if wait_seconds > 0:
+            raise ApiProblemError("rate_limited", retry_after_seconds=wait_seconds)
+        return principal
+
+    def dependency(
+        response: Response,
+        principal: Annotated[Principal, Depends(gate)],
+        found: Annotated[Services, Depends(services)],
+        idempotency_key: Annotated[str, Header(
+            alias="Idempotency-Key", min_length=1, max_length=limits.identifier_length_max,
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Client-chosen id of this request (printable ASCII). A retry with "
+                        "the same key and body returns the first response; the same key "
+                        "with another body is refused with 409 `request_id_reused`.")],
+    ) -> Write:
+        return Write(principal, idempotency_key, found, response)
+
+    return dependency
+
+
+# Reads -----------------------------------------------------------------------------------
+
+@dataclass
+class Read:
+    """One read request: who, on which services, after waiting for consistency."""
+
+    principal: Principal
+    services: Services
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.services.pool.connection() as conn:
+            yield conn
+
+    def resident_home(self, resident_id: UUID) -> Resident | None:
+        """A resident's aggregate (its household and complex never change)."""
+        return self.services.ledger.snapshot(Resident, resident_id)
+
+    def household_complex(self, household_id: UUID) -> UUID | None:
+        household = self.services.ledger.snapshot(Household, household_id)
+        return None if household is None else household.home_complex_id
+
+
+def reader(*roles: Role) -> Callable[..., Read]:
+    """Dependency for a read the given roles may make, after read-your-writes waiting."""
+
+    def gate(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+        forbid_unless(principal, roles)
+        return principal
+
+    def dependency(
+        principal: Annotated[Principal, Depends(gate)],
+        found: Annotated[Services, Depends(services)],
+        consistent_with: Annotated[int | None, Query(
+            ge=0, le=2**63 - 1,
+            description="A `position` from a write's response: answer only once the read "
+                        "side reflects it (waits a few seconds at most, else 503).")] = None,
+        x_consistent_with: Annotated[int | None, Header(
+            alias="X-Consistent-With", ge=0, le=2**63 - 1,
+            description="Same as the `consistent_with` query parameter.")] = None,
+    ) -> Read:
+        wanted = max(consistent_with or 0, x_consistent_with or 0)
+        found.wait_until_visible(wanted)
+        return Read(principal, found)
+
+    return dependency
+
+
+def in_complex(principal: Principal, complex_id: UUID | str | None) -> bool:
+    return principal.complex_id is not None and complex_id is not None and (
+        str(principal.complex_id) == str(complex_id))
+
+
+EVERY_ROLE: Final = tuple(Role)
