@@ -44,6 +44,7 @@ from ledger.billing_example import (
     Billing,
     LedgerUnavailableError,
     RentEvent,
+    http_answerer,
     kafka_consumer,
     ledger_answerer,
     run_until_idle,
@@ -710,3 +711,51 @@ def test_a_hold_that_expired_before_billing_answered_comes_off_the_invoice(
                         "invoice_id") == {invoice: (0,)}
     assert billing_rows(billing_conn, billing_schema, "applied_payments", "status",
                         "payment_id") == {payment: ("released",)}
+
+
+def test_billing_answers_through_the_http_api(
+    world: World, database_url: str, schema: str, tmp_path: Path,
+    billing_conn: psycopg.Connection[Any], billing_schema: str,
+) -> None:
+    """The HTTP answerer settles and releases through the real API with a billing token."""
+    app_module = pytest.importorskip("api.app")
+    uvicorn = pytest.importorskip("uvicorn")
+    from api.auth import Role, mint_token  # noqa: PLC0415
+    from api.settings import ApiSettings  # noqa: PLC0415
+
+    settings = ApiSettings(database_url=database_url, schema_name=schema,
+                           run_projections=False, expiry_sweep_seconds=0,
+                           dev_key_dir=tmp_path / "keys")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app_module.create_app(settings, ledger=world.ledger),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the API to start")
+        home = rent_homes(world, households=1, points_won=30_000)[0]
+        invoice = world.invoice(home.household_id, amount_won=5_000)
+        payments = [world.pay_rent(home.resident_id, home.household_id, invoice, 2_000)
+                    for _ in range(2)]
+        billing = Billing(billing_conn, billing_schema, http_answerer(
+            f"http://127.0.0.1:{port}", mint_token(Role.BILLING, BILLING, settings=settings)))
+        billing_conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{billing_schema}"')
+        events = rent_events(world)
+        billing.apply(events[0])
+        # Billing learned of 3,000 won paid in cash: only one 2,000 won payment still fits.
+        billing_conn.execute(f'UPDATE "{billing_schema}".invoices SET paid_won = 3000')
+        billing_conn.commit()
+        for event in events[1:] + events:
+            billing.apply(event)
+        assert billing.send_answers() == 2
+        assert payment_status(world, home.household_id, payments[0]) == "settled"
+        assert payment_status(world, home.household_id, payments[1]) == "released"
+        # Sent again with the same Idempotency-Key: the API replays the first answer.
+        answer = http_answerer(f"http://127.0.0.1:{port}",
+                               mint_token(Role.BILLING, BILLING, settings=settings))
+        assert answer(Answer("settle", payments[0], events[1].event_id)).accepted
+        rejected = answer(Answer("settle", payments[1], str(uuid.uuid4())))
+        assert rejected == AnswerResult(accepted=False, code="hold_already_released")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
