@@ -25,6 +25,7 @@ from uuid import UUID
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from ledger.audit import limits
 from ledger.audit.scratch import Recomputed, Scratch, accrual_differences, recompute
 from ledger.database import connect
 from ledger.events import KST
@@ -313,26 +314,38 @@ def _explain(event: Event, amount: int, facts: dict[str, Any]) -> tuple[str, dic
 
 def statement(url: str, schema: str, month: str, *, resident: UUID | None = None,
               complex_id: UUID | None = None) -> dict[str, Any] | None:
+    """`statement_from` on a connection of its own."""
+    with _connection(url, schema) as conn:
+        try:
+            return statement_from(conn, month, resident=resident, complex_id=complex_id)
+        finally:
+            conn.rollback()
+
+
+def statement_from(conn: psycopg.Connection[Any], month: str, *, resident: UUID | None = None,
+                   complex_id: UUID | None = None) -> dict[str, Any] | None:
     """A month's statement of a wallet or a common fund, by occurred time in KST.
 
     opening + the sum of the lines = closing, for the available balance and for
     held and owed points. Lines recorded after the month ended are included (they
     happened in it) and flagged. None when the wallet or fund does not exist.
+    `conn`'s search_path is the ledger's schema.
     """
     assert (resident is None) != (complex_id is None), "name a resident or a complex"
     start, end = month_bounds(month)
     owner = resident if resident is not None else complex_id
     assert owner is not None
-    with _connection(url, schema) as conn:
-        events = aggregate_events(conn, owner)
-        trade_ids = {e.data["trade_id"] for e in events
-                     if e.name.endswith(("ClawedBack",)) and "trade_id" in e.data}
-        facts: dict[Any, Any] = {}
-        for trade_id in sorted(trade_ids):
-            recorded = aggregate_events(conn, trade_aggregate_id(trade_id))
-            if recorded:
-                facts[trade_id] = recorded[0].data
-        conn.rollback()
+    events = aggregate_events(conn, owner)
+    if len(events) > limits.statement_lines_max:
+        msg = f"more than {limits.statement_lines_max:,} events: too long for one statement"
+        raise ValueError(msg)
+    trade_ids = {e.data["trade_id"] for e in events
+                 if e.name.endswith("ClawedBack") and "trade_id" in e.data}
+    facts: dict[Any, Any] = {}
+    for trade_id in sorted(trade_ids):
+        recorded = aggregate_events(conn, trade_aggregate_id(trade_id))
+        if recorded:
+            facts[trade_id] = recorded[0].data
     if not events or events[0].name not in ("Resident.Enrolled", "Complex.Registered"):
         return None
     is_wallet = resident is not None
