@@ -1,22 +1,31 @@
 """How fast the relay drains the log, against a raw producer; and append-to-published lag.
 
-Run: `.venv/bin/python bench/relay_bench.py [--events 20000] [--lag-events 400 --rate 50]`.
-Uses LEDGER_DATABASE_URL (else the embedded PostgreSQL) and KAFKA_BOOTSTRAP_SERVERS
-(else a Tansu broker started for the run). Prints figures; asserts nothing.
+Run: `.venv/bin/python bench/relay_bench.py [--households 1500 --months 1]
+[--lag-commands 400 --rate 50]`. Uses LEDGER_DATABASE_URL (else the embedded
+PostgreSQL) and KAFKA_BOOTSTRAP_SERVERS (else a Tansu broker started for the
+run). Prints figures; asserts nothing. The events are the ledger's own, written
+through its commands (`ledger.seed`), and the relay uses the real route
+(`ledger.public_events:route`: every public event to `ledger.events`, rent
+events also to `ledger.rent`).
 
-1. Throughput: N events are appended first. The relay drains them (read, route,
-   send, flush, record the position), then a raw kafka-python producer with the
-   same settings sends the same messages, to a topic of the same partition count
-   on the same broker.
-2. Lag: with the relay running, events are appended one at a time at a fixed
-   rate; a consumer records when each appears. Lag is the time from the end of
-   `save()` (the commit) to the consumer receiving the record.
+1. Throughput: the seeded log is drained by the relay (read, decode, build the
+   public payload, send, flush, record the position). Then a raw kafka-python
+   producer with the same settings sends the very same messages (already built,
+   headers included) to topics `raw.<topic>` of the same partition count on the
+   same broker. The ratio is relay messages/s over raw messages/s.
+2. Lag: with the relay running, rent is paid and settled through `Ledger.execute`
+   at a fixed rate; a consumer of `ledger.events` notes when each position first
+   arrives. Lag is from the return of the command that committed the event to
+   the consumer receiving it.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
+import contextlib
 import os
+import random
 import statistics
 import sys
 import threading
@@ -26,35 +35,25 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
-from ledger.database import ConnectionSettings, database_url, eventsourcing_env
+from ledger import commands as c
+from ledger.application import Ledger
+from ledger.database import ConnectionSettings, database_url
+from ledger.public_events import events_topic, rent_topic
+from ledger.public_events import route as public_route
 from ledger.relay import (
     Notification,
     Relay,
     event_id,
-    event_stream_route,
     producer_settings,
     topic_partitions_default,
 )
+from ledger.seed import seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-
-class Household(Aggregate):
-    def __init__(self, household_id: str) -> None:
-        self.household_id = household_id
-
-    @event("Noted")
-    def note(self, amount_won: int) -> None:
-        self.amount_won = amount_won
-
-
-class Ledger(Application[uuid.UUID]):
-    name = "Ledger"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -62,43 +61,37 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def create_topic(bootstrap_servers: str, topic: str) -> None:
+def create_topics(bootstrap_servers: str, topics: list[str]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
     try:
-        admin.create_topics([NewTopic(topic, topic_partitions_default, replication_factor=1)])
+        for topic in topics:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [NewTopic(topic, topic_partitions_default, replication_factor=1)])
     finally:
         admin.close()
 
 
-def append(app: Ledger, events: int) -> None:
-    """`events` events, ten per aggregate, two hundred aggregates per save."""
-    households = []
-    for number in range(events // 10):
-        household = Household(f"H-{number}")
-        for amount in range(9):
-            household.note(amount)
-        households.append(household)
-        if len(households) == 200:
-            app.save(*households)
-            households = []
-    if households:
-        app.save(*households)
-
-
-def throughput(url: str, schema: str, bootstrap_servers: str, events: int) -> None:
-    app = Ledger(env=eventsourcing_env(url, schema))
+def throughput(url: str, schema: str, bootstrap_servers: str, households: int,
+               months: int) -> None:
+    ledger = Ledger.connect(url, schema)
     started = time.perf_counter()
-    append(app, events)
-    print(f"appended {events} events in {time.perf_counter() - started:.2f} s")
+    summary = seed(ledger, complexes=max(1, households // 500), households=households,
+                   months=months, progress=False)
+    ledger.close()
+    events = summary.events_after - summary.events_before
+    print(f"seeded {events:,} log events ({households:,} households, {months} month(s))"
+          f" in {time.perf_counter() - started:.1f} s")
 
-    relay_topic, raw_topic = f"{schema}.relay", f"{schema}.raw"
-    route = event_stream_route(relay_topic)
-    relay = Relay(url, schema, bootstrap_servers, route=route, batch_size=1000)
+    relay = Relay(url, schema, bootstrap_servers, route=public_route, batch_size=1000)
+    relay._ensure_connection()
+    relay._ensure_producer({events_topic, rent_topic})  # topics and metadata before the clock
     started = time.perf_counter()
     published = relay.drain()
     relay_seconds = time.perf_counter() - started
+    messages_count = relay.messages_published
     relay.close()
-    assert published == events, published
+    assert published == events, (published, events)
 
     # The same messages, headers included, built before the clock starts.
     with psycopg.connect(
@@ -108,94 +101,131 @@ def throughput(url: str, schema: str, bootstrap_servers: str, events: int) -> No
             "SELECT notification_id, originator_id, originator_version, topic, state"
             " FROM ledger_events ORDER BY notification_id"
         ).fetchall()
-    messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+    messages: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
     for position, originator_id, version, topic, state in rows:
         notification = Notification(position, originator_id, version, topic, bytes(state))
-        for message in route(notification):
+        for message in public_route(notification):
             headers = [
                 ("event_id", str(event_id(originator_id, version)).encode()),
                 ("position", str(position).encode()),
                 ("event_type", message.event_type.encode()),
                 ("schema_version", str(message.schema_version).encode()),
             ]
-            messages.append((message.key.encode(), message.value, headers))
-    create_topic(bootstrap_servers, raw_topic)
+            messages.append((f"raw.{message.topic}", message.key.encode(), message.value,
+                             headers))
+    assert len(messages) == messages_count, (len(messages), messages_count)
+    raw_topics = sorted({topic for topic, _, _, _ in messages})
+    create_topics(bootstrap_servers, raw_topics)
     producer = KafkaProducer(**producer_settings(bootstrap_servers, 30.0))
-    producer.partitions_for(raw_topic)  # metadata fetched before the clock starts
+    for topic in raw_topics:
+        producer.partitions_for(topic)  # metadata fetched before the clock starts
     started = time.perf_counter()
     futures = [
-        producer.send(raw_topic, key=key, value=value, headers=headers)
-        for key, value, headers in messages
+        producer.send(topic, key=key, value=value, headers=headers)
+        for topic, key, value, headers in messages
     ]
     producer.flush()
     raw_seconds = time.perf_counter() - started
     producer.close()
     assert all(future.succeeded() for future in futures)
 
-    print(f"relay drain: {relay_seconds:.2f} s = {events / relay_seconds:,.0f} events/s")
-    print(f"raw producer: {raw_seconds:.2f} s = {events / raw_seconds:,.0f} messages/s")
-    print(f"relay/raw time ratio: {relay_seconds / raw_seconds:.2f}")
+    relay_rate = messages_count / relay_seconds
+    raw_rate = messages_count / raw_seconds
+    print(f"relay drain: {published:,} events -> {messages_count:,} messages in"
+          f" {relay_seconds:.2f} s = {relay_rate:,.0f} messages/s ({published / relay_seconds:,.0f}"
+          " events/s)")
+    print(f"raw producer: {messages_count:,} messages in {raw_seconds:.2f} s ="
+          f" {raw_rate:,.0f} messages/s")
+    print(f"relay/raw messages/s ratio: {relay_rate / raw_rate:.2f}")
 
 
-def lag(url: str, schema: str, bootstrap_servers: str, count: int, rate_per_second: float) -> None:
-    app = Ledger(env=eventsourcing_env(url, schema))
-    topic = f"{schema}.lag"
-    create_topic(bootstrap_servers, topic)
-    received_at: dict[str, float] = {}
-    committed_at: dict[str, float] = {}
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=20
-    )
-    consumer.assign([TopicPartition(topic, p) for p in range(topic_partitions_default)])
-    consumer.seek_to_beginning()
+def lag(url: str, schema: str, bootstrap_servers: str, count: int,
+        rate_per_second: float) -> None:
+    from world import BILLING, World, cause  # noqa: PLC0415  (tests/ helpers)
+
+    ledger = Ledger.connect(url, schema)
+    world = World(ledger, url, schema)
+    complex_id = world.complex("LAG-01")
+    world.policy()
+    seller = world.resident(world.household(complex_id))
+    homes = []
+    for _ in range(20):
+        household_id = world.household(complex_id)
+        homes.append((household_id, world.funded_resident(household_id, seller, 300_000)))
+    invoices = {household_id: world.invoice(household_id, amount_won=100_000_000 // 100)
+                for household_id, _ in homes}
+
+    # The relay catches up with the setup before the clock starts.
+    relay = Relay(url, schema, bootstrap_servers, route=public_route)
+    relay.drain()
+    start_position = relay.status()["position"]
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                             fetch_max_wait_ms=20)
+    consumer.assign([TopicPartition(events_topic, p) for p in range(topic_partitions_default)])
+    consumer.seek_to_end()
+    received_at: dict[int, float] = {}
     writes_done = threading.Event()
 
     def consume() -> None:
         deadline = float("inf")
-        while len(received_at) < count and time.perf_counter() < deadline:
+        while time.perf_counter() < deadline:
             for records in consumer.poll(timeout_ms=100).values():
                 now = time.perf_counter()
                 for record in records:
-                    received_at.setdefault(dict(record.headers)["event_id"].decode(), now)
+                    received_at.setdefault(int(dict(record.headers)["position"]), now)
             if writes_done.is_set() and deadline == float("inf"):
-                deadline = time.perf_counter() + 30
+                deadline = time.perf_counter() + 10
 
     relay_stop = threading.Event()
-    relay = Relay(url, schema, bootstrap_servers, route=event_stream_route(topic))
     relay_thread = threading.Thread(target=relay.run, args=(relay_stop,))
     consumer_thread = threading.Thread(target=consume)
     relay_thread.start()
     consumer_thread.start()
+    committed: list[tuple[int, float]] = []  # (position reached, when the command returned)
+    rng = random.Random(1)
     interval = 1 / rate_per_second
     next_at = time.perf_counter()
-    for _ in range(count):
+    for number in range(count):
         time.sleep(max(0.0, next_at - time.perf_counter()))
         next_at += interval
-        household = Household("H")
-        app.save(household)
-        committed_at[str(event_id(household.id, 1))] = time.perf_counter()
+        household_id, resident_id = homes[number % len(homes)]
+        payment_id = f"LAG-{uuid.uuid4().hex[:10]}"
+        outcome = ledger.execute(
+            c.PayRent(payment_id, household_id, invoices[household_id], "2026-11",
+                      rng.randrange(100, 1_000), resident_id),
+            cause(resident_id, "resident"))
+        committed.append((outcome.position, time.perf_counter()))
+        outcome = ledger.execute(c.SettleRentPayment(payment_id), cause(BILLING, "billing"))
+        committed.append((outcome.position, time.perf_counter()))
     writes_done.set()
     consumer_thread.join()
     relay_stop.set()
     relay_thread.join()
     consumer.close()
-    lags_ms = [
-        (received_at[key] - committed) * 1000
-        for key, committed in committed_at.items()
-        if key in received_at
-    ]
+    ledger.close()
+    positions = [position for position, _ in committed]
+    lags_ms = []
+    for position, received in received_at.items():
+        if position <= start_position:
+            continue
+        index = bisect.bisect_left(positions, position)
+        if index < len(committed):
+            lags_ms.append((received - committed[index][1]) * 1000)
     print(
-        f"lag over {len(lags_ms)}/{count} events at {rate_per_second:g}/s:"
-        f" p50 {statistics.median(lags_ms):.1f} ms, p99 {percentile(lags_ms, 0.99):.1f} ms,"
-        f" max {max(lags_ms):.1f} ms"
+        f"lag over {len(lags_ms)} public events from {len(committed)} commands"
+        f" at {rate_per_second:g} commands/s: p50 {statistics.median(lags_ms):.1f} ms,"
+        f" p99 {percentile(lags_ms, 0.99):.1f} ms, max {max(lags_ms):.1f} ms"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--lag-events", type=int, default=400)
-    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--households", type=int, default=1500)
+    parser.add_argument("--months", type=int, default=1)
+    parser.add_argument("--lag-commands", type=int, default=400,
+                        help="rent payments, each paid then settled")
+    parser.add_argument("--rate", type=float, default=50.0, help="rent payments per second")
     arguments = parser.parse_args()
     url = database_url()
     broker: Any = None
@@ -212,8 +242,10 @@ def main() -> None:
         for schema in schemas:
             conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        throughput(url, schemas[0], bootstrap_servers, arguments.events)
-        lag(url, schemas[1], bootstrap_servers, arguments.lag_events, arguments.rate)
+        throughput(url, schemas[0], bootstrap_servers, arguments.households, arguments.months)
+        if broker is not None:
+            broker.restart()  # a clean broker: the lag run reads only its own records
+        lag(url, schemas[1], bootstrap_servers, arguments.lag_commands, arguments.rate)
     finally:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             for schema in schemas:
