@@ -133,7 +133,7 @@ def key_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("seed_value", [1, 2, 3])
 def test_replay_equals_live_after_random_workload(world: World, key_dir: Path,
                                                   seed_value: int) -> None:
-    """After a seeded random workload, verify finds nothing and its scratch state is the live one."""
+    """After a seeded random workload verify finds nothing; its scratch state is the live one."""
     rng = random.Random(seed_value)
     people = workload(world, rng, 150)
     project(world)

@@ -247,15 +247,15 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def _explain(event: Event, amount: int, facts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _explain(event: Event, facts: dict[str, dict[str, Any]],
+             payments: dict[str, str]) -> tuple[str, dict[str, Any]]:
     """The sentence and structured fields that say why a line moved the balance."""
     data = event.data
     kind = event.name.split(".", 1)[1]
-    won = f"{abs(amount):,} won"
     line: dict[str, Any] = {"trade_id": data.get("trade_id"),
                             "payment_id": data.get("payment_id")}
     if kind in ("PointsAccrued", "CommonPointsAccrued"):
-        rate = data.get("personal_bps", data.get("common_bps"))
+        rate = int(data.get("personal_bps", data.get("common_bps", 0)))
         line.update(market=data["market"], policy_version=data["policy_version"],
                     rate_bps=rate, accrual_base_won=data["accrual_base_won"])
         text = (f"accrued {data['amount_won']:,} won: {rate / 100:.2f}% of "
@@ -266,16 +266,16 @@ def _explain(event: Event, amount: int, facts: dict[str, Any]) -> tuple[str, dic
             text += f"; {data['recovered_won']:,} won of it repaid owed points"
     elif kind in ("AccrualClawedBack", "CommonPointsClawedBack"):
         trade = facts.get(data["trade_id"]) or {}
-        rate = trade.get("personal_bps" if kind == "AccrualClawedBack" else "common_bps")
+        clawed_rate = trade.get("personal_bps" if kind == "AccrualClawedBack" else "common_bps")
         line.update(market=trade.get("market"), policy_version=trade.get("policy_version"),
-                    rate_bps=rate, accrual_base_won=trade.get("accrual_base_won"))
+                    rate_bps=clawed_rate, accrual_base_won=trade.get("accrual_base_won"))
         text = (f"accrual of {data['amount_won']:,} won taken back: trade {data['trade_id']} "
                 f"was refunded (policy version {trade.get('policy_version')}, rate "
-                f"{rate} bps)")
+                f"{clawed_rate} bps)")
         if data["owed_won"]:
             text += f"; {data['owed_won']:,} won could not be taken and is owed"
     elif kind == "PointsSpent":
-        text = f"spent {won} on trade {data['trade_id']}"
+        text = f"spent {data['amount_won']:,} won on trade {data['trade_id']}"
     elif kind == "PointsReceived":
         text = f"received {data['amount_won']:,} won in points as seller of trade " \
                f"{data['trade_id']}"
@@ -290,7 +290,7 @@ def _explain(event: Event, amount: int, facts: dict[str, Any]) -> tuple[str, dic
         text = (f"held {data['amount_won']:,} won for rent payment {data['payment_id']} "
                 f"on invoice {data['invoice_id']}")
     elif kind in ("HoldSettled", "HoldReleased"):
-        invoice = facts.get(("payment", data["payment_id"]))
+        invoice = payments.get(data["payment_id"])
         line["invoice_id"] = invoice
         outcome = ("settled: paid as rent" if kind == "HoldSettled"
                    else f"{data['reason']}: available again")
@@ -341,7 +341,8 @@ def statement_from(conn: psycopg.Connection[Any], month: str, *, resident: UUID 
         raise ValueError(msg)
     trade_ids = {e.data["trade_id"] for e in events
                  if e.name.endswith("ClawedBack") and "trade_id" in e.data}
-    facts: dict[Any, Any] = {}
+    facts: dict[str, dict[str, Any]] = {}
+    payments: dict[str, str] = {}
     for trade_id in sorted(trade_ids):
         recorded = aggregate_events(conn, trade_aggregate_id(trade_id))
         if recorded:
@@ -351,7 +352,7 @@ def statement_from(conn: psycopg.Connection[Any], month: str, *, resident: UUID 
     is_wallet = resident is not None
     for event in events:
         if event.name == "Resident.PointsHeld":
-            facts[("payment", event.data["payment_id"])] = event.data["invoice_id"]
+            payments[event.data["payment_id"]] = event.data["invoice_id"]
     before = [e for e in events if _moment(e.occurred_at) < start]
     during = sorted((e for e in events if start <= _moment(e.occurred_at) < end),
                     key=lambda e: (_moment(e.occurred_at), e.position))
@@ -374,7 +375,7 @@ def statement_from(conn: psycopg.Connection[Any], month: str, *, resident: UUID 
         scratch.apply(event)
         now = state()
         amount, held, owed = (now[0] - was[0], now[1] - was[1], now[2] - was[2])
-        text, fields = _explain(event, amount, facts)
+        text, fields = _explain(event, facts, payments)
         data = event.data
         lines.append({
             "position": event.position, "occurred_at": event.occurred_at,

@@ -239,7 +239,7 @@ class Scratch:
         wallet.position = event.position
         return wallet
 
-    def _resident(self, what: str, event: Event) -> None:  # noqa: PLR0915  (one branch per event)
+    def _resident(self, what: str, event: Event) -> None:
         data = event.data
         position = event.position
         system = self.system
@@ -322,10 +322,11 @@ class Scratch:
             fund.position = position
             self.funds[event.originator_id] = fund
             return
-        fund = self.funds.get(event.originator_id)
-        if fund is None:
+        found = self.funds.get(event.originator_id)
+        if found is None:
             self.found(position, INCONSISTENT_EVENT, f"{event.name} of an unregistered complex")
-            fund = self.funds[event.originator_id] = Fund()
+            found = self.funds[event.originator_id] = Fund()
+        fund = found
         fund.position = position
         label = f"common fund {event.originator_id}"
         if what == "CommonPointsAccrued":

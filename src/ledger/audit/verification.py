@@ -107,13 +107,14 @@ def verify_ledger(
             replay = Replay(conn, progress=progress).run()
         finally:
             conn.rollback()
-    findings = [{"position": item.position, "code": item.code, "detail": item.detail}
-                for item in replay.findings]
+    findings: list[dict[str, Any]] = [
+        {"position": item.position, "code": item.code, "detail": item.detail}
+        for item in replay.findings]
     if not chain.ok:
         assert chain.first_bad_position is not None and chain.problem is not None
         findings.append({"position": chain.first_bad_position, "code": chain.problem,
                          "detail": chain.detail})
-    findings.sort(key=lambda item: item["position"])
+    findings.sort(key=lambda item: int(item["position"]))
     first = findings[0] if findings else None
     counts = {
         "events": replay.events, "head": replay.head,
