@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,13 +30,13 @@ from psycopg.sql import SQL, Identifier
 from ledger.audit import limits
 from ledger.audit.scratch import Finding, Scratch
 from projections.base import (
+    Changes,
     Key,
     Projection,
     Row,
     Table,
     TradeFacts,
     decode_row,
-    merge_into,
     typed,
 )
 from projections.complex_funds import FUNDS
@@ -110,9 +111,11 @@ class Replay:
                     self.notes.append(f"projection {projection.name} has no tables: not compared")
         else:
             self.notes.append("no projection tables in this schema: projections not compared")
-        self.folded: dict[str, dict[Key, Row]] = {
+        self.raw: dict[str, dict[Key, Row]] = {
             t.name: {} for p in self.projections for t in p.tables if not t.append_only}
+        self.folded: dict[str, dict[Key, Row]] = {}
         self.trades = TradeFacts()
+        self.tables = {t.name: t for p in self.projections for t in p.tables}
 
     # The pass -----------------------------------------------------------------------------
 
@@ -151,6 +154,8 @@ class Replay:
             if was_enabled:
                 gc.enable()
         scratch.finish()
+        self.folded = {name: typed_rows(self.tables[name], rows) for name, rows in self.raw.items()}
+        self.raw = {}
         if entries is not None:
             self._finish_entries(entries)
         self._compare_tables()
@@ -179,56 +184,68 @@ class Replay:
                 continue
             mine = events if last <= cutoff else [e for e in events if e.position <= cutoff]
             changes = projection.fold(mine, self.trades)
-            merge_into(self.folded, changes)
             if entries is not None and ENTRIES in projection.tables:
                 self._compare_entries(changes.appended[ENTRIES.name], entries)
+            merge_raw(self.raw, changes)
 
     # Wallet entries: compared as they are folded, in position order -------------------------
 
     def _live_entries(self) -> Iterator[Row]:
         cutoff = self.cutoffs["wallet_balances"]
-        names = ENTRIES.column_names
+        # UUIDs come back as 32 hex digits, the form the fold produces: rows then compare
+        # as whole tuples, and only a differing row is looked at column by column.
+        columns = SQL(", ").join(
+            SQL("replace({}::text, '-', '')").format(Identifier(name)) if sql_type == "uuid"
+            else Identifier(name) for name, sql_type in ENTRIES.columns)
         # A second named cursor in the same snapshot, read in step with the events.
-        with self.conn.cursor(name="audit_replay_entries",
-                              row_factory=psycopg.rows.dict_row) as cursor:
-            cursor.execute(SQL("SELECT {} FROM {} WHERE position <= %s ORDER BY position").format(
-                SQL(", ").join(map(Identifier, names)), Identifier(ENTRIES.name)), (cutoff,))
+        with self.conn.cursor(name="audit_replay_entries") as cursor:
+            cursor.execute(SQL("SELECT {} FROM {} WHERE position <= %s ORDER BY position")
+                           .format(columns, Identifier(ENTRIES.name)), (cutoff,))
             while rows := cursor.fetchmany(self.batch_size):
                 yield from rows
 
-    def _compare_entries(self, expected_rows: list[Row], live: Iterator[Row]) -> None:
+    def _compare_entries(self, expected_rows: list[Row], live: Iterator[Any]) -> None:
+        names = ENTRIES.column_names
+        times = [index for index, (_, sql_type) in enumerate(ENTRIES.columns)
+                 if sql_type == "timestamptz"]
+        parse = datetime.fromisoformat
         for expected in expected_rows:
-            want = {c: typed(t, expected.get(c)) for c, t in ENTRIES.columns}
-            position = want["position"]
+            want: list[Any] = [expected.get(name) for name in names]
+            for index in times:
+                if want[index] is not None:
+                    want[index] = parse(want[index])
+            position: int = want[0]
             self.rows_compared += 1
             while True:
                 got = self._peek_entry(live)
-                if got is None or got["position"] > position:
+                if got is None or got[0] > position:
                     self._find(position, PROJECTION_ROW_MISSING,
                                f"{ENTRIES.name}: no entry for this wallet event")
                     break
                 self._next_entry = None
-                if got["position"] < position:
-                    self._find(got["position"], PROJECTION_ROW_EXTRA,
+                if got[0] < position:
+                    self._find(got[0], PROJECTION_ROW_EXTRA,
                                f"{ENTRIES.name}: an entry at a position with no wallet event")
                     continue
-                differing = [c for c in ENTRIES.column_names if got[c] != want[c]]
-                if differing:
+                if tuple(want) != got:
+                    differing = [name for name, a, b in zip(names, got, want, strict=True)
+                                 if a != b]
                     self._find(position, PROJECTION_MISMATCH, f"{ENTRIES.name} entry: " + _diff(
-                        differing, got, want))
+                        differing, dict(zip(names, got, strict=True)),
+                        dict(zip(names, want, strict=True))))
                 break
 
-    _next_entry: Row | None = None
+    _next_entry: Any = None
 
-    def _peek_entry(self, live: Iterator[Row]) -> Row | None:
+    def _peek_entry(self, live: Iterator[Any]) -> Any:
         if self._next_entry is None:
             self._next_entry = next(live, None)
         return self._next_entry
 
-    def _finish_entries(self, live: Iterator[Row]) -> None:
+    def _finish_entries(self, live: Iterator[Any]) -> None:
         extra = self._peek_entry(live)
         if extra is not None:
-            self._find(extra["position"], PROJECTION_ROW_EXTRA,
+            self._find(extra[0], PROJECTION_ROW_EXTRA,
                        f"{ENTRIES.name}: an entry at a position with no wallet event")
         self._next_entry = None
         for _ in live:  # drain the cursor before it closes
@@ -363,6 +380,37 @@ class Replay:
     def _find(self, position: int, code: str, detail: str) -> None:
         if len(self.findings) < limits.findings_max:
             self.findings.append(Finding(position, code, detail))
+
+
+def merge_raw(state: dict[str, dict[Key, Row]], changes: Changes) -> None:
+    """`merge_into` without typing each value on every batch: rows stay as folded (hex
+    strings, ISO strings) until the pass ends, and are typed once by `typed_rows`.
+    Append-only tables are compared as they go and never held."""
+    for name, table in changes.tables.items():
+        if table.append_only:
+            continue
+        rows = state[name]
+        adds = table.add
+        for key, change in changes.rows[name].items():
+            old = rows.get(key)
+            if old is None:
+                rows[key] = dict(change)
+                continue
+            for column, value in change.items():
+                if column in adds:
+                    old[column] = old.get(column, 0) + value
+                elif value is not None:
+                    old[column] = value
+
+
+def typed_rows(table: Table, rows: dict[Key, Row]) -> dict[Key, Row]:
+    """Raw folded rows as psycopg would return them, keyed by typed primary key."""
+    adds = set(table.add)
+    typed_by_key = {}
+    for row in rows.values():
+        full = {c: typed(t, row.get(c, 0 if c in adds else None)) for c, t in table.columns}
+        typed_by_key[tuple(full[c] for c in table.key)] = full
+    return typed_by_key
 
 
 def _read_table(conn: psycopg.Connection[Any], table: Table) -> dict[Key, Row]:

@@ -9,9 +9,11 @@ of its own: the history of verifications is itself part of the audit trail.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -93,20 +95,40 @@ def verify_ledger(
     checkpoint_files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
     progress: Progress | None = None,
     store: bool = True,
+    parallel: bool = True,
     **chain_options: Any,
 ) -> Verification:
-    """Verify the chain, replay every event, compare, check; store and return the verdict."""
+    """Verify the chain, replay every event, compare, check; store and return the verdict.
+
+    With `parallel` the chain pass runs in a forked process while this one replays:
+    the two passes share nothing but the database, and each holds its own snapshot.
+    The progress callback then follows the replay only.
+    """
     started = time.monotonic()
     verified_at = datetime.now(UTC)
-    chain = verify_chain(url, schema, checkpoint_files=checkpoint_files, progress=progress,
-                         **chain_options)
-    with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        try:
-            replay = Replay(conn, progress=progress).run()
-        finally:
-            conn.rollback()
+    if checkpoint_files is not None and not isinstance(checkpoint_files, str | os.PathLike):
+        checkpoint_files = list(checkpoint_files)
+    chain_arguments = {"checkpoint_files": checkpoint_files, **chain_options}
+    pool = None
+    if parallel:
+        # Fork, not spawn: the child needs no `__main__` guard from the caller.
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        chain_future = pool.submit(verify_chain, url, schema, **chain_arguments)
+    try:
+        if pool is None:
+            chain = verify_chain(url, schema, progress=progress, **chain_arguments)
+        with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            try:
+                replay = Replay(conn, progress=progress).run()
+            finally:
+                conn.rollback()
+        if pool is not None:
+            chain = chain_future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     findings: list[dict[str, Any]] = [
         {"position": item.position, "code": item.code, "detail": item.detail}
         for item in replay.findings]
