@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 
 import psycopg
@@ -13,7 +15,7 @@ from ledger import commands as c
 from ledger.application import Ledger
 from ledger.complex import Complex
 from ledger.conservation import fold
-from ledger.database import ConnectionSettings, start_embedded
+from ledger.database import ConnectionSettings, start_embedded, stop_embedded
 from ledger.persistence import APP_ROLE, COPY_THRESHOLD_EVENTS
 from ledger.resident import Resident
 from world import World, cause
@@ -107,29 +109,36 @@ def test_replayed_events_match_live_state(populated: World) -> None:
     assert fold(populated.all_events()).problems() == []
 
 
-def test_embedded_postgresql_starts_in_a_data_directory(tmp_path: object) -> None:
+def test_embedded_postgresql_starts_in_a_data_directory() -> None:
     """Without a database URL the ledger starts an embedded PostgreSQL and writes to it."""
+    # Not pytest's tmp_path: as root the server runs as its own user, which cannot enter
+    # pytest's private temporary directory.
+    data_dir = tempfile.mkdtemp(prefix="ledger-embedded-test-")
     code = (
         "import uuid, sys\n"
         "from ledger.application import Ledger, now\n"
         "from ledger.database import start_embedded\n"
         "from ledger import commands as c\n"
         "from ledger.events import Cause\n"
-        f"url = start_embedded({str(tmp_path)!r})\n"
+        f"url = start_embedded({data_dir!r})\n"
         "ledger = Ledger.connect(url)\n"
         "out = ledger.execute(c.RegisterComplex('E-1', 'e', 'r'), "
         "Cause(uuid.uuid4(), 'operator', 'r1', now()))\n"
         "print(out.position)\n"
         "ledger.close()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "2"
-    url = start_embedded(str(tmp_path))
-    with psycopg.connect(ConnectionSettings.from_url(url).conninfo()) as conn:
-        count = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
-    assert count == (2,)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "2"
+        url = start_embedded(data_dir)
+        with psycopg.connect(ConnectionSettings.from_url(url).conninfo()) as conn:
+            count = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+        assert count == (2,)
+    finally:
+        stop_embedded(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_long_streams_load_from_snapshots(world: World) -> None:

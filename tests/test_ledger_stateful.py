@@ -318,7 +318,7 @@ def test_ledger_state_machine(database_url: str) -> None:
     LedgerMachine.database_url = database_url
     LedgerMachine.schemas = []
     runner = LedgerMachine.TestCase()
-    runner.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+    runner.settings = settings(max_examples=35, stateful_step_count=30, deadline=None)
     try:
         runner.runTest()
     finally:
