@@ -95,7 +95,8 @@ class Seeder:
         self.world = _World()
         self.summary = SeedSummary()
         self.requests = 0
-        self.run_tag = uuid.UUID(int=self.random.getrandbits(128)).hex[:8]
+        # Request and trade ids are unique per run, so seeding again adds to the ledger.
+        self.run_tag = uuid.uuid4().hex[:8]
 
     # Plumbing ----------------------------------------------------------------------------
 
