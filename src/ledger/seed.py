@@ -219,10 +219,11 @@ class Seeder:
                 if outcome is not None:
                     assert isinstance(command, c.RecordTrade)
                     recorded.append((command.trade_id, cause.occurred_at))
-            refunds: list[tuple[c.Command, Cause]] = [(c.RefundTrade(trade_id), self._cause(PLATFORM, "platform",
-                                                             at + timedelta(days=1)))
-                       for trade_id, at in recorded[-day_trades:]
-                       if self.random.random() < REFUND_RATE]
+            refunds: list[tuple[c.Command, Cause]] = [
+                (c.RefundTrade(trade_id), self._cause(PLATFORM, "platform",
+                                                      at + timedelta(days=1)))
+                for trade_id, at in recorded[-day_trades:]
+                if self.random.random() < REFUND_RATE]
             self._run(refunds, bar)
         self._rent(first, residents, bar)
         self._fund_spends(first + timedelta(days=days - 2), bar)
