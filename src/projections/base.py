@@ -58,7 +58,7 @@ class Table:
         return dict(self.columns)[column]
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """One row of the events table, decoded just enough for projections."""
 
@@ -86,23 +86,52 @@ class Event:
         return None if value is None else str(value["_data_"])
 
 
+_json_document = json.JSONDecoder().raw_decode
+"""`json.loads` without its encoding detection and wrappers: states are UTF-8 objects."""
+
+_names_by_topic: dict[str, str | None] = {}
+"""Topic -> event name, or None for skipped events; topics are few and repeat."""
+
+
+def event_name(topic: str) -> str | None:
+    """'ledger.resident:Resident.PointsAccrued' -> 'Resident.PointsAccrued' (None if skipped)."""
+    try:
+        return _names_by_topic[topic]
+    except KeyError:
+        name: str | None = topic[topic.index(":") + 1:]
+        if name in SKIPPED_NAMES:
+            name = None
+        if len(_names_by_topic) < TOPICS_CACHED_MAX:
+            _names_by_topic[topic] = name
+        return name
+
+
+TOPICS_CACHED_MAX = 4_096
+
+
 def decode_row(position: int, originator_id: Any, originator_version: int, topic: str,
                state: str | bytes) -> Event | None:
     """The event in one stored row, or None for events no projection reads."""
-    name = topic[topic.index(":") + 1:]
-    if name in SKIPPED_NAMES:
+    name = event_name(topic)
+    if name is None:
         return None
-    oid = originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)
-    return Event(position, oid.replace("-", ""), originator_version, name, json.loads(state))
+    if isinstance(originator_id, str):
+        oid = originator_id if len(originator_id) == 32 else originator_id.replace("-", "")
+    else:
+        oid = originator_id.hex if isinstance(originator_id, UUID) else str(
+            originator_id).replace("-", "")
+    text = state if isinstance(state, str) else bytes(state).decode()
+    return Event(position, oid, originator_version, name, _json_document(text)[0])
 
 
 def decode_rows(rows: Iterable[Sequence[Any]]) -> list[Event]:
     """Rows of (notification_id, originator_id, originator_version, topic, state)."""
     events = []
+    append = events.append
     for position, originator_id, version, topic, state in rows:
         event = decode_row(position, originator_id, version, topic, state)
         if event is not None:
-            events.append(event)
+            append(event)
     return events
 
 
@@ -141,12 +170,13 @@ class Changes:
         self.appended: dict[str, list[Row]] = {name: [] for name in self.tables}
 
     def add(self, table: str, key: Key, **deltas: int) -> None:
-        row = self._row(table, key)
+        row = self.rows[table].get(key) or self._row(table, key)
+        get = row.get
         for column, delta in deltas.items():
-            row[column] = row.get(column, 0) + delta
+            row[column] = get(column, 0) + delta
 
     def set(self, table: str, key: Key, **values: Any) -> None:
-        row = self._row(table, key)
+        row = self.rows[table].get(key) or self._row(table, key)
         for column, value in values.items():
             if value is not None:
                 row[column] = value
@@ -166,6 +196,10 @@ class Changes:
     def count(self) -> int:
         return sum(len(r) for r in self.rows.values()) + sum(
             len(r) for r in self.appended.values())
+
+    def merged_count(self) -> int:
+        """Rows held for tables that merge (not append-only)."""
+        return sum(len(r) for r in self.rows.values())
 
 
 @dataclass
@@ -191,6 +225,12 @@ class Projection:
         return [f"%:{prefix}%" for prefix in self.reads]
 
     def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:
+        """One batch's changes."""
+        return self.fold_into(self.changes(), events, trades)
+
+    def fold_into(self, changes: Changes, events: Sequence[Event],
+                  trades: TradeFacts) -> Changes:
+        """Fold events into `changes` (a rebuild keeps one across batches) and return it."""
         raise NotImplementedError
 
     def changes(self) -> Changes:
@@ -198,9 +238,19 @@ class Projection:
 
     # Schema ------------------------------------------------------------------------------
 
-    def create_tables(self, conn: psycopg.Connection[Any], suffix: str = "") -> None:
+    def create_tables(self, conn: psycopg.Connection[Any], suffix: str = "", *,
+                      deferred: bool = False) -> None:
+        """Create the tables; `deferred` leaves out what a bulk load is faster without
+        (the primary key of append-only tables, secondary indexes) for `create_deferred`."""
         for table in self.tables:
-            create_table(conn, table, suffix)
+            create_table(conn, table, suffix, deferred=deferred)
+
+    def create_deferred(self, conn: psycopg.Connection[Any], suffix: str = "") -> None:
+        for table in self.tables:
+            if table.append_only:
+                conn.execute(SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                    Identifier(table.name + suffix), SQL(", ").join(map(Identifier, table.key))))
+            create_indexes(conn, table, suffix)
 
     def drop_tables(self, conn: psycopg.Connection[Any], suffix: str = "") -> None:
         for table in self.tables:
@@ -217,14 +267,49 @@ class Projection:
             else:
                 upsert_rows(conn, table, list(changes.rows[table.name].values()), suffix)
 
+    def write_appended(self, conn: psycopg.Connection[Any], changes: Changes,
+                       suffix: str = "") -> None:
+        """Write the append-only rows held in `changes` and forget them."""
+        for table in self.tables:
+            if table.append_only and changes.appended[table.name]:
+                copy_rows(conn, table.name + suffix, table.column_names,
+                          changes.appended[table.name])
+                changes.appended[table.name] = []
 
-def create_table(conn: psycopg.Connection[Any], table: Table, suffix: str = "") -> None:
+    def write_merged(self, conn: psycopg.Connection[Any], changes: Changes, suffix: str,
+                     written: set[str]) -> None:
+        """Write the merged rows held in `changes` and forget them. A table not in
+        `written` is still empty, so its rows go in by plain COPY; it is then added."""
+        for table in self.tables:
+            rows = changes.rows[table.name]
+            if table.append_only or not rows:
+                continue
+            if table.name in written:
+                upsert_rows(conn, table, list(rows.values()), suffix)
+            else:
+                copy_tuples(conn, table.name + suffix, table.column_names,
+                            _full_rows(table, list(rows.values())))
+                written.add(table.name)
+            changes.rows[table.name] = {}
+
+
+def create_table(conn: psycopg.Connection[Any], table: Table, suffix: str = "", *,
+                 deferred: bool = False) -> None:
     name = table.name + suffix
     columns = SQL(", ").join(
         SQL("{} {}").format(Identifier(column), SQL(sql_type))
         for column, sql_type in table.columns)
-    conn.execute(SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-        Identifier(name), columns, SQL(", ").join(map(Identifier, table.key))))
+    if deferred and table.append_only:
+        conn.execute(SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(Identifier(name), columns))
+    else:
+        conn.execute(SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+            Identifier(name), columns, SQL(", ").join(map(Identifier, table.key))))
+    if not deferred:
+        create_indexes(conn, table, suffix)
+
+
+def create_indexes(conn: psycopg.Connection[Any], table: Table, suffix: str = "") -> None:
+    name = table.name + suffix
     for index_suffix, index_columns in table.indexes:
         conn.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
             Identifier(f"{name}_{index_suffix}"), Identifier(name),

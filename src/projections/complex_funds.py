@@ -59,8 +59,8 @@ class ComplexFunds(Projection):
     reads = ("Complex.",)
     tables = (FUNDS, INFLOWS, OUTFLOWS)
 
-    def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:
-        changes = self.changes()
+    def fold_into(self, changes: Changes, events: Sequence[Event],
+                  trades: TradeFacts) -> Changes:
         for event in events:
             if not event.name.startswith("Complex."):
                 continue

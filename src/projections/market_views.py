@@ -60,8 +60,8 @@ class MarketViews(Projection):
     reads = ("Trade.", "Merchant.")
     tables = (DAILY, MERCHANTS)
 
-    def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:
-        changes = self.changes()
+    def fold_into(self, changes: Changes, events: Sequence[Event],
+                  trades: TradeFacts) -> Changes:
         for event in events:
             name = event.name
             data = event.data

@@ -49,8 +49,8 @@ class RentPayments(Projection):
     reads = ("Household.",)
     tables = (INVOICES, PAYMENTS)
 
-    def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:  # noqa: ARG002
-        changes = self.changes()
+    def fold_into(self, changes: Changes, events: Sequence[Event],
+                  trades: TradeFacts) -> Changes:  # noqa: ARG002
         for event in events:
             if not event.name.startswith("Household."):
                 continue

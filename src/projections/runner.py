@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.database import ConnectionSettings
 from ledger.trade import trade_aggregate_id
@@ -55,6 +56,12 @@ catch_up_batch_events_max = 5_000
 
 rebuild_batch_events_max = 50_000
 """Events fetched from the server-side cursor per rebuild batch."""
+
+rebuild_merged_rows_max = 1_000_000
+"""Merged rows (balances, totals, payments) a rebuild holds in memory before writing them."""
+
+rebuild_batches_queued_max = 4
+"""Batches a rebuild's reader thread may read ahead of the folding."""
 
 poll_seconds = 1.0
 """How long the live follower waits for a notification before reading anyway."""
@@ -327,7 +334,7 @@ def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
         with writer.transaction():
             for projection in projections:
                 projection.drop_tables(writer, SHADOW_SUFFIX)
-                projection.create_tables(writer, SHADOW_SUFFIX)
+                projection.create_tables(writer, SHADOW_SUFFIX, deferred=True)
         jobs = [(url, schema, n, batch_size, progress, slot) for slot, n in enumerate(names)]
         if workers == 1:
             heads = [_build_shadow(job) for job in jobs]
@@ -359,7 +366,15 @@ def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
 
 def _build_shadow(job: tuple[str, str, str, int, bool, int]) -> int:
     """Fold every event of one projection up to the head of a snapshot into its shadow
-    tables; return that head (the position the shadow tables now reflect)."""
+    tables; return that head (the position the shadow tables now reflect).
+
+    A reader thread streams the projection's events (binary COPY, only its topics) into a
+    bounded queue while this thread folds and writes, so the server's reading and sending
+    overlaps with folding. Merged rows (balances, totals) stay in memory across batches,
+    up to `rebuild_merged_rows_max`, and go into the still empty tables by plain COPY;
+    append-only rows are copied batch by batch into a table without indexes. Keys and
+    indexes are built once at the end: faster than maintaining them row by row.
+    """
     from tqdm import tqdm  # noqa: PLC0415  (only rebuilds show progress)
 
     url, schema, name, batch_size, progress, slot = job
@@ -367,28 +382,110 @@ def _build_shadow(job: tuple[str, str, str, int, bool, int]) -> int:
     reader = connect(url, schema)
     writer = connect(url, schema)
     try:
+        # The shadow rows become durable with the swap's (synchronous) commit.
+        writer.execute("SET synchronous_commit = off")
+        writer.commit()
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with reader.transaction():
             row = reader.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}")
                                  .format(Identifier(EVENTS_TABLE))).fetchone()
             head = row[0] if row else 0
-            built = {name: 0}
-            with (reader.cursor(name="projection_rebuild", binary=True) as cursor,
+            changes = projection.changes()
+            written: set[str] = set()
+            with (_EventStream(reader, projection, head, batch_size) as stream,
                   tqdm(total=head, disable=not progress, unit="ev", desc=name,
                        position=slot) as bar):
-                cursor.itersize = batch_size
-                cursor.execute(SQL(_SELECT_EVENTS.replace(
-                    "WHERE", "WHERE topic LIKE ANY(%s) AND")).format(
-                        events=Identifier(EVENTS_TABLE)), (projection.topic_patterns(), 0))
-                while rows := cursor.fetchmany(batch_size):
-                    with writer.transaction():
-                        built = apply_batch(writer, [projection], built, rows, SHADOW_SUFFIX)
+                for rows in stream:
+                    with writer.transaction(), garbage_collection_paused():
+                        events = decode_rows(rows)
+                        projection.fold_into(changes, events, trade_facts(writer, events))
+                        projection.write_appended(writer, changes, SHADOW_SUFFIX)
+                        if changes.merged_count() >= rebuild_merged_rows_max:
+                            projection.write_merged(writer, changes, SHADOW_SUFFIX, written)
                     bar.update(rows[-1][0] - bar.n)
                 bar.update(head - bar.n)
+        with writer.transaction():
+            projection.write_merged(writer, changes, SHADOW_SUFFIX, written)
+            projection.create_deferred(writer, SHADOW_SUFFIX)
         return head
     finally:
         reader.close()
         writer.close()
+
+
+class _EventStream:
+    """Batches of one projection's event rows up to `head`, read by a thread of its own.
+
+    The thread owns `conn` (in the caller's snapshot transaction) until the stream is
+    closed; at most `rebuild_batches_queued_max` batches wait in memory.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], projection: Projection, head: int,
+                 batch_size: int) -> None:
+        self.conn = conn
+        self.patterns = projection.topic_patterns()
+        self.head = head
+        self.batch_size = batch_size
+        self.batches: queue.Queue[list[Any] | BaseException | None] = queue.Queue(
+            maxsize=rebuild_batches_queued_max)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="projection-rebuild-reader",
+                                       daemon=True)
+
+    def __enter__(self) -> _EventStream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        while self.thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                self.batches.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self.thread.join()
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        while True:
+            item = self.batches.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _put(self, item: list[Any] | BaseException | None) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.batches.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _read(self) -> None:
+        statement = SQL(
+            "COPY (SELECT notification_id, replace(originator_id::text, '-', ''),"
+            " originator_version, topic, state FROM {events}"
+            " WHERE topic LIKE ANY({patterns}) AND notification_id <= {head}"
+            " ORDER BY notification_id) TO STDOUT (FORMAT BINARY)").format(
+                events=Identifier(EVENTS_TABLE), patterns=Literal(self.patterns),
+                head=Literal(self.head))
+        try:
+            with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.set_types(["bigint", "text", "bigint", "text", "bytea"])
+                batch: list[Any] = []
+                for row in copy.rows():
+                    batch.append(row)
+                    if len(batch) >= self.batch_size:
+                        if not self._put(batch):
+                            return
+                        batch = []
+                if batch and not self._put(batch):
+                    return
+            self._put(None)
+        except BaseException as error:  # handed to the folding thread, which raises it
+            self._put(error)
 
 
 def _swap_in(conn: psycopg.Connection[Any], projection: Projection) -> None:

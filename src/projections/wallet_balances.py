@@ -73,8 +73,8 @@ class WalletBalances(Projection):
     reads = ("Resident.",)
     tables = (BALANCES, ENTRIES)
 
-    def fold(self, events: Sequence[Event], trades: TradeFacts) -> Changes:
-        changes = self.changes()
+    def fold_into(self, changes: Changes, events: Sequence[Event],
+                  trades: TradeFacts) -> Changes:
         for event in events:
             if event.name.startswith("Resident."):
                 self._fold_one(changes, event, trades)
