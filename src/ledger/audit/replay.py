@@ -114,7 +114,7 @@ class Replay:
         self.raw: dict[str, dict[Key, Row]] = {
             t.name: {} for p in self.projections for t in p.tables if not t.append_only}
         self.folded: dict[str, dict[Key, Row]] = {}
-        self.trades = TradeFacts()
+        self.trades = CompactTradeFacts()
         self.tables = {t.name: t for p in self.projections for t in p.tables}
 
     # The pass -----------------------------------------------------------------------------
@@ -175,8 +175,7 @@ class Replay:
             return
         for event in events:
             if event.name == "Trade.Recorded":
-                self.trades.by_trade_id[event.data["trade_id"]] = {
-                    name: event.data[name] for name in TRADE_FACT_FIELDS}
+                self.trades.remember(event.data)
         last = events[-1].position
         for projection in self.projections:
             cutoff = self.cutoffs[projection.name]
@@ -380,6 +379,27 @@ class Replay:
     def _find(self, position: int, code: str, detail: str) -> None:
         if len(self.findings) < limits.findings_max:
             self.findings.append(Finding(position, code, detail))
+
+
+class CompactTradeFacts(TradeFacts):
+    """`TradeFacts` holding a tuple per trade instead of the whole event's dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compact: dict[str, tuple[Any, ...]] = {}
+
+    def remember(self, data: dict[str, Any]) -> None:
+        self.compact[data["trade_id"]] = (
+            *(data[name] for name in TRADE_FACT_FIELDS[:3]), data["seller_id"]["_data_"],
+            *(data[name] for name in TRADE_FACT_FIELDS[4:]))
+
+    def get(self, trade_id: str) -> dict[str, Any] | None:
+        found = self.compact.get(trade_id)
+        if found is None:
+            return None
+        facts = dict(zip(TRADE_FACT_FIELDS, found, strict=True))
+        facts["seller_id"] = {"_data_": facts["seller_id"]}
+        return facts
 
 
 def merge_raw(state: dict[str, dict[Key, Row]], changes: Changes) -> None:
