@@ -29,6 +29,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.audit import limits
 from ledger.audit.scratch import Finding, Scratch
+from ledger.database import ConnectionSettings
 from projections.base import (
     Changes,
     Key,
@@ -50,6 +51,7 @@ PROJECTION_ROW_MISSING = "projection_row_missing"
 PROJECTION_ROW_EXTRA = "projection_row_extra"
 
 EVENTS_TABLE = "ledger_events"
+REQUEST_RECORD_TOPIC = "ledger.request:RequestRecord.Accepted"
 TRADE_FACT_FIELDS = ("market", "category", "seller_kind", "seller_id", "policy_version",
                      "personal_bps", "common_bps")
 """What projections need to know about a trade when its refund comes (kept small: a year
@@ -70,6 +72,16 @@ class ReplayReport:
     projection_positions: dict[str, int]
     notes: list[str] = field(default_factory=list)
     points_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def merged_with(self, other: ReplayReport) -> ReplayReport:
+        """This report (the auditor's fold) with another half's findings and comparisons."""
+        return ReplayReport(
+            findings=sorted([*self.findings, *other.findings], key=lambda item: item.position),
+            events=self.events, head=self.head, trades_recomputed=self.trades_recomputed,
+            rows_compared=self.rows_compared + other.rows_compared,
+            projection_positions=self.projection_positions,
+            notes=[*self.notes, *(n for n in other.notes if n not in self.notes)],
+            points_by_kind=self.points_by_kind)
 
     @property
     def first(self) -> Finding | None:
@@ -92,7 +104,9 @@ class Replay:
 
     def __init__(self, conn: psycopg.Connection[Any], *, progress: Progress | None = None,
                  projections: tuple[Projection, ...] = ALL,
-                 batch_size: int = limits.fetch_size_rows) -> None:
+                 batch_size: int = limits.fetch_size_rows, part: str = "all") -> None:
+        assert part in ("all", "scratch", "projections")
+        self.part = part
         self.conn = conn
         self.progress = progress
         self.batch_size = batch_size
@@ -124,22 +138,28 @@ class Replay:
                                      .format(Identifier(EVENTS_TABLE))).fetchone()
         head = int(head_row[0]) if head_row else 0
         for name, cutoff in self.cutoffs.items():
-            if cutoff < head:
+            if cutoff < head and self.part != "scratch":
                 self.notes.append(f"projection {name} is at position {cutoff:,} of {head:,}: "
                                   "compared up to its position")
-        entries = self._live_entries() if self._compares(ENTRIES) else None
+        with_projections = self.part != "scratch"
+        with_scratch = self.part != "projections"
+        entries = (self._live_entries() if with_projections and self._compares(ENTRIES)
+                   else None)
         scratch = self.scratch
-        apply = scratch.apply
+        apply = scratch.apply if with_scratch else _ignore
         was_enabled = gc.isenabled()
         # The pass allocates millions of small acyclic dicts; the cycle collector would
         # rescan them again and again (see projections.runner.garbage_collection_paused).
         gc.disable()
         try:
             with self.conn.cursor(name="audit_replay", binary=True) as cursor:
+                # Request records (idempotency) move nothing and no projection reads them:
+                # they are left in the database (the chain pass still covers them).
                 cursor.execute(SQL(
                     "SELECT notification_id, originator_id, originator_version, topic, state"
-                    " FROM {} WHERE notification_id <= %s ORDER BY notification_id")
-                    .format(Identifier(EVENTS_TABLE)), (head,))
+                    " FROM {} WHERE notification_id <= %s AND topic <> %s"
+                    " ORDER BY notification_id")
+                    .format(Identifier(EVENTS_TABLE)), (head, REQUEST_RECORD_TOPIC))
                 while rows := cursor.fetchmany(self.batch_size):
                     events = []
                     for row in rows:
@@ -147,13 +167,15 @@ class Replay:
                         if event is not None:
                             apply(event)
                             events.append(event)
-                    self._fold_projections(events, entries)
+                    if with_projections:
+                        self._fold_projections(events, entries)
                     if self.progress is not None:
                         self.progress(len(rows))
         finally:
             if was_enabled:
                 gc.enable()
-        scratch.finish()
+        if with_scratch:
+            scratch.finish()
         self.folded = {name: typed_rows(self.tables[name], rows) for name, rows in self.raw.items()}
         self.raw = {}
         if entries is not None:
@@ -258,8 +280,10 @@ class Replay:
                 if table.append_only:
                     continue
                 live = _read_table(self.conn, table)
-                self._compare_with_fold(projection, table, live, self.folded[table.name])
-                self._compare_with_scratch(table, live)
+                if self.part != "scratch":
+                    self._compare_with_fold(projection, table, live, self.folded[table.name])
+                if self.part != "projections":
+                    self._compare_with_scratch(table, live)
 
     def _compare_with_fold(self, projection: Projection, table: Table, live: dict[Key, Row],
                            folded: dict[Key, Row]) -> None:
@@ -379,6 +403,22 @@ class Replay:
     def _find(self, position: int, code: str, detail: str) -> None:
         if len(self.findings) < limits.findings_max:
             self.findings.append(Finding(position, code, detail))
+
+
+def _ignore(_event: Any) -> None:
+    """Stands in for the scratch fold when only the projections are replayed."""
+
+
+def replay_projections(url: str, schema: str) -> ReplayReport:
+    """The projections' half of the replay on a connection of its own (for a worker process)."""
+    with psycopg.connect(ConnectionSettings.from_url(url).conninfo(),
+                         options=f"-c search_path={schema}") as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        try:
+            return Replay(conn, part="projections").run()
+        finally:
+            conn.rollback()
 
 
 class CompactTradeFacts(TradeFacts):

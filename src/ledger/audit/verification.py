@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ledger.audit.chain import Progress
-from ledger.audit.replay import Replay
+from ledger.audit.replay import Replay, replay_projections
 from ledger.audit.verify import verify_chain
 from ledger.database import connect
 
@@ -100,9 +100,11 @@ def verify_ledger(
 ) -> Verification:
     """Verify the chain, replay every event, compare, check; store and return the verdict.
 
-    With `parallel` the chain pass runs in a forked process while this one replays:
-    the two passes share nothing but the database, and each holds its own snapshot.
-    The progress callback then follows the replay only.
+    With `parallel` the work is split three ways: the chain pass and the projections'
+    half of the replay run in forked processes while this one runs the auditor's own
+    fold (conservation, accruals, balances). They share nothing but the database;
+    each compares events and tables read in one snapshot of its own. The progress
+    callback then follows this process's pass only.
     """
     started = time.monotonic()
     verified_at = datetime.now(UTC)
@@ -112,8 +114,9 @@ def verify_ledger(
     pool = None
     if parallel:
         # Fork, not spawn: the child needs no `__main__` guard from the caller.
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork"))
         chain_future = pool.submit(verify_chain, url, schema, **chain_arguments)
+        projections_future = pool.submit(replay_projections, url, schema)
     try:
         if pool is None:
             chain = verify_chain(url, schema, progress=progress, **chain_arguments)
@@ -121,11 +124,13 @@ def verify_ledger(
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             try:
-                replay = Replay(conn, progress=progress).run()
+                replay = Replay(conn, progress=progress,
+                                part="all" if pool is None else "scratch").run()
             finally:
                 conn.rollback()
         if pool is not None:
             chain = chain_future.result()
+            replay = replay.merged_with(projections_future.result())
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
