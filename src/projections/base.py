@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -153,7 +154,14 @@ def _kst_day(minute: str) -> date:
 
 def kst_month(moment: str) -> str:
     """'YYYY-MM' in Korea Standard Time: months are reckoned in KST."""
+    if len(moment) > 22 and moment[-6] in "+-" and moment[-3] == ":":
+        return _kst_month(moment[:16] + moment[-6:])
     return kst_day(moment).strftime("%Y-%m")
+
+
+@lru_cache(maxsize=65_536)
+def _kst_month(minute: str) -> str:
+    return _kst_day(minute).strftime("%Y-%m")
 
 
 def iso_week(day: date) -> str:
@@ -184,6 +192,10 @@ class Changes:
     def append(self, table: str, row: Row) -> None:
         assert self.tables[table].append_only
         self.appended[table].append(row)
+
+    def row(self, table: str, key: Key) -> Row:
+        """The change row of `key`, created holding only its key columns."""
+        return self.rows[table].get(key) or self._row(table, key)
 
     def _row(self, table: str, key: Key) -> Row:
         rows = self.rows[table]
@@ -368,8 +380,14 @@ def upsert_rows(conn: psycopg.Connection[Any], table: Table, rows: list[Row],
 
 def copy_rows(conn: psycopg.Connection[Any], table_name: str, names: Sequence[str],
               rows: list[Row]) -> None:
-    if rows:
-        copy_tuples(conn, table_name, names, [tuple(row.get(c) for c in names) for row in rows])
+    if not rows:
+        return
+    try:  # rows holding every column
+        values = list(map(itemgetter(*names), rows)) if len(names) > 1 else [
+            (row[names[0]],) for row in rows]
+    except KeyError:
+        values = [tuple(row.get(c) for c in names) for row in rows]
+    copy_tuples(conn, table_name, names, values)
 
 
 def copy_tuples(conn: psycopg.Connection[Any], table_name: str, names: Sequence[str],

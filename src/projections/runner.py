@@ -60,6 +60,9 @@ rebuild_batch_events_max = 50_000
 rebuild_merged_rows_max = 1_000_000
 """Merged rows (balances, totals, payments) a rebuild holds in memory before writing them."""
 
+rebuild_sort_memory_mb = 128
+"""work_mem of a rebuild's reading session (PostgreSQL sorts a projection's events)."""
+
 rebuild_batches_queued_max = 4
 """Batches a rebuild's reader thread may read ahead of the folding."""
 
@@ -387,6 +390,10 @@ def _build_shadow(job: tuple[str, str, str, int, bool, int]) -> int:
         writer.commit()
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with reader.transaction():
+            # The projections are built side by side already; a parallel scan would only
+            # take their cores. Enough memory to sort a projection's events without disk.
+            reader.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            reader.execute(f"SET LOCAL work_mem = '{rebuild_sort_memory_mb}MB'")
             row = reader.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}")
                                  .format(Identifier(EVENTS_TABLE))).fetchone()
             head = row[0] if row else 0
@@ -466,14 +473,15 @@ class _EventStream:
     def _read(self) -> None:
         statement = SQL(
             "COPY (SELECT notification_id, replace(originator_id::text, '-', ''),"
-            " originator_version, topic, state FROM {events}"
+            " originator_version, topic, convert_from(state, 'UTF8') FROM {events}"
             " WHERE topic LIKE ANY({patterns}) AND notification_id <= {head}"
             " ORDER BY notification_id) TO STDOUT (FORMAT BINARY)").format(
                 events=Identifier(EVENTS_TABLE), patterns=Literal(self.patterns),
                 head=Literal(self.head))
         try:
             with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
-                copy.set_types(["bigint", "text", "bigint", "text", "bytea"])
+                # The state as text: decoded once, by the server, not copied as bytes first.
+                copy.set_types(["bigint", "text", "bigint", "text", "text"])
                 batch: list[Any] = []
                 for row in copy.rows():
                     batch.append(row)

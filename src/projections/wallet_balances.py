@@ -167,22 +167,37 @@ class WalletBalances(Projection):
                            f"unclaimed")
         else:
             raise AssertionError(f"unknown wallet event {event.name}")
-        changes.add(table, key, available_won=available, held_won=held, owed_won=owed)
-        changes.set(table, key, position=event.position)
-        changes.append(ENTRIES.name, {
+        row = changes.row(table, key)
+        row["available_won"] = row.get("available_won", 0) + available
+        row["held_won"] = row.get("held_won", 0) + held
+        row["owed_won"] = row.get("owed_won", 0) + owed
+        row["position"] = event.position
+        get = line.get
+        # Every column, in table order: the rows are copied out with one itemgetter.
+        changes.appended[ENTRIES.name].append({
             "position": event.position, "resident_id": resident,
             "occurred_at": event.occurred_at, "recorded_at": event.recorded_at,
             "kind": _snake(kind), "amount_won": available, "held_delta_won": held,
-            "owed_delta_won": owed, "actor_id": event.uuid("actor_id"),
-            "actor_role": data["actor_role"], "on_behalf_of": event.uuid("on_behalf_of"),
-            "request_id": data["request_id"], "description": f"{description} ({_actor(event)})"
+            "owed_delta_won": owed, "trade_id": get("trade_id"), "market": get("market"),
+            "policy_version": get("policy_version"), "rate_bps": get("rate_bps"),
+            "payment_id": get("payment_id"), "invoice_id": get("invoice_id"),
+            "actor_id": event.uuid("actor_id"), "actor_role": data["actor_role"],
+            "on_behalf_of": event.uuid("on_behalf_of"), "request_id": data["request_id"],
+            "description": f"{description} ({_actor(event)})"
             if kind != "Enrolled" else description,
-            **line,
         })
 
 
+_snake_names: dict[str, str] = {}
+
+
 def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+    """'PointsAccrued' -> 'points_accrued' (cached: a handful of event kinds)."""
+    snake = _snake_names.get(name)
+    if snake is None:
+        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+        _snake_names[name] = snake
+    return snake
 
 
 # Reads the API calls ---------------------------------------------------------------------
