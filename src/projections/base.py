@@ -127,7 +127,7 @@ def decode_row(position: int, originator_id: Any, originator_version: int, topic
 
 def decode_rows(rows: Iterable[Sequence[Any]]) -> list[Event]:
     """Rows of (notification_id, originator_id, originator_version, topic, state)."""
-    events = []
+    events: list[Event] = []
     append = events.append
     for position, originator_id, version, topic, state in rows:
         event = decode_row(position, originator_id, version, topic, state)

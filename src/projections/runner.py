@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -446,10 +446,8 @@ class _EventStream:
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
         while self.thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
+            with suppress(queue.Empty):
                 self.batches.get(timeout=0.05)
-            except queue.Empty:
-                pass
         self.thread.join()
 
     def __iter__(self) -> Iterator[list[Any]]:

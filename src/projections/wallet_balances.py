@@ -80,7 +80,7 @@ class WalletBalances(Projection):
                 self._fold_one(changes, event, trades)
         return changes
 
-    def _fold_one(  # noqa: PLR0915  (one branch per wallet event, side by side)
+    def _fold_one(
             self, changes: Changes, event: Event, trades: TradeFacts) -> None:
         data = event.data
         resident = event.originator_id
