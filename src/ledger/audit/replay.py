@@ -137,6 +137,10 @@ class Replay:
     # The pass -----------------------------------------------------------------------------
 
     def run(self) -> ReplayReport:
+        if not _table_exists(self.conn, EVENTS_TABLE):
+            return ReplayReport(findings=[], events=0, head=0, trades_recomputed=0,
+                                rows_compared=0, projection_positions={},
+                                notes=["no events table in this schema"])
         head_row = self.conn.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}")
                                      .format(Identifier(EVENTS_TABLE))).fetchone()
         head = int(head_row[0]) if head_row else 0
