@@ -231,6 +231,9 @@ class Projection:
     tables: tuple[Table, ...] = ()
     reads: tuple[str, ...] = ()
     """Prefixes of the event names this projection folds (e.g. "Resident.")."""
+    rebuild_cost: float = 1.0
+    """Expected share of a rebuild's work (measured: see docs/projections.md), used to
+    share projections out among the rebuild's processes."""
 
     def topic_patterns(self) -> list[str]:
         """LIKE patterns matching the stored topics of the events this projection reads."""

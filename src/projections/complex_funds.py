@@ -57,6 +57,7 @@ UNKNOWN_MARKET = "unknown"
 class ComplexFunds(Projection):
     name = "complex_funds"
     reads = ("Complex.",)
+    rebuild_cost = 1.4
     tables = (FUNDS, INFLOWS, OUTFLOWS)
 
     def fold_into(self, changes: Changes, events: Sequence[Event],

@@ -58,6 +58,7 @@ RESIDENT_SELLER = "resident"
 class MarketViews(Projection):
     name = "market_views"
     reads = ("Trade.", "Merchant.")
+    rebuild_cost = 1.7
     tables = (DAILY, MERCHANTS)
 
     def fold_into(self, changes: Changes, events: Sequence[Event],

@@ -47,6 +47,7 @@ PAYMENTS = Table(
 class RentPayments(Projection):
     name = "rent_payments"
     reads = ("Household.",)
+    rebuild_cost = 1.2
     tables = (INVOICES, PAYMENTS)
 
     def fold_into(self, changes: Changes, events: Sequence[Event],

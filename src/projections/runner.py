@@ -321,9 +321,9 @@ def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
             workers: int | None = None) -> dict[str, int]:
     """Rebuild projections from position 0 into shadow tables, then swap them in.
 
-    Each projection is built by its own worker process (up to `workers`, default one per
-    core), reading only the events it folds with a server-side cursor in large batches,
-    folding in memory and writing with COPY. The swap (drop old tables, rename the shadow
+    The projections are shared out among `workers` processes (default one per core) by
+    their expected cost; each process reads the events of its projections in one stream,
+    folds in memory and writes with COPY. The swap (drop old tables, rename the shadow
     tables and their indexes, set the tracking rows) is one transaction, taken after
     catching up the last events under the tracking rows' lock: readers see the old
     tables or the new ones, never half.
@@ -338,8 +338,10 @@ def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
             for projection in projections:
                 projection.drop_tables(writer, SHADOW_SUFFIX)
                 projection.create_tables(writer, SHADOW_SUFFIX, deferred=True)
-        jobs = [(url, schema, n, batch_size, progress, slot) for slot, n in enumerate(names)]
-        if workers == 1:
+        groups = _groups(projections, workers)
+        jobs = [(url, schema, group, batch_size, progress, slot)
+                for slot, group in enumerate(groups)]
+        if len(jobs) == 1:
             heads = [_build_shadow(job) for job in jobs]
         else:
             # Fork, not spawn: the children only open connections of their own, and spawn
@@ -347,7 +349,7 @@ def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 heads = list(pool.map(_build_shadow, jobs))
-        built = dict(zip(names, heads, strict=True))
+        built = {n: head for group, head in zip(groups, heads, strict=True) for n in group}
         with writer.transaction():
             writer.execute(f"SELECT position FROM {TRACKING_TABLE} WHERE name = ANY(%s)"
                            " FOR UPDATE", (names,))
@@ -367,11 +369,20 @@ def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
         writer.close()
 
 
-def _build_shadow(job: tuple[str, str, str, int, bool, int]) -> int:
-    """Fold every event of one projection up to the head of a snapshot into its shadow
+def _groups(projections: Sequence[Projection], workers: int) -> list[tuple[str, ...]]:
+    """Projections shared out among `workers` builders, most expensive first, each to the
+    builder with the least expected work (one scan of the events per builder)."""
+    groups: list[list[Projection]] = [[] for _ in range(min(workers, len(projections)))]
+    for projection in sorted(projections, key=lambda p: -p.rebuild_cost):
+        min(groups, key=lambda g: sum(p.rebuild_cost for p in g)).append(projection)
+    return [tuple(p.name for p in group) for group in groups if group]
+
+
+def _build_shadow(job: tuple[str, str, tuple[str, ...], int, bool, int]) -> int:
+    """Fold every event of some projections up to the head of a snapshot into their shadow
     tables; return that head (the position the shadow tables now reflect).
 
-    A reader thread streams the projection's events (binary COPY, only its topics) into a
+    A reader thread streams the projections' events (binary COPY, only its topics) into a
     bounded queue while this thread folds and writes, so the server's reading and sending
     overlaps with folding. Merged rows (balances, totals) stay in memory across batches,
     up to `rebuild_merged_rows_max`, and go into the still empty tables by plain COPY;
@@ -380,8 +391,8 @@ def _build_shadow(job: tuple[str, str, str, int, bool, int]) -> int:
     """
     from tqdm import tqdm  # noqa: PLC0415  (only rebuilds show progress)
 
-    url, schema, name, batch_size, progress, slot = job
-    (projection,) = select(name)
+    url, schema, names, batch_size, progress, slot = job
+    projections = select(names)
     reader = connect(url, schema)
     writer = connect(url, schema)
     try:
@@ -397,23 +408,26 @@ def _build_shadow(job: tuple[str, str, str, int, bool, int]) -> int:
             row = reader.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}")
                                  .format(Identifier(EVENTS_TABLE))).fetchone()
             head = row[0] if row else 0
-            changes = projection.changes()
+            changes = [projection.changes() for projection in projections]
             written: set[str] = set()
-            with (_EventStream(reader, projection, head, batch_size) as stream,
-                  tqdm(total=head, disable=not progress, unit="ev", desc=name,
+            with (_EventStream(reader, projections, head, batch_size) as stream,
+                  tqdm(total=head, disable=not progress, unit="ev", desc="+".join(names),
                        position=slot) as bar):
                 for rows in stream:
                     with writer.transaction(), garbage_collection_paused():
                         events = decode_rows(rows)
-                        projection.fold_into(changes, events, trade_facts(writer, events))
-                        projection.write_appended(writer, changes, SHADOW_SUFFIX)
-                        if changes.merged_count() >= rebuild_merged_rows_max:
-                            projection.write_merged(writer, changes, SHADOW_SUFFIX, written)
+                        trades = trade_facts(writer, events)
+                        for projection, mine in zip(projections, changes, strict=True):
+                            projection.fold_into(mine, events, trades)
+                            projection.write_appended(writer, mine, SHADOW_SUFFIX)
+                            if mine.merged_count() >= rebuild_merged_rows_max:
+                                projection.write_merged(writer, mine, SHADOW_SUFFIX, written)
                     bar.update(rows[-1][0] - bar.n)
                 bar.update(head - bar.n)
         with writer.transaction():
-            projection.write_merged(writer, changes, SHADOW_SUFFIX, written)
-            projection.create_deferred(writer, SHADOW_SUFFIX)
+            for projection, mine in zip(projections, changes, strict=True):
+                projection.write_merged(writer, mine, SHADOW_SUFFIX, written)
+                projection.create_deferred(writer, SHADOW_SUFFIX)
         return head
     finally:
         reader.close()
@@ -421,16 +435,16 @@ def _build_shadow(job: tuple[str, str, str, int, bool, int]) -> int:
 
 
 class _EventStream:
-    """Batches of one projection's event rows up to `head`, read by a thread of its own.
+    """Batches of some projections' event rows up to `head`, read by a thread of its own.
 
     The thread owns `conn` (in the caller's snapshot transaction) until the stream is
     closed; at most `rebuild_batches_queued_max` batches wait in memory.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], projection: Projection, head: int,
-                 batch_size: int) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], projections: Sequence[Projection],
+                 head: int, batch_size: int) -> None:
         self.conn = conn
-        self.patterns = projection.topic_patterns()
+        self.patterns = [pattern for p in projections for pattern in p.topic_patterns()]
         self.head = head
         self.batch_size = batch_size
         self.batches: queue.Queue[list[Any] | BaseException | None] = queue.Queue(

@@ -71,6 +71,7 @@ def _owed(owed_won: int) -> str:
 class WalletBalances(Projection):
     name = "wallet_balances"
     reads = ("Resident.",)
+    rebuild_cost = 3.2
     tables = (BALANCES, ENTRIES)
 
     def fold_into(self, changes: Changes, events: Sequence[Event],
