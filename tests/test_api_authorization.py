@@ -1,6 +1,9 @@
 """Who may do what: every route for every role, own / same complex / other complex;
 a resident probing other residents' ids learns nothing; bodies cannot smuggle fields."""
 
+# Fixtures come from test_api_fixtures by import, so tests "redefine" their names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import random
@@ -9,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_api_fixtures import ApiWorld, Caller, api, key_dir  # noqa: F401  (fixtures)
 
 from api.auth import Role
+from test_api_fixtures import ApiWorld, Caller, api, key_dir  # noqa: F401  (fixtures)
 
 OWN, SAME, OTHER = "own", "same complex", "other complex"
 RELATIONS = (OWN, SAME, OTHER)
@@ -32,8 +35,8 @@ def read_targets(api: ApiWorld) -> dict[str, Callable[[str], str]]:
         "fund": lambda r: f"/v1/complexes/{complexes[r]}/fund",
         "settlement": lambda r: f"/v1/merchants/{api.merchants[merchants[r]]}/settlement",
         "stats": lambda r: f"/v1/markets/stats?complex_id={complexes[r]}",
-        "me": lambda r: "/v1/me/wallet",
-        "me_entries": lambda r: "/v1/me/wallet/entries",
+        "me": lambda _relation: "/v1/me/wallet",
+        "me_entries": lambda _relation: "/v1/me/wallet/entries",
     }
 
 
