@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_api_fixtures import ApiWorld, api, key_dir  # noqa: F401  (fixtures)
 
 from api.problems import every_code
+from test_api_fixtures import ApiWorld, api, key_dir  # noqa: F401  (fixtures)
 
 examples_per_operation_and_role = 8
 ROLES = ("operator", "auditor", "platform", "billing", "manager", "resident")
