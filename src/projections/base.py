@@ -8,14 +8,13 @@ table is described once by a `Table`, which says how a change merges into a row:
 newest non-null value (names, statuses, times). The same merge rule applied in
 memory gives `fold_all`, so a projection can be checked against a fold of the events.
 
-Events are decoded straight from the stored JSON (`json.loads`), not through the
+Events are decoded straight from the stored JSON (`orjson.loads`), not through the
 library's mapper: UUIDs stay 32-digit hex strings and times stay ISO strings
 until a projection needs them, because decoding dominates the cost of a rebuild.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -24,6 +23,7 @@ from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
@@ -87,9 +87,6 @@ class Event:
         return None if value is None else str(value["_data_"])
 
 
-_json_document = json.JSONDecoder().raw_decode
-"""`json.loads` without its encoding detection and wrappers: states are UTF-8 objects."""
-
 _names_by_topic: dict[str, str | None] = {}
 """Topic -> event name, or None for skipped events; topics are few and repeat."""
 
@@ -121,8 +118,8 @@ def decode_row(position: int, originator_id: Any, originator_version: int, topic
     else:
         oid = originator_id.hex if isinstance(originator_id, UUID) else str(
             originator_id).replace("-", "")
-    text = state if isinstance(state, str) else bytes(state).decode()
-    return Event(position, oid, originator_version, name, _json_document(text)[0])
+    document = orjson.loads(state if isinstance(state, (str, bytes)) else bytes(state))
+    return Event(position, oid, originator_version, name, document)
 
 
 def decode_rows(rows: Iterable[Sequence[Any]]) -> list[Event]:
