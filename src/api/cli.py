@@ -86,9 +86,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from api.auth import Role, mint_token  # noqa: PLC0415
 
-    complex_id = uuid.UUID(args.complex) if args.complex else None
-    print(mint_token(Role(args.role), uuid.UUID(args.subject), complex_id,
-                     ttl_seconds=args.ttl))
+    try:
+        complex_id = uuid.UUID(args.complex) if args.complex else None
+        token = mint_token(Role(args.role), uuid.UUID(args.subject), complex_id,
+                           ttl_seconds=args.ttl)
+    except ValueError as error:
+        print(f"ledger token: {error}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
