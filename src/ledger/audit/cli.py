@@ -44,7 +44,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ledger.audit.verification import verify_ledger  # noqa: PLC0415
 
     show = not (args.quiet or args.json)
-    with tqdm(desc="verifying (chain, then replay)", unit="event", disable=not show,
+    with tqdm(desc="replaying (chain checked alongside)", unit="event", disable=not show,
               file=sys.stderr) as bar:
         result = verify_ledger(_url(args), args.schema, checkpoint_files=args.checkpoints,
                                progress=bar.update, key_dir=args.key_dir)
