@@ -326,3 +326,19 @@ def test_random_workload_through_the_api_keeps_projections_equal_to_the_fold(
 def test_trivial_endpoint_needs_nothing(api: ApiWorld, path: str) -> None:
     """The health endpoint answers without a token or the database."""
     assert api.client.get(path).json() == {"status": "ok"}
+
+
+def test_running_service_keeps_the_audit_hash_chain(api: ApiWorld) -> None:
+    """With the projections, the service runs the auditors' hash chain follower: every
+    event written through the API is chained without anyone asking."""
+    position = api.log_position()
+    deadline = time.monotonic() + 15
+    chained = 0
+    while time.monotonic() < deadline:
+        with api.services.pool.connection() as conn:
+            row = conn.execute("SELECT coalesce(max(position), 0) FROM audit_chain").fetchone()
+        chained = int(row[0]) if row else 0
+        if chained >= position:
+            break
+        time.sleep(0.1)
+    assert chained >= position > 0

@@ -35,6 +35,7 @@ from api.settings import ApiSettings, get_settings
 from ledger import commands as c
 from ledger import limits
 from ledger.application import Ledger, now
+from ledger.audit.follower import start_audit_follower
 from ledger.database import ConnectionSettings, database_url
 from ledger.errors import DomainError
 from ledger.events import Cause
@@ -192,6 +193,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
         pool = _read_pool(url, settings.schema_name, settings.read_pool_size_max)
         the_runner = runner
         sweeper = None
+        audit_stop = threading.Event()
+        audit_thread: threading.Thread | None = None
         try:
             with pool.connection() as conn:
                 conn.read_only = False
@@ -199,6 +202,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
                 conn.read_only = True
             if the_runner is None and settings.run_projections:
                 the_runner = ProjectionRunner(url, settings.schema_name)
+                # The auditors' hash chain follows the log with the projections.
+                audit_thread = start_audit_follower(url, settings.schema_name, audit_stop)
             if settings.expiry_sweep_seconds > 0:
                 sweeper = ExpirySweeper(the_ledger, pool, settings.expiry_sweep_seconds)
                 sweeper.start()
@@ -209,6 +214,9 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
             app.state.token_verifier = TokenVerifier.from_settings(settings)
             yield
         finally:
+            audit_stop.set()
+            if audit_thread is not None:
+                audit_thread.join(timeout=5)
             if sweeper is not None:
                 sweeper.stop()
             if the_runner is not None and runner is None:

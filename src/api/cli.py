@@ -59,17 +59,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
+    from ledger.audit.follower import start_audit_follower  # noqa: PLC0415
     from projections.runner import ProjectionRunner  # noqa: PLC0415
 
     stopping = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stopping.set())
-    with ProjectionRunner(_url(args), args.schema) as runner:
-        print(f"following the event log into the projections of schema {args.schema!r}; "
-              "stop with SIGTERM or Ctrl-C", flush=True)
+    url = _url(args)
+    with ProjectionRunner(url, args.schema) as runner:
+        audit_thread = start_audit_follower(url, args.schema, stopping)
+        print(f"following the event log into the projections and the audit hash chain of "
+              f"schema {args.schema!r}; stop with SIGTERM or Ctrl-C", flush=True)
         while not stopping.wait(5):
             if runner.error is not None:
                 print(f"projection batch failed, retrying: {runner.error}", file=sys.stderr)
+        audit_thread.join(timeout=5)
         print(f"stopped at positions {runner.positions()}")
     return 0
 
