@@ -28,11 +28,17 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, Snapshot
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Transcoder,
+    Transcoding,
+)
 from psycopg.sql import SQL, Identifier
 
 from ledger import commands as c
 from ledger import errors, limits
+from ledger.codec import FastJSONTranscoder
 from ledger.complex import Complex, complex_id_for
 from ledger.database import database_url, eventsourcing_env
 from ledger.errors import DomainError
@@ -242,6 +248,11 @@ class Ledger(Application[UUID]):
             c.ExpireRentPayment.name: self._expire_rent_payment,
             c.SpendFund.name: self._spend_fund,
         }
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = FastJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
