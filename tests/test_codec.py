@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
 from hypothesis import given
@@ -39,6 +39,6 @@ def test_fast_encoding_is_byte_identical_to_the_library(state: dict) -> None:
 def test_an_event_state_round_trips() -> None:
     """A typical state with ids, times and Korean text survives the round trip."""
     fast, _ = transcoders()
-    state = {"resident_id": uuid.uuid4(), "occurred_at": datetime.now(timezone.utc),
+    state = {"resident_id": uuid.uuid4(), "occurred_at": datetime.now(UTC),
              "name": "화성 1단지", "amount_won": 12_345, "on_behalf_of": None}
     assert fast.decode(fast.encode(state)) == state

@@ -12,7 +12,6 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 
