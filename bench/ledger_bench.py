@@ -119,6 +119,16 @@ class Scenario:
                 ("%Complex.Registered",))]
         self.count = 0
         self.lock = threading.Lock()
+        # One open invoice per household, large enough for every rent payment of the run.
+        self.invoices = {}
+        items = []
+        for household in {household for _, household in self.residents}:
+            invoice = f"BI-{household.hex[:12]}"
+            self.invoices[household] = invoice
+            items.append((c.IssueRentInvoice(household, invoice, "2026-12", 100_000_000,
+                                             now() + timedelta(days=9)),
+                          self.cause(uuid.uuid4(), "billing")))
+        ledger.execute_many(items)
 
     def _next(self) -> int:
         with self.lock:
@@ -146,12 +156,8 @@ class Scenario:
             return (c.SpendFund(complex_id, f"BS-{self._next()}", "event", 1, "bench"),
                     self.cause(uuid.uuid4(), "manager"))
         resident, household = self.random.choice(self.residents)
-        invoice = f"BI-{self._next()}"
-        self.ledger.execute(c.IssueRentInvoice(household, invoice, "2026-12", 100_000,
-                                               now() + timedelta(days=9)),
-                            self.cause(uuid.uuid4(), "billing"))
-        return (c.PayRent(f"BP-{self._next()}", household, invoice, "2026-12", 10, resident),
-                self.cause(resident, "resident"))
+        return (c.PayRent(f"BP-{self._next()}", household, self.invoices[household], "2026-12",
+                          10, resident), self.cause(resident, "resident"))
 
 
 ledger_url = ""

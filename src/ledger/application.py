@@ -185,7 +185,9 @@ class UnitOfWork:
 class _Pending:
     command: c.Command
     cause: Cause
-    done: threading.Event = field(default_factory=threading.Event, repr=False)
+    signal: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set when the command is finished, or to nudge its waiting caller to lead."""
+    finished: bool = False
     outcome: Outcome | None = None
     error: BaseException | None = None
     attempts: int = 0
@@ -193,7 +195,8 @@ class _Pending:
     def finish(self, outcome: Outcome | None = None, error: BaseException | None = None) -> None:
         self.outcome = outcome
         self.error = error
-        self.done.set()
+        self.finished = True
+        self.signal.set()
 
 
 @dataclass
@@ -307,14 +310,18 @@ class Ledger(Application[UUID]):
         pending = _Pending(command, cause)
         with self._queue_lock:
             self._queue.append(pending)
-        while not pending.done.is_set():
+        while not pending.finished:
             if self._write_lock.acquire(blocking=False):
                 try:
                     self._drain()
                 finally:
                     self._write_lock.release()
+                self._nudge_next()
             else:
-                pending.done.wait(0.002)
+                # Woken when finished, or nudged to lead by the caller that just let go of
+                # the write lock; the timeout is only a safety net.
+                pending.signal.wait(0.05)
+                pending.signal.clear()
         if pending.error is not None:
             raise pending.error
         assert pending.outcome is not None
@@ -342,6 +349,13 @@ class Ledger(Application[UUID]):
                         assert pending.outcome is not None
                         results.append(pending.outcome)
         return results
+
+    def _nudge_next(self) -> None:
+        """After letting go of the write lock: a command queued meanwhile gets a leader."""
+        with self._queue_lock:
+            head = self._queue[0] if self._queue else None
+        if head is not None:
+            head.signal.set()
 
     def _drain(self) -> None:
         while True:
