@@ -81,7 +81,7 @@ class TansuBroker:
         assert self.process is None, "broker already running"
         url = f"tcp://{self.host}:{self.port}"
         environ = {key: value for key, value in os.environ.items() if key != "STORAGE_ENGINE"}
-        self.process = subprocess.Popen(  # noqa: S603  (fixed binary and arguments)
+        self.process = subprocess.Popen(
             [
                 self.binary,
                 "broker",

@@ -425,7 +425,7 @@ def test_kill_9_repeatedly_loses_nothing_and_duplicates_at_most_a_batch_per_kill
     environ = {**os.environ, "PYTHONPATH": str(repository_root / "src")}
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(  # noqa: S603  (our own module, fixed arguments)
+        return subprocess.Popen(
             command, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
