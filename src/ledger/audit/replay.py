@@ -24,20 +24,24 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg.sql import SQL, Identifier
 
 from ledger.audit import limits
+from ledger.audit.scratch import SKIPPED as SCRATCH_SKIPPED
 from ledger.audit.scratch import Finding, Scratch
 from ledger.database import ConnectionSettings
 from projections.base import (
     Changes,
+    Event,
     Key,
     Projection,
     Row,
     Table,
     TradeFacts,
     decode_row,
+    event_name,
     typed,
 )
 from projections.complex_funds import FUNDS
@@ -54,7 +58,8 @@ PROJECTION_ROW_MISSING = "projection_row_missing"
 PROJECTION_ROW_EXTRA = "projection_row_extra"
 
 EVENTS_TABLE = "ledger_events"
-REQUEST_RECORD_TOPIC = "ledger.request:RequestRecord.Accepted"
+REQUEST_RECORD_NAME = "RequestRecord.Accepted"
+TRADE_RECORDED_PATTERN = "%:Trade.Recorded"
 TRADE_FACT_FIELDS = ("market", "category", "seller_kind", "seller_id", "policy_version",
                      "personal_bps", "common_bps")
 """What projections need to know about a trade when its refund comes (kept small: a year
@@ -153,31 +158,36 @@ class Replay:
         entries = (self._live_entries() if with_projections and self._compares(ENTRIES)
                    else None)
         scratch = self.scratch
-        apply = scratch.apply if with_scratch else _ignore
+        apply = scratch.apply
+        fold_projections = self._fold_projections
+        progress = self.progress
         was_enabled = gc.isenabled()
         # The pass allocates millions of small acyclic dicts; the cycle collector would
         # rescan them again and again (see projections.runner.garbage_collection_paused).
         gc.disable()
         try:
             with self.conn.cursor(name="audit_replay", binary=True) as cursor:
-                # Request records (idempotency) move nothing and no projection reads them:
-                # they are left in the database (the chain pass still covers them).
+                # Only the events this part folds leave the server (request records, which
+                # move nothing, never do: the chain pass still covers them). Originator ids
+                # come as 32 hex digits, the form the folds use: no UUID object per row.
+                where, patterns = self._topic_filter()
                 cursor.execute(SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state"
-                    " FROM {} WHERE notification_id <= %s AND topic <> %s"
+                    "SELECT notification_id, replace(originator_id::text, '-', ''),"
+                    " originator_version, topic, state"
+                    " FROM {} WHERE notification_id <= %s AND " + where +
                     " ORDER BY notification_id")
-                    .format(Identifier(EVENTS_TABLE)), (head, REQUEST_RECORD_TOPIC))
-                while rows := cursor.fetchmany(self.batch_size):
-                    events = []
-                    for row in rows:
-                        event = decode_row(*row)
-                        if event is not None:
+                    .format(Identifier(EVENTS_TABLE)), (head, patterns))
+                fetch = cursor.fetchmany
+                batch_size = self.batch_size
+                while rows := fetch(batch_size):
+                    events = _decode(rows)
+                    if with_scratch:
+                        for event in events:
                             apply(event)
-                            events.append(event)
                     if with_projections:
-                        self._fold_projections(events, entries)
-                    if self.progress is not None:
-                        self.progress(len(rows))
+                        fold_projections(events, entries)
+                    if progress is not None:
+                        progress(len(rows))
         finally:
             if was_enabled:
                 gc.enable()
@@ -195,6 +205,16 @@ class Replay:
                             rows_compared=self.rows_compared,
                             projection_positions=dict(self.cutoffs), notes=self.notes,
                             points_by_kind=scratch.totals_by_kind())
+
+    def _topic_filter(self) -> tuple[str, list[str]]:
+        """The WHERE clause on topics for this part, and its LIKE patterns."""
+        if self.part == "projections":
+            # Each projection's own events, and every recorded trade (refunds look it up).
+            patterns = sorted({pattern for p in self.projections
+                               for pattern in p.topic_patterns()} | {TRADE_RECORDED_PATTERN})
+            return "topic LIKE ANY(%s)", patterns
+        skipped = SCRATCH_SKIPPED if self.part == "scratch" else (REQUEST_RECORD_NAME,)
+        return "topic NOT LIKE ALL(%s)", sorted(f"%:{name}" for name in skipped)
 
     def _compares(self, table: Table) -> bool:
         return any(table in p.tables for p in self.projections)
@@ -413,18 +433,37 @@ class Replay:
             self.findings.append(Finding(position, code, detail))
 
 
-def _ignore(_event: Any) -> None:
-    """Stands in for the scratch fold when only the projections are replayed."""
+def _decode(rows: list[Any]) -> list[Event]:
+    """`decode_rows` for rows whose originator ids are already hex text: one Event per row,
+    no per-row type checks. Rows of events no projection reads (none are selected) raise."""
+    names = _names_by_topic
+    loads = orjson.loads
+    try:
+        return [Event(position, oid, version, names[topic], loads(state))
+                for position, oid, version, topic, state in rows]
+    except KeyError:
+        for row in rows:
+            if row[3] not in names:
+                name = event_name(row[3])
+                assert name is not None, f"unexpected event {row[3]} in the replay"
+                names[row[3]] = name
+        return _decode(rows)
 
 
-def replay_projections(url: str, schema: str) -> ReplayReport:
-    """The projections' half of the replay on a connection of its own (for a worker process)."""
+_names_by_topic: dict[str, str] = {}
+
+
+def replay_projections(url: str, schema: str,
+                       names: tuple[str, ...] | None = None) -> ReplayReport:
+    """The projections' half of the replay (or the named projections' share of it) on a
+    connection of its own (for a worker process)."""
     with psycopg.connect(ConnectionSettings.from_url(url).conninfo(),
                          options=f"-c search_path={schema}") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         try:
-            return Replay(conn, part="projections").run()
+            chosen = ALL if names is None else tuple(p for p in ALL if p.name in names)
+            return Replay(conn, part="projections", projections=chosen).run()
         finally:
             conn.rollback()
 
