@@ -112,7 +112,12 @@ class Replay:
 
     def __init__(self, conn: psycopg.Connection[Any], *, progress: Progress | None = None,
                  projections: tuple[Projection, ...] = ALL,
-                 batch_size: int = limits.fetch_size_rows, part: str = "all") -> None:
+                 batch_size: int = limits.fetch_size_rows, part: str = "all",
+                 fold: tuple[str, ...] | None = None) -> None:
+        """`part`: "scratch" (the auditor's fold only), "projections" (the projections' folds
+        only) or "all". `fold` names the projections whose folds this pass runs (default:
+        every one tracked; none for "scratch"), so their work can be shared out between
+        processes; the auditor's fold is always compared with every tracked table."""
         assert part in ("all", "scratch", "projections")
         self.part = part
         self.conn = conn
@@ -133,8 +138,10 @@ class Replay:
                     self.notes.append(f"projection {projection.name} has no tables: not compared")
         else:
             self.notes.append("no projection tables in this schema: projections not compared")
+        self.folding: tuple[Projection, ...] = () if part == "scratch" else tuple(
+            p for p in self.projections if fold is None or p.name in fold)
         self.raw: dict[str, dict[Key, Row]] = {
-            t.name: {} for p in self.projections for t in p.tables if not t.append_only}
+            t.name: {} for p in self.folding for t in p.tables if not t.append_only}
         self.folded: dict[str, dict[Key, Row]] = {}
         self.trades = CompactTradeFacts()
         self.tables = {t.name: t for p in self.projections for t in p.tables}
@@ -153,7 +160,7 @@ class Replay:
             if cutoff < head and self.part != "scratch":
                 self.notes.append(f"projection {name} is at position {cutoff:,} of {head:,}: "
                                   "compared up to its position")
-        with_projections = self.part != "scratch"
+        with_projections = bool(self.folding)
         with_scratch = self.part != "projections"
         entries = (self._live_entries() if with_projections and self._compares(ENTRIES)
                    else None)
@@ -210,23 +217,23 @@ class Replay:
         """The WHERE clause on topics for this part, and its LIKE patterns."""
         if self.part == "projections":
             # Each projection's own events, and every recorded trade (refunds look it up).
-            patterns = sorted({pattern for p in self.projections
+            patterns = sorted({pattern for p in self.folding
                                for pattern in p.topic_patterns()} | {TRADE_RECORDED_PATTERN})
             return "topic LIKE ANY(%s)", patterns
         skipped = SCRATCH_SKIPPED if self.part == "scratch" else (REQUEST_RECORD_NAME,)
         return "topic NOT LIKE ALL(%s)", sorted(f"%:{name}" for name in skipped)
 
     def _compares(self, table: Table) -> bool:
-        return any(table in p.tables for p in self.projections)
+        return any(table in p.tables for p in self.folding)
 
     def _fold_projections(self, events: list[Any], entries: Iterator[Row] | None) -> None:
-        if not self.projections or not events:
+        if not self.folding or not events:
             return
         for event in events:
             if event.name == "Trade.Recorded":
                 self.trades.remember(event.data)
         last = events[-1].position
-        for projection in self.projections:
+        for projection in self.folding:
             cutoff = self.cutoffs[projection.name]
             if events[0].position > cutoff:
                 continue
@@ -257,13 +264,13 @@ class Replay:
         times = [index for index, (_, sql_type) in enumerate(ENTRIES.columns)
                  if sql_type == "timestamptz"]
         parse = datetime.fromisoformat
+        self.rows_compared += len(expected_rows)
         for expected in expected_rows:
-            want: list[Any] = [expected.get(name) for name in names]
+            want: list[Any] = list(map(expected.get, names))
             for index in times:
                 if want[index] is not None:
                     want[index] = parse(want[index])
             position: int = want[0]
-            self.rows_compared += 1
             while True:
                 got = self._peek_entry(live)
                 if got is None or got[0] > position:
@@ -303,14 +310,15 @@ class Replay:
 
     def _compare_tables(self) -> None:
         for projection in self.projections:
+            with_fold = projection in self.folding
             for table in projection.tables:
-                if table.append_only or (self.part == "scratch"
-                                         and table not in SCRATCH_TABLES):
+                with_scratch = self.part != "projections" and table in SCRATCH_TABLES
+                if table.append_only or not (with_fold or with_scratch):
                     continue
                 live = _read_table(self.conn, table)
-                if self.part != "scratch":
+                if with_fold:
                     self._compare_with_fold(projection, table, live, self.folded[table.name])
-                if self.part != "projections":
+                if with_scratch:
                     self._compare_with_scratch(table, live)
 
     def _compare_with_fold(self, projection: Projection, table: Table, live: dict[Key, Row],
