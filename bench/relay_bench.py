@@ -1,18 +1,21 @@
 """How fast the relay drains the log, against a raw producer; and append-to-published lag.
 
 Run: `.venv/bin/python bench/relay_bench.py [--households 1500 --months 1]
-[--lag-commands 400 --rate 50]`. Uses LEDGER_DATABASE_URL (else the embedded
-PostgreSQL) and KAFKA_BOOTSTRAP_SERVERS (else a Tansu broker started for the
-run). Prints figures; asserts nothing. The events are the ledger's own, written
-through its commands (`ledger.seed`), and the relay uses the real route
-(`ledger.public_events:route`: every public event to `ledger.events`, rent
-events also to `ledger.rent`).
+[--runs 1 --batch-size 1000] [--lag-commands 400 --rate 50]`. Uses
+LEDGER_DATABASE_URL (else the embedded PostgreSQL) and KAFKA_BOOTSTRAP_SERVERS
+(else a Tansu broker started for the run). Prints figures; asserts nothing. The
+events are the ledger's own, written through its commands (`ledger.seed`), and
+the relay uses the real route (`ledger.public_events:route`: every public event
+to `ledger.events`, rent events also to `ledger.rent`).
 
 1. Throughput: the seeded log is drained by the relay (read, decode, build the
    public payload, send, flush, record the position). Then a raw kafka-python
    producer with the same settings sends the very same messages (already built,
    headers included) to topics `raw.<topic>` of the same partition count on the
-   same broker. The ratio is relay messages/s over raw messages/s.
+   same broker. The ratio is relay messages/s over raw messages/s. With `--runs N`
+   the pair is measured N times over the same log (each relay run under a
+   tracking name of its own, so it drains everything again) and the median ratio
+   is printed too.
 2. Lag: with the relay running, rent is paid and settled through `Ledger.execute`
    at a fixed rate; a consumer of `ledger.events` notes when each position first
    arrives. Lag is from the return of the command that committed the event to
@@ -73,7 +76,7 @@ def create_topics(bootstrap_servers: str, topics: list[str]) -> None:
 
 
 def throughput(url: str, schema: str, bootstrap_servers: str, households: int,
-               months: int) -> None:
+               months: int, runs: int, batch_size: int) -> None:
     ledger = Ledger.connect(url, schema)
     started = time.perf_counter()
     summary = seed(ledger, complexes=max(1, households // 500), households=households,
@@ -83,17 +86,7 @@ def throughput(url: str, schema: str, bootstrap_servers: str, households: int,
     print(f"seeded {events:,} log events ({households:,} households, {months} month(s))"
           f" in {time.perf_counter() - started:.1f} s")
 
-    relay = Relay(url, schema, bootstrap_servers, route=public_route, batch_size=1000)
-    relay._ensure_connection()
-    relay._ensure_producer({events_topic, rent_topic})  # topics and metadata before the clock
-    started = time.perf_counter()
-    published = relay.drain()
-    relay_seconds = time.perf_counter() - started
-    messages_count = relay.messages_published
-    relay.close()
-    assert published == events, (published, events)
-
-    # The same messages, headers included, built before the clock starts.
+    # The same messages, headers included, built before any clock starts.
     with psycopg.connect(
         ConnectionSettings.from_url(url).conninfo(), options=f"-c search_path={schema}"
     ) as conn:
@@ -113,30 +106,49 @@ def throughput(url: str, schema: str, bootstrap_servers: str, households: int,
             ]
             messages.append((f"raw.{message.topic}", message.key.encode(), message.value,
                              headers))
-    assert len(messages) == messages_count, (len(messages), messages_count)
     raw_topics = sorted({topic for topic, _, _, _ in messages})
     create_topics(bootstrap_servers, raw_topics)
-    producer = KafkaProducer(**producer_settings(bootstrap_servers, 30.0))
-    for topic in raw_topics:
-        producer.partitions_for(topic)  # metadata fetched before the clock starts
-    started = time.perf_counter()
-    futures = [
-        producer.send(topic, key=key, value=value, headers=headers)
-        for topic, key, value, headers in messages
-    ]
-    producer.flush()
-    raw_seconds = time.perf_counter() - started
-    producer.close()
-    assert all(future.succeeded() for future in futures)
 
-    relay_rate = messages_count / relay_seconds
-    raw_rate = messages_count / raw_seconds
-    print(f"relay drain: {published:,} events -> {messages_count:,} messages in"
-          f" {relay_seconds:.2f} s = {relay_rate:,.0f} messages/s ({published / relay_seconds:,.0f}"
-          " events/s)")
-    print(f"raw producer: {messages_count:,} messages in {raw_seconds:.2f} s ="
-          f" {raw_rate:,.0f} messages/s")
-    print(f"relay/raw messages/s ratio: {relay_rate / raw_rate:.2f}")
+    ratios = []
+    for run in range(1, runs + 1):
+        # Each run drains the whole log again under a tracking name of its own.
+        relay = Relay(url, schema, bootstrap_servers, route=public_route, batch_size=batch_size,
+                      name=f"bench-{run}")
+        relay._ensure_connection()
+        relay._ensure_producer({events_topic, rent_topic})  # topics and metadata before the clock
+        started = time.perf_counter()
+        published = relay.drain()
+        relay_seconds = time.perf_counter() - started
+        messages_count = relay.messages_published
+        relay.close()
+        assert published == events, (published, events)
+        assert len(messages) == messages_count, (len(messages), messages_count)
+
+        producer = KafkaProducer(**producer_settings(bootstrap_servers, 30.0))
+        for topic in raw_topics:
+            producer.partitions_for(topic)  # metadata fetched before the clock starts
+        started = time.perf_counter()
+        futures = [
+            producer.send(topic, key=key, value=value, headers=headers)
+            for topic, key, value, headers in messages
+        ]
+        producer.flush()
+        raw_seconds = time.perf_counter() - started
+        producer.close()
+        assert all(future.succeeded() for future in futures)
+
+        relay_rate = messages_count / relay_seconds
+        raw_rate = messages_count / raw_seconds
+        ratios.append(relay_rate / raw_rate)
+        print(f"run {run}: relay drain: {published:,} events -> {messages_count:,} messages in"
+              f" {relay_seconds:.2f} s = {relay_rate:,.0f} messages/s"
+              f" ({published / relay_seconds:,.0f} events/s)")
+        print(f"run {run}: raw producer: {messages_count:,} messages in {raw_seconds:.2f} s ="
+              f" {raw_rate:,.0f} messages/s")
+        print(f"run {run}: relay/raw messages/s ratio: {relay_rate / raw_rate:.2f}")
+    if runs > 1:
+        print(f"median relay/raw ratio over {runs} runs: {statistics.median(ratios):.2f}"
+              f" (min {min(ratios):.2f}, max {max(ratios):.2f})")
 
 
 def lag(url: str, schema: str, bootstrap_servers: str, count: int,
@@ -220,11 +232,15 @@ def lag(url: str, schema: str, bootstrap_servers: str, count: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--households", type=int, default=1500)
     parser.add_argument("--months", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1,
+                        help="throughput runs over the same seeded log, each relay then raw;"
+                             " with more than one the median ratio is printed")
+    parser.add_argument("--batch-size", type=int, default=1000, help="the relay's batch size")
     parser.add_argument("--lag-commands", type=int, default=400,
-                        help="rent payments, each paid then settled")
+                        help="rent payments, each paid then settled (0: skip the lag run)")
     parser.add_argument("--rate", type=float, default=50.0, help="rent payments per second")
     arguments = parser.parse_args()
     url = database_url()
@@ -242,10 +258,12 @@ def main() -> None:
         for schema in schemas:
             conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        throughput(url, schemas[0], bootstrap_servers, arguments.households, arguments.months)
-        if broker is not None:
-            broker.restart()  # a clean broker: the lag run reads only its own records
-        lag(url, schemas[1], bootstrap_servers, arguments.lag_commands, arguments.rate)
+        throughput(url, schemas[0], bootstrap_servers, arguments.households, arguments.months,
+                   arguments.runs, arguments.batch_size)
+        if arguments.lag_commands > 0:
+            if broker is not None:
+                broker.restart()  # a clean broker: the lag run reads only its own records
+            lag(url, schemas[1], bootstrap_servers, arguments.lag_commands, arguments.rate)
     finally:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             for schema in schemas:

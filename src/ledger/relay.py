@@ -105,6 +105,19 @@ class OutgoingMessage:
 
 Route = Callable[[Notification], list[OutgoingMessage]]
 
+# One Kafka record as handed to the producer: topic, key, value, headers.
+_Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """The events after position `after` up to `last`, and the records they became."""
+
+    after: int
+    last: int
+    events: int
+    records: list[_Record]
+
 
 def event_stream_route(topic: str) -> Route:
     """A route that sends every event, as stored, to `topic`, keyed by aggregate id."""
@@ -262,10 +275,18 @@ class Relay:
         self._conn: psycopg.Connection[Any] | None = None
         self._producer: Any = None
         self._topics_ready: set[str] = set()
+        # The recorded position as last read or written on this connection; None: read it.
+        self._position: int | None = None
+        # The next batch, built while the previous one was in flight; never sent yet.
+        self._prefetched: _Batch | None = None
         self._backoff_seconds = backoff_seconds_min
         self.application_name = f"ledger relay {schema}.{name}"[:63]
         self._events = _identifier(schema, events_table_name)
         self._tracking = _identifier(schema, tracking_table_name)
+        self._select_batch = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(self._events)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -300,38 +321,70 @@ class Relay:
     def publish_batch(self) -> int:
         """Publish the next batch after the recorded position; return how many events it held.
 
-        The position is recorded only after the broker acknowledged every message.
+        The position is recorded only after the broker acknowledged every message of
+        the batch, and so every message before it. While the broker works on a full
+        batch, the next one is read and built (not sent): it is sent only after this
+        batch's position is recorded, so at most one batch is ever sent and not yet
+        recorded, and a crash repeats at most one batch.
         """
         conn = self._conn
         assert conn is not None, "not connected"
-        position = self._recorded_position(conn)
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state"
-                " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-            ).format(self._events),
-            (position, self.batch_size),
-        ).fetchall()
+        batch, self._prefetched = self._prefetched, None
+        try:
+            position = self._position
+            if position is None:
+                position = self._position = self._recorded_position(conn)
+            if batch is None or batch.after != position:
+                batch = self._read_batch(conn, position)
+            if batch is None:
+                return 0
+            futures = self._send(batch.records)
+            if batch.events == self.batch_size:
+                # The broker acknowledges this batch meanwhile; the next one waits, built.
+                self._prefetched = self._prefetch(conn, batch.last)
+            self._await_acknowledgements(futures)
+            # After this point, every message of the batch is acknowledged by the broker.
+            updated = conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET position = %s, updated_at = now()"
+                    " WHERE name = %s AND position = %s"
+                ).format(self._tracking),
+                (batch.last, self.name, position),
+            ).rowcount
+            assert updated == 1, f"relay {self.name}: position moved under us (two active relays?)"
+            self._position = batch.last
+        except BaseException:
+            self._prefetched = None
+            self._position = None  # read again from the table after any failure
+            raise
+        self.events_published += batch.events
+        self.messages_published += len(batch.records)
+        return batch.events
+
+    def _read_batch(self, conn: psycopg.Connection[Any], position: int) -> _Batch | None:
+        """The events after `position`, at most one batch, as records ready to send."""
+        rows = conn.execute(self._select_batch, (position, self.batch_size), binary=True).fetchall()
         if not rows:
-            return 0
-        notifications = [
-            Notification(int(row[0]), row[1], int(row[2]), row[3], bytes(row[4])) for row in rows
-        ]
-        assert all(n.position > position for n in notifications)
-        records = [record for n in notifications for record in self._records(n)]
-        self._send_all(records)
-        # After this point, every message of the batch is acknowledged by the broker.
-        last = notifications[-1].position
-        updated = conn.execute(
-            sql.SQL(
-                "UPDATE {} SET position = %s, updated_at = now() WHERE name = %s AND position = %s"
-            ).format(self._tracking),
-            (last, self.name, position),
-        ).rowcount
-        assert updated == 1, f"relay {self.name}: position moved under us (two active relays?)"
-        self.events_published += len(notifications)
-        self.messages_published += len(records)
-        return len(notifications)
+            return None
+        records: list[_Record] = []
+        extend = records.extend
+        make = self._records
+        for row in rows:
+            extend(make(Notification(row[0], row[1], row[2], row[3], row[4])))
+        last = rows[-1][0]
+        assert rows[0][0] > position, (rows[0][0], position)
+        return _Batch(after=position, last=last, events=len(rows), records=records)
+
+    def _prefetch(self, conn: psycopg.Connection[Any], position: int) -> _Batch | None:
+        """The next batch, read and built while the current one is in flight.
+
+        A route error is left for the next `publish_batch`, which reads the batch again
+        and fails there, after the current batch's position is recorded.
+        """
+        try:
+            return self._read_batch(conn, position)
+        except RouteError:
+            return None
 
     def drain(self) -> int:
         """Publish until caught up with the head of the log, once; return how many events.
@@ -414,6 +467,8 @@ class Relay:
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
+        self._position = None
+        self._prefetched = None
         if conn is not None:
             try:
                 conn.close()
@@ -422,48 +477,66 @@ class Relay:
 
     # -- broker ---------------------------------------------------------------------
 
-    def _records(self, notification: Notification) -> list[tuple[OutgoingMessage, list[Any]]]:
+    def _records(self, notification: Notification) -> list[_Record]:
+        position = notification.position
         try:
             messages = self.route(notification)
         except Exception as error:
-            msg = f"route raised for event at position {notification.position}: {error!r}"
+            msg = f"route raised for event at position {position}: {error!r}"
             raise RouteError(msg) from error
+        if not messages:
+            return []
         stable_id = str(event_id(notification.originator_id, notification.originator_version))
-        records = []
+        id_header = ("event_id", stable_id.encode())
+        position_header = ("position", str(position).encode())
+        records: list[_Record] = []
         for message in messages:
             if not isinstance(message.value, bytes) or not message.topic or not message.event_type:
-                msg = f"route returned an invalid message at position {notification.position}"
+                msg = f"route returned an invalid message at position {position}"
                 raise RouteError(msg)
-            if any(name in reserved_header_names for name, _ in message.headers):
-                msg = f"route set a reserved header at position {notification.position}"
+            extra = message.headers
+            if extra and any(name in reserved_header_names for name, _ in extra):
+                msg = f"route set a reserved header at position {position}"
                 raise RouteError(msg)
             headers = [
-                *message.headers,
-                ("event_id", stable_id.encode()),
-                ("position", str(notification.position).encode()),
+                *extra,
+                id_header,
+                position_header,
                 ("event_type", message.event_type.encode()),
                 ("schema_version", str(message.schema_version).encode()),
             ]
-            records.append((message, headers))
+            records.append((message.topic, message.key.encode(), message.value, headers))
         return records
 
-    def _send_all(self, records: Sequence[tuple[OutgoingMessage, list[Any]]]) -> None:
+    def _send(self, records: Sequence[_Record]) -> list[Any]:
+        """Hand every record to the producer, in order; the futures of their acknowledgements."""
         from kafka.errors import (  # noqa: PLC0415  (keeps `relay status` light)
             KafkaConfigurationError,
             KafkaError,
         )
 
         try:
-            producer = self._ensure_producer({message.topic for message, _ in records})
-            futures = [
-                producer.send(
-                    message.topic, key=message.key.encode(), value=message.value, headers=headers
-                )
-                for message, headers in records
+            producer = self._ensure_producer({record[0] for record in records})
+            send = producer.send
+            return [
+                send(topic, key=key, value=value, headers=headers)
+                for topic, key, value, headers in records
             ]
-            producer.flush(timeout=self.send_timeout_seconds + 5)
         except KafkaConfigurationError:
             raise  # A setting conflicts with idempotence: fail loudly, never retry.
+        except (KafkaError, OSError) as error:
+            raise PublishError(repr(error)) from error
+
+    def _await_acknowledgements(self, futures: Sequence[Any]) -> None:
+        """Flush; raise PublishError unless the broker acknowledged every one of `futures`."""
+        from kafka.errors import KafkaError  # noqa: PLC0415
+
+        producer = self._producer
+        if producer is None:
+            msg = "the producer was closed with sends pending"
+            raise PublishError(msg)
+        try:
+            producer.flush(timeout=self.send_timeout_seconds + 5)
         except (KafkaError, OSError) as error:
             raise PublishError(repr(error)) from error
         for future in futures:
@@ -506,6 +579,7 @@ class Relay:
 
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
+        self._prefetched = None
         self._topics_ready.clear()
         if producer is not None:
             try:
