@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seed = commands.add_parser("seed", help="load a realistic dataset through the commands")
-    seed.add_argument("--complexes", type=_bounded(1, 10_000), default=2)
-    seed.add_argument("--households", type=_bounded(1, 2_000_000), default=40)
-    seed.add_argument("--months", type=_bounded(0, 120), default=1,
+    seed.add_argument("--complexes", type=bounded_int(1, 10_000), default=2)
+    seed.add_argument("--households", type=bounded_int(1, 2_000_000), default=40)
+    seed.add_argument("--months", type=bounded_int(0, 120), default=1,
                       help="months of activity after enrolment (default 1)")
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     seed.set_defaults(handler=cmd_seed)
@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bounded(low: int, high: int) -> Callable[[str], int]:
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`, with a clear message."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from ledger.cli import bounded_int
 from ledger.database import database_url
 from ledger.relay import (
     Relay,
@@ -92,19 +93,6 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
 def add_commands(commands: Any) -> None:
     """Add `relay` (and `relay status`) to the `ledger` command."""
     relay = commands.add_parser(
@@ -119,15 +107,15 @@ def add_commands(commands: Any) -> None:
                        help="'package.module:function' turning an event into messages")
     relay.add_argument("--name", default=_env(NAME_VARIABLE, tracking_name_default),
                        help="tracking name: one active relay per name and schema")
-    relay.add_argument("--batch-size", type=_int_in(1, batch_size_max),
+    relay.add_argument("--batch-size", type=bounded_int(1, batch_size_max),
                        default=int(_env(BATCH_SIZE_VARIABLE, str(batch_size_default))))
-    relay.add_argument("--topic-partitions", type=_int_in(1, topic_partitions_max),
+    relay.add_argument("--topic-partitions", type=bounded_int(1, topic_partitions_max),
                        default=int(_env(TOPIC_PARTITIONS_VARIABLE,
                                         str(topic_partitions_default))),
                        help="partitions of the topics the relay creates")
     relay.add_argument("--poll-interval-seconds", type=float, default=1.0)
     relay.add_argument("--send-timeout-seconds", type=float, default=30.0)
-    relay.add_argument("--metrics-port", type=_int_in(0, 65535),
+    relay.add_argument("--metrics-port", type=bounded_int(0, 65535),
                        default=int(_env(METRICS_PORT_VARIABLE, "0")),
                        help="serve Prometheus text on this port at /metrics (0: off)")
     relay.add_argument("--metrics-host", default=_env(METRICS_HOST_VARIABLE, "127.0.0.1"))
