@@ -37,6 +37,7 @@ def read_targets(api: ApiWorld) -> dict[str, Callable[[str], str]]:
         "stats": lambda r: f"/v1/markets/stats?complex_id={complexes[r]}",
         "me": lambda _relation: "/v1/me/wallet",
         "me_entries": lambda _relation: "/v1/me/wallet/entries",
+        "policy": lambda _relation: "/v1/accrual-policy",
     }
 
 
@@ -61,6 +62,8 @@ READ_MATRIX: dict[str, dict[str, tuple[int, int, int]]] = {
               "platform": ALL_OK, "auditor": ALL_OK},
     "me": {"resident": ALL_OK},
     "me_entries": {"resident": ALL_OK},
+    "policy": {role: ALL_OK for role in ("resident", "coordinator", "manager", "merchant",
+                                         "auditor", "billing", "platform", "operator")},
 }
 
 

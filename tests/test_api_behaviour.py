@@ -342,3 +342,13 @@ def test_running_service_keeps_the_audit_hash_chain(api: ApiWorld) -> None:
             break
         time.sleep(0.1)
     assert chained >= position > 0
+
+
+def test_everyone_can_read_the_accrual_policy_in_force(api: ApiWorld) -> None:
+    """The policy trades use now, with its version, rates and rounding rule, for any role."""
+    policy = api.get("/v1/accrual-policy", api.callers["resident"]).json()
+    assert policy["version"] == 1
+    assert {(r["market"], r["seller_kind"], r["personal_bps"], r["common_bps"])
+            for r in policy["rates"]} == {("sharing", "resident", 300, 100),
+                                          ("shopping", "small_firm", 200, 100)}
+    assert "floor" in policy["rounding"]

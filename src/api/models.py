@@ -441,3 +441,17 @@ class MarketStatsView(ResponseBody):
 
 class Health(ResponseBody):
     status: Literal["ok"]
+
+
+class PolicyRateView(ResponseBody):
+    market: str
+    seller_kind: str
+    category: str = Field(description="`*`: every category not named in its own row.")
+    personal_bps: int
+    common_bps: int
+
+
+class AccrualPolicyView(ResponseBody):
+    version: int = Field(description="The version trades use now.")
+    rates: list[PolicyRateView]
+    rounding: str = Field(description="How each share is computed, in won.")

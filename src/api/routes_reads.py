@@ -17,11 +17,13 @@ from pydantic import BaseModel, Field
 import projections
 from api.auth import Principal, Role
 from api.models import (
+    AccrualPolicyView,
     FundView,
     HouseholdRentView,
     Market,
     MarketStatsView,
     MerchantSettlementView,
+    PolicyRateView,
     RentPaymentView,
     WalletEntriesPage,
     WalletStaffView,
@@ -32,6 +34,7 @@ from api.routes_common import IDEMPOTENCY_KEY_PATTERN, Read, in_complex, reader
 from ledger import errors, limits
 from ledger.errors import DomainError
 from ledger.events import KST
+from ledger.policy import POLICY_ID, AccrualPolicy
 
 router = APIRouter(prefix="/v1")
 
@@ -244,3 +247,18 @@ def get_market_stats(
     with read.connection() as conn:
         stats = projections.market_stats(conn, from_date, to_date, complex_id, market)
     return MarketStatsView(**stats)
+
+
+@router.get("/accrual-policy", response_model=AccrualPolicyView, responses=READ_ERRORS,
+            tags=["registry"],
+            summary="The accrual policy trades use now: rates per market, seller kind and "
+                    "category (every role)")
+def get_accrual_policy(read: Annotated[Read, Depends(reader(*Role))]) -> AccrualPolicyView:
+    policy = read.services.ledger.snapshot(AccrualPolicy, POLICY_ID)
+    if policy is None or policy.current_version == 0:
+        raise DomainError(errors.unknown_policy, "no accrual policy has been set")
+    return AccrualPolicyView(
+        version=policy.current_version,
+        rates=[PolicyRateView(**row) for row in policy.versions[policy.current_version]],
+        rounding="share_won = floor((amount_won - points_used_won) * share_bps / 10000), "
+                 "for the personal and the common share separately")
