@@ -62,8 +62,8 @@ READ_MATRIX: dict[str, dict[str, tuple[int, int, int]]] = {
               "platform": ALL_OK, "auditor": ALL_OK},
     "me": {"resident": ALL_OK},
     "me_entries": {"resident": ALL_OK},
-    "policy": {role: ALL_OK for role in ("resident", "coordinator", "manager", "merchant",
-                                         "auditor", "billing", "platform", "operator")},
+    "policy": dict.fromkeys(("resident", "coordinator", "manager", "merchant", "auditor",
+                             "billing", "platform", "operator"), ALL_OK),
 }
 
 
