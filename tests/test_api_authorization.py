@@ -219,7 +219,8 @@ def test_write_authorisation_matrix(api: ApiWorld) -> None:
     failures = []
     for role, method, path, body, status in _write_cases(api):
         before = api.log_position()
-        who = api.caller(Role.RESIDENT) if role == "new_resident" else api.callers[role]
+        who = (api.caller(Role.RESIDENT, household_id=api.households["a1"])
+               if role == "new_resident" else api.callers[role])
         response = api.send(method, path, who, body())
         if response.status_code != status:
             failures.append((role, method, path, status, response.status_code,
@@ -277,7 +278,7 @@ def _valid_bodies(api: ApiWorld) -> list[tuple[Caller, str, str, dict[str, Any]]
          {"code": "MA-1", "name": "n", "region": "r"}),
         (api.callers["operator"], "POST", "/v1/households",
          {"complex_id": str(api.complex_a), "unit": "MA-1"}),
-        (api.caller(Role.RESIDENT), "POST", "/v1/residents",
+        (api.caller(Role.RESIDENT, household_id=hh["a2"]), "POST", "/v1/residents",
          {"household_id": str(hh["a2"]), "consent_ref": "c"}),
         (api.callers["operator"], "POST", "/v1/merchants", {"kind": "small_firm", "name": "n"}),
         (api.callers["operator"], "POST", f"/v1/merchants/{api.merchants['m1']}/payouts",

@@ -352,3 +352,21 @@ def test_everyone_can_read_the_accrual_policy_in_force(api: ApiWorld) -> None:
             for r in policy["rates"]} == {("sharing", "resident", 300, 100),
                                           ("shopping", "small_firm", 200, 100)}
     assert "floor" in policy["rounding"]
+
+
+def test_residents_enrol_themselves_only_into_their_verified_household(api: ApiWorld) -> None:
+    """Self-enrolment needs the household the identity provider put in the token; any other
+    household, or none, answers as a missing household and records nothing."""
+    target = str(api.households["a2"])
+    for token_household in (None, api.households["b1"]):
+        stranger = api.caller(Role.RESIDENT, household_id=token_household)
+        before = api.log_position()
+        response = api.send("POST", "/v1/residents", stranger,
+                            {"household_id": target, "consent_ref": "in-app"})
+        assert (response.status_code, response.json()["code"]) == (404, "unknown_household")
+        assert api.log_position() == before
+    verified = api.caller(Role.RESIDENT, household_id=api.households["a2"])
+    response = api.send("POST", "/v1/residents", verified,
+                        {"household_id": target, "consent_ref": "in-app"})
+    assert response.status_code == 201
+    assert response.json()["resident_id"] == str(verified.subject)

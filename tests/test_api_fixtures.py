@@ -82,10 +82,11 @@ class ApiWorld:
         return found
 
     def caller(self, role: Role | str, subject: UUID | None = None,
-               complex_id: UUID | None = None) -> Caller:
+               complex_id: UUID | None = None, household_id: UUID | None = None) -> Caller:
         role = Role(role)
         subject = subject or uuid.uuid4()
-        token = mint_token(role, subject, complex_id, settings=self.settings)
+        token = mint_token(role, subject, complex_id, settings=self.settings,
+                           household_id=household_id)
         return Caller(role, subject, complex_id, {"Authorization": f"Bearer {token}"})
 
     def send(self, method: str, path: str, who: Caller, body: Any = None, *,
@@ -139,7 +140,7 @@ class ApiWorld:
                 "POST", "/v1/households", operator,
                 {"complex_id": str(complex_id), "unit": f"101-{name}"})["household_id"])
         # a1 enrols themself; a2 is enrolled by A's coordinator; b1 by the platform.
-        a1 = self.caller(Role.RESIDENT)
+        a1 = self.caller(Role.RESIDENT, household_id=self.households["a1"])
         self.ok("POST", "/v1/residents", a1,
                 {"household_id": str(self.households["a1"]), "consent_ref": "in-app"})
         self.residents["a1"] = a1.subject

@@ -81,6 +81,8 @@ class Principal:
     role: Role
     complex_id: uuid.UUID | None
     token_id: str
+    household_id: uuid.UUID | None = None
+    """For residents: the household the identity provider verified they live in."""
 
 
 class AuthenticationError(Exception):
@@ -154,6 +156,7 @@ def mint_token(
     *,
     ttl_seconds: int = 3600,
     settings: ApiSettings | None = None,
+    household_id: uuid.UUID | None = None,
 ) -> str:
     """Sign an access token with the development key (EdDSA), for demos and tests.
 
@@ -182,6 +185,8 @@ def mint_token(
     }
     if complex_id is not None:
         claims["complex_id"] = str(complex_id)
+    if household_id is not None:
+        claims["household_id"] = str(household_id)
     return jwt.encode(claims, _load_dev_private_key(private_path), algorithm="EdDSA")
 
 
@@ -299,7 +304,8 @@ def _principal_from_claims(claims: dict[str, Any]) -> Principal:
     token_id = claims.get("jti", "")
     if not isinstance(token_id, str) or len(token_id) > token_id_length_max:
         raise AuthenticationError("token_invalid", "The access token has an invalid jti claim.")
-    return Principal(subject=subject, role=role, complex_id=complex_id, token_id=token_id)
+    return Principal(subject=subject, role=role, complex_id=complex_id, token_id=token_id,
+                     household_id=_uuid_claim(claims, "household_id"))
 
 
 def _uuid_claim(claims: dict[str, Any], name: str) -> uuid.UUID | None:

@@ -92,8 +92,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     try:
         complex_id = uuid.UUID(args.complex) if args.complex else None
+        household_id = uuid.UUID(args.household) if args.household else None
         token = mint_token(Role(args.role), uuid.UUID(args.subject), complex_id,
-                           ttl_seconds=args.ttl)
+                           ttl_seconds=args.ttl, household_id=household_id)
     except ValueError as error:
         print(f"ledger token: {error}", file=sys.stderr)
         return 2
@@ -222,6 +223,9 @@ def add_commands(commands: Any) -> None:
     token.add_argument("--subject", required=True, help="the caller's id (a UUID)")
     token.add_argument("--complex", default=None,
                        help="complex id (required for coordinators and managers)")
+    token.add_argument("--household", default=None,
+                       help="for residents: the household the identity provider verified "
+                            "(needed to enrol oneself)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(handler=cmd_token)
 

@@ -76,6 +76,10 @@ def enrol_resident(body: EnrolResidentRequest,
         if resident_id is not None:
             raise DomainError(errors.invalid_field,
                               "resident_id: a resident enrols as the token's subject")
+        # Only into the household the identity provider verified (the token's
+        # household_id claim); any other answers as a missing household.
+        if principal.household_id != body.household_id:
+            raise DomainError(errors.unknown_household, str(body.household_id))
         resident_id = principal.subject
     elif principal.role == Role.COORDINATOR:
         household = write.services.ledger.snapshot(Household, body.household_id)
