@@ -96,7 +96,7 @@ def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str)
 
 
 def consume(bootstrap_servers: str, topic: str, until: Callable[[list[Received]], bool],
-            timeout_seconds: float = 30.0) -> list[Received]:
+            timeout_seconds: float = 60.0) -> list[Received]:
     """Every record of `topic` from the beginning (manual assignment), until `until` holds."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
                              auto_offset_reset="earliest")
@@ -370,7 +370,7 @@ def test_rent_events_exactly_once_in_effect_across_ten_kills_and_a_broker_outage
                     kill(process)
                     process = start()
             assert not writers.errors
-            wait_until(drained(database_url, schema), 60, "the relay to drain the backlog")
+            wait_until(drained(database_url, schema), 120, "the relay to drain the backlog")
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=20) == 0, "SIGTERM stops the relay cleanly"
         finally:
