@@ -15,6 +15,7 @@ until a projection needs them, because decoding dominates the cost of a rebuild.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -221,7 +222,7 @@ class TradeFacts:
         return self.by_trade_id.get(trade_id)
 
 
-class Projection:
+class Projection(ABC):
     """Answers one question from the events; subclasses give tables, fold and reads."""
 
     name: str = ""
@@ -240,10 +241,10 @@ class Projection:
         """One batch's changes."""
         return self.fold_into(self.changes(), events, trades)
 
+    @abstractmethod
     def fold_into(self, changes: Changes, events: Sequence[Event],
                   trades: TradeFacts) -> Changes:
         """Fold events into `changes` (a rebuild keeps one across batches) and return it."""
-        raise NotImplementedError
 
     def changes(self) -> Changes:
         return Changes(self.tables)
