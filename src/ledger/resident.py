@@ -32,6 +32,12 @@ def _credit_postings(wallet_id: UUID, amount_won: int, recovered_won: int,
             (account("wallet", wallet_id), amount_won - recovered_won)]
 
 
+def _credit(wallet: Resident, amount_won: int, recovered_won: int) -> None:
+    """A credit's state change: what is owed is paid back first, the rest is available."""
+    wallet.owed_won -= recovered_won
+    wallet.available_won += amount_won - recovered_won
+
+
 class Resident(LedgerAggregate):
     if TYPE_CHECKING:  # state, declared for type checkers only: the library
         # would otherwise take annotations as constructor arguments.
@@ -83,6 +89,15 @@ class Resident(LedgerAggregate):
 
     # Credits -----------------------------------------------------------------------------
 
+    def _trigger_credit(self, event_class: type[LedgerAggregate.Event], amount_won: int,
+                        cause: Cause, **fields: object) -> None:
+        """Record a credit; the part that pays back owed points is computed here, once."""
+        assert amount_won > 0
+        recovered_won, _ = split_credit(amount_won, self.owed_won)
+        self.trigger_event(event_class, amount_won=amount_won, recovered_won=recovered_won,
+                           **fields, **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0 and self.owed_won >= 0
+
     class PointsAccrued(LedgerAggregate.Event):
         trade_id: str
         market: str
@@ -94,8 +109,7 @@ class Resident(LedgerAggregate):
         recovered_won: int
 
         def apply(self, wallet: Resident) -> None:
-            wallet.owed_won -= self.recovered_won
-            wallet.available_won += self.amount_won - self.recovered_won
+            _credit(wallet, self.amount_won, self.recovered_won)
             wallet.accrued_total_won += self.amount_won
 
         def postings(self) -> list[Posting]:
@@ -104,14 +118,11 @@ class Resident(LedgerAggregate):
 
     def accrue(self, trade_id: str, market: str, seller_kind: str, policy_version: int,
                personal_bps: int, base_won: int, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0 and not self.closed
-        recovered_won, _ = split_credit(amount_won, self.owed_won)
-        self.trigger_event(
-            self.PointsAccrued, trade_id=trade_id, market=market, seller_kind=seller_kind,
-            policy_version=policy_version, personal_bps=personal_bps, accrual_base_won=base_won,
-            amount_won=amount_won, recovered_won=recovered_won,
-            **cause.fields(self.home_complex_id))
-        assert self.available_won >= 0 and self.owed_won >= 0
+        assert not self.closed
+        self._trigger_credit(self.PointsAccrued, amount_won, cause, trade_id=trade_id,
+                             market=market, seller_kind=seller_kind,
+                             policy_version=policy_version, personal_bps=personal_bps,
+                             accrual_base_won=base_won)
 
     class PointsReceived(LedgerAggregate.Event):
         """As a seller: a buyer paid with points."""
@@ -122,20 +133,16 @@ class Resident(LedgerAggregate):
         recovered_won: int
 
         def apply(self, wallet: Resident) -> None:
-            wallet.owed_won -= self.recovered_won
-            wallet.available_won += self.amount_won - self.recovered_won
+            _credit(wallet, self.amount_won, self.recovered_won)
 
         def postings(self) -> list[Posting]:
             return _credit_postings(self.originator_id, self.amount_won, self.recovered_won,
                                     TRADE_CLEARING)
 
     def receive(self, trade_id: str, buyer_id: UUID, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0 and not self.closed
-        recovered_won, _ = split_credit(amount_won, self.owed_won)
-        self.trigger_event(self.PointsReceived, trade_id=trade_id, buyer_id=buyer_id,
-                           amount_won=amount_won, recovered_won=recovered_won,
-                           **cause.fields(self.home_complex_id))
-        assert self.available_won >= 0 and self.owed_won >= 0
+        assert not self.closed
+        self._trigger_credit(self.PointsReceived, amount_won, cause, trade_id=trade_id,
+                             buyer_id=buyer_id)
 
     class PointsRefunded(LedgerAggregate.Event):
         """As a buyer: the points used on a refunded trade come back."""
@@ -145,8 +152,7 @@ class Resident(LedgerAggregate):
         recovered_won: int
 
         def apply(self, wallet: Resident) -> None:
-            wallet.owed_won -= self.recovered_won
-            wallet.available_won += self.amount_won - self.recovered_won
+            _credit(wallet, self.amount_won, self.recovered_won)
             wallet.spent_total_won -= self.amount_won
 
         def postings(self) -> list[Posting]:
@@ -154,11 +160,7 @@ class Resident(LedgerAggregate):
                                     TRADE_CLEARING)
 
     def refund_points(self, trade_id: str, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0
-        recovered_won, _ = split_credit(amount_won, self.owed_won)
-        self.trigger_event(self.PointsRefunded, trade_id=trade_id, amount_won=amount_won,
-                           recovered_won=recovered_won, **cause.fields(self.home_complex_id))
-        assert self.available_won >= 0 and self.owed_won >= 0
+        self._trigger_credit(self.PointsRefunded, amount_won, cause, trade_id=trade_id)
 
     # Debits ------------------------------------------------------------------------------
 
