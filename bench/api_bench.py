@@ -35,7 +35,7 @@ from api.auth import Role, mint_token
 from api.settings import ApiSettings
 from ledger.application import Ledger
 from ledger.database import ConnectionSettings, database_url
-from ledger.seed import PLATFORM, seed
+from seeding.seed import PLATFORM, seed
 
 
 async def throughput(base: str, paths: list[str], headers: dict[str, str], seconds: float,
@@ -135,7 +135,7 @@ def main() -> int:
             "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
         }
         server = subprocess.Popen(  # noqa: S603  (our own interpreter and arguments)
-            [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
              "--host", "127.0.0.1", "--port", str(args.port), "--workers", str(args.workers),
              "--log-level", "warning", "--no-access-log"], env=environment)
         base = f"http://127.0.0.1:{args.port}"

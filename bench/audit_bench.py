@@ -31,10 +31,10 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from ledger.audit.chain import ChainFollower
-from ledger.audit.replay import Replay
-from ledger.audit.verification import verify_ledger
-from ledger.audit.verify import verify_chain
+from audit.chain import ChainFollower
+from audit.replay import Replay
+from audit.verification import verify_ledger
+from audit.verify import verify_chain
 from ledger.database import ConnectionSettings, database_url
 
 FETCH_ROWS = 20_000
@@ -61,7 +61,7 @@ def prepare(url: str, schema: str, households: int, months: int, key_dir: str) -
             conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)))
         started = time.perf_counter()
         subprocess.run([  # noqa: S603  (our own interpreter and arguments)
-                       sys.executable, "-m", "ledger.cli", "--database-url", url, "--schema",
+                       sys.executable, "-m", "cli.main", "--database-url", url, "--schema",
                         schema, "--quiet", "seed", "--complexes", str(max(1, households // 900)),
                         "--households", str(households), "--months", str(months)], check=True)
         print(f"seeded {event_count(url, schema):,} events in "

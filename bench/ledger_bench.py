@@ -29,7 +29,7 @@ from ledger.application import Ledger, now
 from ledger.database import ConnectionSettings, start_embedded
 from ledger.errors import DomainError
 from ledger.events import Cause
-from ledger.seed import seed
+from seeding.seed import seed
 
 RAW_TABLE = (
     "CREATE TABLE {name} (originator_id uuid NOT NULL, originator_version bigint NOT NULL, "

@@ -3,7 +3,7 @@
     .venv/bin/python bench/projections_bench.py --database-url URL \
         [--complexes 8 --households 12000 --months 1] [--repeat 5] [--schema EXISTING]
 
-Seeds a fresh schema through `ledger.seed.seed` (about 310k events with the defaults;
+Seeds a fresh schema through `seeding.seed.seed` (about 310k events with the defaults;
 `--schema` reuses an already seeded one and leaves it in place), then alternates, `--repeat`
 times, between
   1. the baseline: a plain server-side-cursor `SELECT notification_id, originator_id,
@@ -31,7 +31,7 @@ import psycopg
 import projections as p
 from ledger.application import Ledger
 from ledger.database import ConnectionSettings, start_embedded
-from ledger.seed import seed
+from seeding.seed import seed
 
 BASELINE_SELECT = (
     "SELECT notification_id, originator_id, originator_version, topic, state"

@@ -4,8 +4,8 @@ Run: `.venv/bin/python bench/relay_bench.py [--households 1500 --months 1]
 [--runs 1 --batch-size 1000] [--lag-commands 400 --rate 50]`. Uses
 LEDGER_DATABASE_URL (else the embedded PostgreSQL) and KAFKA_BOOTSTRAP_SERVERS
 (else a Tansu broker started for the run). Prints figures; asserts nothing. The
-events are the ledger's own, written through its commands (`ledger.seed`), and
-the relay uses the real route (`ledger.public_events:route`: every public event
+events are the ledger's own, written through its commands (`seeding.seed`), and
+the relay uses the real route (`feed.public_events:route`: every public event
 to `ledger.events`, rent events also to `ledger.rent`).
 
 1. Throughput: the seeded log is drained by the relay (read, decode, build the
@@ -42,19 +42,19 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from ledger import commands as c
-from ledger.application import Ledger
-from ledger.database import ConnectionSettings, database_url
-from ledger.public_events import events_topic, rent_topic
-from ledger.public_events import route as public_route
-from ledger.relay import (
+from feed.public_events import events_topic, rent_topic
+from feed.public_events import route as public_route
+from feed.relay import (
     Notification,
     Relay,
     event_id,
     producer_settings,
     topic_partitions_default,
 )
-from ledger.seed import seed
+from ledger import commands as c
+from ledger.application import Ledger
+from ledger.database import ConnectionSettings, database_url
+from seeding.seed import seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 

@@ -19,13 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 import projections
-from api.app import ExpirySweeper, create_app
 from api.auth import Role, mint_token
 from api.problems import preferred_language
 from ledger import commands as c
 from ledger.application import now
 from ledger.database import ConnectionSettings
 from ledger.events import Cause
+from service.app import create_app
+from service.sweeper import ExpirySweeper
 from test_api_fixtures import ApiWorld, api, key_dir, make_settings  # noqa: F401  (fixtures)
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "instance"}

@@ -23,11 +23,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from api.auth import Role, mint_token
 from api.routes_common import Services
 from api.settings import ApiSettings
 from ledger.application import now
+from service.app import create_app
 
 RATES = [
     {"market": "sharing", "seller_kind": "resident", "personal_bps": 300, "common_bps": 100},

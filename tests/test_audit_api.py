@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from api.auth import Role, mint_token
 from api.settings import ApiSettings
-from ledger.audit.chain import ChainFollower
-from ledger.audit.verification import verify_ledger
+from audit.chain import ChainFollower
+from audit.verification import verify_ledger
+from service.app import create_app
 from test_audit_verify import Population, project, workload
 from world import World
 

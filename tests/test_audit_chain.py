@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from ledger.audit import (
+from audit import (
     ChainFollower,
     SigningKey,
     chain_hashes,

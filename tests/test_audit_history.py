@@ -15,10 +15,10 @@ from uuid import UUID
 
 import pytest
 
-from ledger.audit.chain import ChainFollower
-from ledger.audit.cli import main as audit_main
-from ledger.audit.follower import start_audit_follower
-from ledger.audit.history import AsOf, balances_as_of, statement, trade_accrual
+from audit.chain import ChainFollower
+from audit.follower import start_audit_follower
+from audit.history import AsOf, balances_as_of, statement, trade_accrual
+from cli.audit import main as audit_main
 from ledger.codec import decode
 from ledger.conservation import fold
 from ledger.events import KST

@@ -17,10 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from audit.chain import ChainFollower
+from audit.verification import last_verification, verify_ledger
+from cli.audit import main as audit_main
 from ledger import commands as c
-from ledger.audit.chain import ChainFollower
-from ledger.audit.cli import main as audit_main
-from ledger.audit.verification import last_verification, verify_ledger
 from ledger.conservation import fold
 from ledger.errors import DomainError
 from ledger.resident import Resident

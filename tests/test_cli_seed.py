@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.cli import main
+from cli.main import main
 
 
 def test_seed_prints_events_points_and_a_passing_conservation_check(

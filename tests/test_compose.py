@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from api.settings import ApiSettings
-from ledger import database, relay_cli
+from cli import relay as relay_cli
+from ledger import database
 
 compose_path = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 dockerfile_path = compose_path.parent / "Dockerfile"

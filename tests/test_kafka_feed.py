@@ -1,6 +1,6 @@
 """The Kafka feed end to end: real ledger events, the public route, a real broker (Tansu).
 
-The relay runs as `ledger relay` (and `python -m ledger.relay --route …`) in a
+The relay runs as `ledger relay` (and `python -m feed.relay --route …`) in a
 subprocess that is killed with SIGKILL; the broker is stopped and started again.
 Tansu keeps topics in memory, so a broker restart loses what it held: before the
 outage the test stops the relay and reads everything acknowledged so far, and
@@ -32,13 +32,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from jsonschema import Draft202012Validator
-from kafka import KafkaConsumer, TopicPartition
-
-from kafka_broker import TansuBroker
-from ledger import commands as c
-from ledger.application import now
-from ledger.billing_example import (
+from billing_consumer import (
     Answer,
     AnswerResult,
     Billing,
@@ -49,11 +43,17 @@ from ledger.billing_example import (
     ledger_answerer,
     run_until_idle,
 )
+from jsonschema import Draft202012Validator
+from kafka import KafkaConsumer, TopicPartition
+
+from feed.public_events import events_topic, rent_topic
+from feed.public_events import route as public_route
+from feed.relay import Notification, OutgoingMessage, Relay, relay_status
+from kafka_broker import TansuBroker
+from ledger import commands as c
+from ledger.application import now
 from ledger.database import ConnectionSettings
 from ledger.household import Household
-from ledger.public_events import events_topic, rent_topic
-from ledger.public_events import route as public_route
-from ledger.relay import Notification, OutgoingMessage, Relay, relay_status
 from ledger.resident import Resident
 from world import BILLING, MANAGER, PLATFORM, World, cause
 
@@ -299,8 +299,8 @@ def relay_commands(batch_size: int) -> list[list[str]]:
     tuning = ["--batch-size", str(batch_size), "--poll-interval-seconds", "0.1",
               "--send-timeout-seconds", "3"]
     return [
-        [sys.executable, "-m", "ledger.cli", "relay", *tuning, "--status-log-seconds", "0"],
-        [sys.executable, "-m", "ledger.relay", "--route", "ledger.public_events:route", *tuning],
+        [sys.executable, "-m", "cli.main", "relay", *tuning, "--status-log-seconds", "0"],
+        [sys.executable, "-m", "feed.relay", "--route", "feed.public_events:route", *tuning],
     ]
 
 
@@ -484,7 +484,7 @@ def test_relay_command_serves_lag_metrics_and_status(
     """`ledger relay --metrics-port` exposes lag; `ledger relay status --json` reports it."""
     rent_homes(world, households=2)
     environment = relay_environment(database_url, schema, kafka_bootstrap)
-    status_command = [sys.executable, "-m", "ledger.cli", "relay", "status", "--json"]
+    status_command = [sys.executable, "-m", "cli.main", "relay", "status", "--json"]
 
     before = json.loads(subprocess.run(status_command, env=environment, check=True,
                                        capture_output=True, timeout=60).stdout)
@@ -497,7 +497,7 @@ def test_relay_command_serves_lag_metrics_and_status(
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", "relay", "--metrics-port", str(port),
+        [sys.executable, "-m", "cli.main", "relay", "--metrics-port", str(port),
          "--route", "test_kafka_feed:schema_prefixed_route", "--poll-interval-seconds", "0.1"],
         env={**environment, "PYTHONPATH": f"{repository_root / 'src'}:{repository_root / 'tests'}",
              "FEED_TEST_TOPIC_PREFIX": schema},
@@ -725,7 +725,7 @@ def test_billing_answers_through_the_http_api(
     billing_conn: psycopg.Connection[Any], billing_schema: str,
 ) -> None:
     """The HTTP answerer settles and releases through the real API with a billing token."""
-    app_module = pytest.importorskip("api.app")
+    app_module = pytest.importorskip("service.app")
     uvicorn = pytest.importorskip("uvicorn")
     from api.auth import Role, mint_token  # noqa: PLC0415
     from api.settings import ApiSettings  # noqa: PLC0415

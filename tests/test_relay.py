@@ -23,9 +23,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from kafka import KafkaConsumer, TopicPartition
 
-from kafka_broker import TansuBroker
-from ledger.database import connect, eventsourcing_env
-from ledger.relay import (
+from feed.relay import (
     Notification,
     OutgoingMessage,
     Relay,
@@ -33,6 +31,8 @@ from ledger.relay import (
     event_stream_route,
     relay_status,
 )
+from kafka_broker import TansuBroker
+from ledger.database import connect, eventsourcing_env
 
 pytestmark = pytest.mark.kafka
 
@@ -325,7 +325,7 @@ def test_aborted_writes_among_concurrent_writers_skip_nothing(
     database_url: str, schema: str, kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Rolled-back inserts leave gaps; every committed event is published and nothing warns."""
-    caplog.set_level(logging.WARNING, logger="ledger.relay")
+    caplog.set_level(logging.WARNING, logger="feed.relay")
     app = ledger(database_url, schema)
     topic = f"{schema}.events"
     writers_done = threading.Event()
@@ -385,7 +385,7 @@ def test_aborted_writes_among_concurrent_writers_skip_nothing(
     assert len(received) == len(events)
     assert {r.event_id for r in received} == expected_ids(events)
     assert_per_key_order(received)
-    assert [r for r in caplog.records if r.name == "ledger.relay"] == []
+    assert [r for r in caplog.records if r.name == "feed.relay"] == []
 
 
 def test_kill_9_repeatedly_loses_nothing_and_duplicates_at_most_a_batch_per_kill(
@@ -408,7 +408,7 @@ def test_kill_9_repeatedly_loses_nothing_and_duplicates_at_most_a_batch_per_kill
     command = [
         sys.executable,
         "-m",
-        "ledger.relay",
+        "feed.relay",
         "--database-url",
         database_url,
         "--schema",

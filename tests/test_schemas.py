@@ -15,15 +15,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from psycopg import sql
 
-from ledger import commands as c
-from ledger.application import Ledger, now
-from ledger.complex import Complex
-from ledger.database import ConnectionSettings
-from ledger.events import Cause, Caused
-from ledger.household import Household, RentPaymentLocator
-from ledger.merchant import Merchant
-from ledger.policy import AccrualPolicy
-from ledger.public_events import (
+from feed.public_events import (
     BY_EVENT_TYPE,
     INTERNAL_EVENT_CLASSES,
     PUBLIC_TYPES,
@@ -33,10 +25,18 @@ from ledger.public_events import (
     route,
     to_public,
 )
-from ledger.relay import Notification, event_id
+from feed.relay import Notification, event_id
+from feed.schema_tool import check, compatibility, generate, main, schemas_dir_default
+from ledger import commands as c
+from ledger.application import Ledger, now
+from ledger.complex import Complex
+from ledger.database import ConnectionSettings
+from ledger.events import Cause, Caused
+from ledger.household import Household, RentPaymentLocator
+from ledger.merchant import Merchant
+from ledger.policy import AccrualPolicy
 from ledger.request import RequestRecord
 from ledger.resident import Resident
-from ledger.schema_tool import check, compatibility, generate, main, schemas_dir_default
 from ledger.trade import Trade
 
 AGGREGATES = (Complex, Household, RentPaymentLocator, Resident, Merchant, Trade, AccrualPolicy,
@@ -142,7 +142,7 @@ def test_check_reports_an_edited_schema(tmp_path: Path) -> None:
 
 
 def test_check_command_exits_non_zero_on_drift(tmp_path: Path) -> None:
-    """`python -m ledger.schema_tool check` fails when a schema is missing."""
+    """`python -m feed.schema_tool check` fails when a schema is missing."""
     generate(tmp_path)
     (tmp_path / "fund.spent.v1.json").unlink()
     assert main(["check", "--dir", str(tmp_path)]) == 1
@@ -253,7 +253,7 @@ def test_description_changes_are_not_breaking(old_and_new: tuple[Path, Path]) ->
 
 def test_compat_command_exits_non_zero_on_a_breaking_change(
         old_and_new: tuple[Path, Path]) -> None:
-    """`python -m ledger.schema_tool compat OLD NEW` fails on a breaking change only."""
+    """`python -m feed.schema_tool compat OLD NEW` fails on a breaking change only."""
     old, new = old_and_new
     assert main(["compat", str(old), str(new)]) == 0
     edit(new, "fund.spent.v1", lambda schema: schema["properties"].pop("purpose"))

@@ -3,20 +3,17 @@
 `create_app()` builds the application; its lifespan builds, once, the ledger (the
 write side), a pool of read connections whose search_path is the ledger's schema,
 the projection runner (unless told not to: `ledger project` may run it elsewhere)
-and the expiry sweeper, which releases rent holds whose deadline has passed; and it
-closes them all at shutdown. Routes only parse, authorise, call and map.
+and whatever background work the caller hands it (the service adds the audit chain
+follower and the expiry sweeper, see `service.app`); and it closes them all at shutdown.
+Routes only parse, authorise, call and map.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Any, Final
-from uuid import NAMESPACE_URL, uuid5
+from typing import Any, Final, Protocol
 
 import psycopg
 from fastapi import FastAPI
@@ -25,27 +22,30 @@ from psycopg_pool import ConnectionPool
 from starlette.requests import Request
 
 import projections
-from api import problems, routes_money, routes_reads, routes_registry
+from api import problems, routes_audit, routes_money, routes_reads, routes_registry
 from api.auth import TokenVerifier
 from api.models import Health
 from api.problems import PROBLEM_MEDIA_TYPE, ApiProblemError
 from api.ratelimit import WriteRateLimiter
 from api.routes_common import Services
 from api.settings import ApiSettings, get_settings
-from ledger import commands as c
-from ledger import limits
-from ledger.application import Ledger, now
-from ledger.audit.follower import start_audit_follower
+from ledger.application import Ledger
 from ledger.database import ConnectionSettings, database_url
-from ledger.errors import DomainError
-from ledger.events import Cause
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
 
 API_VERSION: Final = "1.0.0"
-SWEEPER_ACTOR: Final = uuid5(NAMESPACE_URL, "ledger:system:expiry-sweeper")
-"""The system operator in whose name the sweeper expires holds."""
+
+class BackgroundWork(Protocol):
+    """Work the service runs beside the API for its lifetime (a follower, a sweeper)."""
+
+    def stop(self) -> None: ...
+
+
+StartWork = Callable[[Ledger, "ConnectionPool[psycopg.Connection[Any]]", ApiSettings],
+                     BackgroundWork | None]
+"""Starts one piece of background work once the ledger and the read pool exist."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,56 +53,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-
-class ExpirySweeper:
-    """Releases rent holds whose deadline has passed, every `interval_seconds`.
-
-    Each expiry is an ExpireRentPayment command with a request id derived from the
-    payment, so two sweepers (two API workers) never expire one hold twice: the
-    second gets `hold_already_released` or `request_id_reused`, and moves on.
-    """
-
-    def __init__(self, ledger: Ledger, pool: ConnectionPool[psycopg.Connection[Any]],
-                 interval_seconds: float) -> None:
-        self.ledger = ledger
-        self.pool = pool
-        self.interval_seconds = interval_seconds
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def sweep_once(self, moment: datetime | None = None) -> int:
-        """Expire every hold due at `moment` (default now); return how many expired."""
-        moment = moment or now()
-        expired = 0
-        with self.pool.connection() as conn:
-            due = projections.due_holds(conn, moment, limits.page_size_max)
-        for payment_id in due:
-            cause = Cause(SWEEPER_ACTOR, "operator",
-                          f"expire-{uuid5(NAMESPACE_URL, payment_id).hex}", moment)
-            try:
-                self.ledger.execute(c.ExpireRentPayment(payment_id, moment), cause)
-            except DomainError as error:  # already resolved, or expired by another sweeper
-                log.debug("expiry of %s skipped: %s", payment_id, error.code)
-                continue
-            expired += 1
-        return expired
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval_seconds):
-            try:
-                self.sweep_once()
-            except Exception:  # the next round tries again
-                log.exception("expiry sweep failed")
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
 
 class BodySizeLimit:
@@ -182,8 +132,10 @@ def _read_pool(url: str, schema: str, size_max: int
 
 
 def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = None,
-               runner: ProjectionRunner | None = None) -> FastAPI:
-    """The API. Pass `ledger` or `runner` to share ones the caller owns (and closes)."""
+               runner: ProjectionRunner | None = None,
+               background: Sequence[StartWork] = ()) -> FastAPI:
+    """The API. Pass `ledger` or `runner` to share ones the caller owns (and closes);
+    `background` starts work that lives as long as the app (stopped in reverse order)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -192,9 +144,7 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
         the_ledger = ledger or Ledger.connect(url, settings.schema_name)
         pool = _read_pool(url, settings.schema_name, settings.read_pool_size_max)
         the_runner = runner
-        sweeper = None
-        audit_stop = threading.Event()
-        audit_thread: threading.Thread | None = None
+        started: list[BackgroundWork] = []
         try:
             with pool.connection() as conn:
                 conn.read_only = False
@@ -202,23 +152,18 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
                 conn.read_only = True
             if the_runner is None and settings.run_projections:
                 the_runner = ProjectionRunner(url, settings.schema_name)
-                # The auditors' hash chain follows the log with the projections.
-                audit_thread = start_audit_follower(url, settings.schema_name, audit_stop)
-            if settings.expiry_sweep_seconds > 0:
-                sweeper = ExpirySweeper(the_ledger, pool, settings.expiry_sweep_seconds)
-                sweeper.start()
+            for start in background:
+                work = start(the_ledger, pool, settings)
+                if work is not None:
+                    started.append(work)
             app.state.services = Services(
                 settings=settings, ledger=the_ledger, pool=pool, runner=the_runner,
                 limiter=WriteRateLimiter(settings.rate_limit_writes_per_minute))
-            app.state.sweeper = sweeper
             app.state.token_verifier = TokenVerifier.from_settings(settings)
             yield
         finally:
-            audit_stop.set()
-            if audit_thread is not None:
-                audit_thread.join(timeout=5)
-            if sweeper is not None:
-                sweeper.stop()
+            for work in reversed(started):
+                work.stop()
             if the_runner is not None and runner is None:
                 the_runner.stop()
             pool.close()
@@ -249,13 +194,7 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
     app.include_router(routes_registry.router)
     app.include_router(routes_money.router)
     app.include_router(routes_reads.router)
-    try:  # written separately; optional
-        routes_audit = importlib.import_module("api.routes_audit")
-    except ModuleNotFoundError as error:
-        if error.name != "api.routes_audit":
-            raise
-    else:
-        app.include_router(routes_audit.router)
+    app.include_router(routes_audit.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -19,13 +19,13 @@ from pydantic import BaseModel, Field
 from api.auth import Role
 from api.problems import ApiProblemError, problem_responses
 from api.routes_common import Read, in_complex, reader
+from audit import limits
+from audit.chain import CHECKPOINTS_TABLE, read_checkpoints
+from audit.history import MONTH, statement_from
+from audit.verification import last_verification
+from feed.public_events import to_public
 from ledger import errors
-from ledger.audit import limits
-from ledger.audit.chain import CHECKPOINTS_TABLE, read_checkpoints
-from ledger.audit.history import MONTH, statement_from
-from ledger.audit.verification import last_verification
 from ledger.errors import DomainError
-from ledger.public_events import to_public
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 

@@ -420,7 +420,7 @@ class Relay:
             conn.execute(
                 "SELECT set_config('application_name', %s, false)", (self.application_name,)
             )
-            lock_key = f"ledger.relay:{self.schema}:{self.name}"
+            lock_key = f"feed.relay:{self.schema}:{self.name}"
             row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock_key,)).fetchone()
             if not (row and row[0]):
                 conn.close()
@@ -635,15 +635,15 @@ def resolve_route(path: str) -> Route:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m ledger.relay`: run the relay until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="ledger.relay")
+    """`python -m feed.relay`: run the relay until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="feed.relay")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--schema", default=os.environ.get("LEDGER_SCHEMA", "").strip() or "public")
     parser.add_argument(
         "--bootstrap-servers",
         default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
     )
-    parser.add_argument("--route", default="ledger.relay:route_to_event_stream")
+    parser.add_argument("--route", default="feed.relay:route_to_event_stream")
     parser.add_argument("--batch-size", type=int, default=batch_size_default)
     parser.add_argument("--name", default=tracking_name_default)
     parser.add_argument("--poll-interval-seconds", type=float, default=1.0)

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import psycopg
 
-from ledger.audit.chain import CHECKPOINTS_TABLE, read_checkpoints, table_exists
-from ledger.audit.signing import (
+from audit.chain import CHECKPOINTS_TABLE, read_checkpoints, table_exists
+from audit.signing import (
     KEY_DIR_DEFAULT,
     PUBLIC_KEY_FILE,
     SigningKey,

@@ -1,4 +1,4 @@
-"""The `ledger` command.
+"""The `ledger` command: composes the write side, the read side, the feed, the audit and the API.
 
 Every subcommand reads the database from `--database-url` or LEDGER_DATABASE_URL;
 with neither, it starts the embedded PostgreSQL in LEDGER_DATA_DIR (./var/pgdata).
@@ -12,17 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cli import audit, relay, serve
+from cli.arguments import bounded_int
 from ledger.database import database_url
 
 Command = Callable[[argparse.Namespace], int]
 
-# Feature modules add their subcommands here: each exposes add_commands(subparsers).
-FEATURE_MODULES = (
-    "projections.cli",
-    "api.cli",
-    "ledger.relay_cli",
-    "ledger.audit.cli",
-)
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -30,9 +25,9 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    from audit.summary import summarise  # noqa: PLC0415
     from ledger.application import Ledger  # noqa: PLC0415
-    from ledger.seed import seed  # noqa: PLC0415
-    from ledger.summary import summarise  # noqa: PLC0415
+    from seeding.seed import seed  # noqa: PLC0415
 
     url = _url(args)
     ledger = Ledger.connect(url, args.schema)
@@ -51,7 +46,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ledger.summary import summarise  # noqa: PLC0415
+    from audit.summary import summarise  # noqa: PLC0415
 
     summary = summarise(_url(args), args.schema, progress=not args.quiet)
     for line in summary.lines():
@@ -82,30 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "conservation check")
     summary.set_defaults(handler=cmd_summary)
 
-    for module_name in FEATURE_MODULES:
-        try:
-            module = __import__(module_name, fromlist=["add_commands"])
-        except ModuleNotFoundError as error:
-            if error.name and module_name.startswith(error.name):
-                continue
-            raise
-        module.add_commands(commands)
+    # Each area adds its own subcommands; their handlers import what they run lazily,
+    # so `ledger relay status` does not load the API.
+    serve.add_commands(commands)
+    relay.add_commands(commands)
+    audit.add_commands(commands)
     return parser
 
 
-def bounded_int(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: a whole number from `low` to `high`, with a clear message."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """`ledger relay`: publish the event log to Kafka; `ledger relay status`: how far behind.
 
-`ledger relay` runs the tracked relay (ledger.relay) with the public route
-(`ledger.public_events:route`: every public event to `ledger.events`, rent
+`ledger relay` runs the tracked relay (feed.relay) with the public route
+(`feed.public_events:route`: every public event to `ledger.events`, rent
 events also to `ledger.rent`) until SIGTERM or SIGINT, then stops cleanly: the
 batch in flight is either acknowledged and recorded or sent again by the next
 relay.
@@ -13,7 +13,7 @@ Settings come from the environment; each has a flag that overrides it:
 | LEDGER_DATABASE_URL | `ledger --database-url` | embedded PostgreSQL in LEDGER_DATA_DIR |
 | LEDGER_SCHEMA | `ledger --schema` | public |
 | KAFKA_BOOTSTRAP_SERVERS | `--bootstrap-servers` | 127.0.0.1:9092 |
-| LEDGER_RELAY_ROUTE | `--route` | ledger.public_events:route |
+| LEDGER_RELAY_ROUTE | `--route` | feed.public_events:route |
 | LEDGER_RELAY_NAME | `--name` | kafka |
 | LEDGER_RELAY_BATCH_SIZE | `--batch-size` | 1000 |
 | LEDGER_RELAY_TOPIC_PARTITIONS | `--topic-partitions` | 3 |
@@ -41,9 +41,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from ledger.cli import bounded_int
-from ledger.database import database_url
-from ledger.relay import (
+from cli.arguments import bounded_int
+from feed.relay import (
     Relay,
     RelayStatus,
     batch_size_default,
@@ -53,11 +52,12 @@ from ledger.relay import (
     topic_partitions_default,
     tracking_name_default,
 )
+from ledger.database import database_url
 
 if TYPE_CHECKING:
     from types import FrameType
 
-logger = logging.getLogger("ledger.relay")
+logger = logging.getLogger("feed.relay")
 
 BOOTSTRAP_SERVERS_VARIABLE = "KAFKA_BOOTSTRAP_SERVERS"
 ROUTE_VARIABLE = "LEDGER_RELAY_ROUTE"
@@ -84,7 +84,7 @@ ENVIRONMENT_NAMES = (
 """Every environment name `ledger relay` reads (checked against docker-compose.yml)."""
 
 bootstrap_servers_default = "127.0.0.1:9092"
-route_default = "ledger.public_events:route"
+route_default = "feed.public_events:route"
 status_log_seconds_default = 60.0
 topic_partitions_max = 1024
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import threading
 
-from ledger.audit import limits
-from ledger.audit.chain import ChainFollower
-from ledger.audit.signing import KEY_DIR_DEFAULT
+from audit import limits
+from audit.chain import ChainFollower
+from audit.signing import KEY_DIR_DEFAULT
 
 
 def start_audit_follower(

@@ -42,8 +42,8 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from ledger.audit import limits
-from ledger.audit.signing import KEY_DIR_DEFAULT, Checkpoint, SigningKey, load_signing_key
+from audit import limits
+from audit.signing import KEY_DIR_DEFAULT, Checkpoint, SigningKey, load_signing_key
 from ledger.database import connect
 
 logger = logging.getLogger(__name__)

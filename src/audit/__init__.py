@@ -1,13 +1,13 @@
 """Tamper evidence for the event log: a hash chain, signed checkpoints, a verifier.
 
-See `ledger.audit.chain` for the chain rule and the follower that maintains
-`audit_chain`, `ledger.audit.signing` for checkpoint signatures, and
-`ledger.audit.verify` for the problem codes `verify_chain` reports.
+See `audit.chain` for the chain rule and the follower that maintains
+`audit_chain`, `audit.signing` for checkpoint signatures, and
+`audit.verify` for the problem codes `verify_chain` reports.
 """
 
 from __future__ import annotations
 
-from ledger.audit.chain import (
+from audit.chain import (
     GENESIS_HASH,
     ChainFollower,
     canonical_bytes,
@@ -15,9 +15,9 @@ from ledger.audit.chain import (
     create_tables,
     next_hash,
 )
-from ledger.audit.export import export_checkpoints
-from ledger.audit.signing import Checkpoint, SigningKey, load_public_key, load_signing_key
-from ledger.audit.verify import PROBLEM_CODES, ChainReport, verify_chain
+from audit.export import export_checkpoints
+from audit.signing import Checkpoint, SigningKey, load_public_key, load_signing_key
+from audit.verify import PROBLEM_CODES, ChainReport, verify_chain
 
 __all__ = [
     "GENESIS_HASH",

@@ -22,9 +22,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ledger.audit.chain import Progress
-from ledger.audit.replay import Replay, replay_projections
-from ledger.audit.verify import verify_chain
+from audit.chain import Progress
+from audit.replay import Replay, replay_projections
+from audit.verify import verify_chain
 from ledger.database import connect
 
 VERIFICATIONS_TABLE = "audit_verifications"

@@ -44,10 +44,10 @@ def _serve(host: str, port: int, workers: int, app: Any = None) -> None:
     import uvicorn  # noqa: PLC0415
 
     if workers > 1:
-        uvicorn.run("api.app:create_app", factory=True, host=host, port=port,
+        uvicorn.run("service.app:create_app", factory=True, host=host, port=port,
                     workers=workers, log_level="info")
     else:
-        from api.app import create_app  # noqa: PLC0415
+        from service.app import create_app  # noqa: PLC0415
 
         uvicorn.run(app or create_app(), host=host, port=port, log_level="info")
 
@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from ledger.audit.follower import start_audit_follower  # noqa: PLC0415
+    from audit.follower import start_audit_follower  # noqa: PLC0415
     from projections.runner import ProjectionRunner  # noqa: PLC0415
 
     stopping = threading.Event()
@@ -104,10 +104,10 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import projections  # noqa: PLC0415
-    from api.app import create_app  # noqa: PLC0415
     from api.auth import Role, mint_token  # noqa: PLC0415
     from ledger.application import Ledger  # noqa: PLC0415
-    from ledger.seed import seed  # noqa: PLC0415
+    from seeding.seed import seed  # noqa: PLC0415
+    from service.app import create_app  # noqa: PLC0415
 
     url = _url(args)
     ledger = Ledger.connect(url, args.schema)

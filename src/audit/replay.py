@@ -2,7 +2,7 @@
 
 One pass over the log in one repeatable-read snapshot:
 
-- the auditor's own fold (`ledger.audit.scratch`) checks conservation, recomputes
+- the auditor's own fold (`audit.scratch`) checks conservation, recomputes
   every trade's accrual, and gives wallets, common funds, merchant accounts and
   rent invoices and payments independently of the projections' code;
 - each projection's own fold (`Projection.fold`, merged in memory as `fold_all`
@@ -28,9 +28,9 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from ledger.audit import limits
-from ledger.audit.scratch import SKIPPED as SCRATCH_SKIPPED
-from ledger.audit.scratch import Finding, Scratch
+from audit import limits
+from audit.scratch import SKIPPED as SCRATCH_SKIPPED
+from audit.scratch import Finding, Scratch
 from ledger.database import ConnectionSettings
 from projections.base import (
     Changes,

@@ -39,8 +39,8 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg import sql
 
-from ledger.audit import limits
-from ledger.audit.chain import (
+from audit import limits
+from audit.chain import (
     CHAIN_TABLE,
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
@@ -53,7 +53,7 @@ from ledger.audit.chain import (
     read_checkpoints,
     table_exists,
 )
-from ledger.audit.signing import (
+from audit.signing import (
     KEY_DIR_DEFAULT,
     PUBLIC_KEY_FILE,
     Checkpoint,

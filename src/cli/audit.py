@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from ledger.audit.signing import KEY_DIR_DEFAULT
+from audit.signing import KEY_DIR_DEFAULT
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -41,7 +41,7 @@ def _print_json(document: Any) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # noqa: PLC0415
 
-    from ledger.audit.verification import verify_ledger  # noqa: PLC0415
+    from audit.verification import verify_ledger  # noqa: PLC0415
 
     show = not (args.quiet or args.json)
     with tqdm(desc="replaying (chain checked alongside)", unit="event", disable=not show,
@@ -57,7 +57,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_balances(args: argparse.Namespace) -> int:
-    from ledger.audit.history import AsOf, balances_as_of  # noqa: PLC0415
+    from audit.history import AsOf, balances_as_of  # noqa: PLC0415
 
     if args.as_of is None and args.as_of_occurred is None:
         print("give --as-of TIME|POSITION and/or --as-of-occurred TIME", file=sys.stderr)
@@ -77,7 +77,7 @@ def cmd_balances(args: argparse.Namespace) -> int:
 
 
 def cmd_statement(args: argparse.Namespace) -> int:
-    from ledger.audit.history import statement, statement_csv  # noqa: PLC0415
+    from audit.history import statement, statement_csv  # noqa: PLC0415
 
     try:
         document = statement(_url(args), args.schema, args.month, resident=args.resident,
@@ -96,7 +96,7 @@ def cmd_statement(args: argparse.Namespace) -> int:
 
 
 def cmd_accrual(args: argparse.Namespace) -> int:
-    from ledger.audit.history import trade_accrual  # noqa: PLC0415
+    from audit.history import trade_accrual  # noqa: PLC0415
 
     document = trade_accrual(_url(args), args.schema, args.trade)
     if document is None:
@@ -107,7 +107,7 @@ def cmd_accrual(args: argparse.Namespace) -> int:
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
-    from ledger.audit.chain import ChainFollower  # noqa: PLC0415
+    from audit.chain import ChainFollower  # noqa: PLC0415
 
     follower = ChainFollower(_url(args), args.schema, key_dir=args.key_dir)
     chained = follower.catch_up()
@@ -118,7 +118,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints_export(args: argparse.Namespace) -> int:
-    from ledger.audit.export import export_checkpoints  # noqa: PLC0415
+    from audit.export import export_checkpoints  # noqa: PLC0415
 
     written = export_checkpoints(_url(args), args.schema, args.directory, key_dir=args.key_dir)
     print(f"wrote {len(written):,} new checkpoint files to {args.directory}")
@@ -184,6 +184,6 @@ def add_commands(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`ledger` itself (for tests: `main(["--schema", s, "audit", "verify"])`)."""
-    from ledger.cli import main as ledger_main  # noqa: PLC0415
+    from cli.main import main as ledger_main  # noqa: PLC0415
 
     return ledger_main(argv)

@@ -25,8 +25,8 @@ from uuid import UUID
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from ledger.audit import limits
-from ledger.audit.scratch import Recomputed, Scratch, accrual_differences, recompute
+from audit import limits
+from audit.scratch import Recomputed, Scratch, accrual_differences, recompute
 from ledger.database import connect
 from ledger.events import KST
 from ledger.policy import POLICY_ID

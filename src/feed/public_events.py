@@ -4,7 +4,7 @@ Domain event classes are an implementation detail of the write side; what other
 systems (the rent-billing system above all) consume is the public event made
 from them here. Each public event has a versioned name, `<area>.<event>.v<N>`,
 kept in the registry below, and a JSON Schema generated from the event class
-(see ledger.schema_tool) and checked in under `schemas/`.
+(see feed.schema_tool) and checked in under `schemas/`.
 
 A public name never changes meaning. A change a consumer could notice (a field
 removed, added or retyped) is a new version: the registry entry moves to `.v2`
@@ -29,13 +29,13 @@ from uuid import UUID
 import orjson
 from eventsourcing.utils import get_topic
 
+from feed.relay import Notification, OutgoingMessage, event_id
 from ledger.codec import decode
 from ledger.complex import Complex
 from ledger.events import Caused
 from ledger.household import Household, RentPaymentLocator
 from ledger.merchant import Merchant
 from ledger.policy import AccrualPolicy
-from ledger.relay import Notification, OutgoingMessage, event_id
 from ledger.request import RequestRecord
 from ledger.resident import Resident
 from ledger.trade import Trade
@@ -341,7 +341,7 @@ def to_public(position: int, originator_id: UUID, originator_version: int, topic
 
 
 def route(notification: Notification) -> list[OutgoingMessage]:
-    """The relay's route for public events: `--route ledger.public_events:route`.
+    """The relay's route for public events: `--route feed.public_events:route`.
 
     The relay adds the headers event_id, position, event_type and schema_version.
     """

@@ -1,0 +1,2 @@
+"""Realistic datasets loaded through the ledger's own commands (`ledger seed`, the demo,
+benchmarks)."""

@@ -1,0 +1,75 @@
+"""The expiry sweeper: a writer that releases rent holds whose deadline has passed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import Any, Final
+from uuid import NAMESPACE_URL, uuid5
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+import projections
+from ledger import commands as c
+from ledger import limits
+from ledger.application import Ledger, now
+from ledger.errors import DomainError
+from ledger.events import Cause
+
+log = logging.getLogger(__name__)
+
+SWEEPER_ACTOR: Final = uuid5(NAMESPACE_URL, "ledger:system:expiry-sweeper")
+"""The system operator in whose name the sweeper expires holds."""
+
+
+class ExpirySweeper:
+    """Releases rent holds whose deadline has passed, every `interval_seconds`.
+
+    Each expiry is an ExpireRentPayment command with a request id derived from the
+    payment, so two sweepers (two API workers) never expire one hold twice: the
+    second gets `hold_already_released` or `request_id_reused`, and moves on.
+    """
+
+    def __init__(self, ledger: Ledger, pool: ConnectionPool[psycopg.Connection[Any]],
+                 interval_seconds: float) -> None:
+        self.ledger = ledger
+        self.pool = pool
+        self.interval_seconds = interval_seconds
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep_once(self, moment: datetime | None = None) -> int:
+        """Expire every hold due at `moment` (default now); return how many expired."""
+        moment = moment or now()
+        expired = 0
+        with self.pool.connection() as conn:
+            due = projections.due_holds(conn, moment, limits.page_size_max)
+        for payment_id in due:
+            cause = Cause(SWEEPER_ACTOR, "operator",
+                          f"expire-{uuid5(NAMESPACE_URL, payment_id).hex}", moment)
+            try:
+                self.ledger.execute(c.ExpireRentPayment(payment_id, moment), cause)
+            except DomainError as error:  # already resolved, or expired by another sweeper
+                log.debug("expiry of %s skipped: %s", payment_id, error.code)
+                continue
+            expired += 1
+        return expired
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval_seconds):
+            try:
+                self.sweep_once()
+            except Exception:  # the next round tries again
+                log.exception("expiry sweep failed")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
