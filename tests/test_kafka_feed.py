@@ -499,7 +499,8 @@ def test_relay_command_serves_lag_metrics_and_status(
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "relay", "--metrics-port", str(port),
          "--route", "test_kafka_feed:schema_prefixed_route", "--poll-interval-seconds", "0.1"],
-        env={**environment, "PYTHONPATH": f"{repository_root / 'src'}:{repository_root / 'tests'}",
+        env={**environment, "PYTHONPATH": os.pathsep.join(
+                 str(repository_root / folder) for folder in ("src", "tests", "examples")),
              "FEED_TEST_TOPIC_PREFIX": schema},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
