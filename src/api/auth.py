@@ -41,16 +41,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from api.settings import ApiSettings, get_settings
+from ledger import limits
 
 AuthenticationErrorCode = Literal["token_missing", "token_invalid", "token_expired"]
 PublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | rsa.RSAPublicKey
-
-# Limits.
-token_length_max: Final = 8192
-token_id_length_max: Final = 256
-token_ttl_seconds_max: Final = 24 * 60 * 60
-clock_leeway_seconds: Final = 10
-rsa_key_bits_min: Final = 2048
 
 DEV_PRIVATE_KEY_FILE: Final = "dev-ed25519-private.pem"
 DEV_PUBLIC_KEY_FILE: Final = "dev-ed25519-public.pem"
@@ -167,8 +161,8 @@ def mint_token(
     if role in ROLES_SCOPED_TO_A_COMPLEX and complex_id is None:
         msg = f"a {role} token needs a complex_id"
         raise ValueError(msg)
-    if not 1 <= ttl_seconds <= token_ttl_seconds_max:
-        msg = f"ttl_seconds must be within 1..{token_ttl_seconds_max}"
+    if not 1 <= ttl_seconds <= limits.token_ttl_seconds_max:
+        msg = f"ttl_seconds must be within 1..{limits.token_ttl_seconds_max}"
         raise ValueError(msg)
 
     private_path, _ = ensure_dev_keypair(settings.dev_key_dir)
@@ -232,7 +226,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The principal the token names, if a trusted key signed it and its claims hold."""
-        if not token or len(token) > token_length_max:
+        if not token or len(token) > limits.token_length_max:
             raise AuthenticationError("token_invalid", "The access token is malformed.")
         claims = self._decode(token)
         return _principal_from_claims(claims)
@@ -248,7 +242,7 @@ class TokenVerifier:
                     algorithms=[self.algorithm],
                     audience=self.audience,
                     issuer=self.issuer,
-                    leeway=clock_leeway_seconds,
+                    leeway=limits.clock_leeway_seconds,
                     options={"require": ["exp", "iss", "aud", "sub", "role"]},
                 )
             except jwt.InvalidSignatureError:
@@ -302,7 +296,7 @@ def _principal_from_claims(claims: dict[str, Any]) -> Principal:
             "token_invalid", f"A {role.value} access token must carry a complex_id."
         )
     token_id = claims.get("jti", "")
-    if not isinstance(token_id, str) or len(token_id) > token_id_length_max:
+    if not isinstance(token_id, str) or len(token_id) > limits.token_id_length_max:
         raise AuthenticationError("token_invalid", "The access token has an invalid jti claim.")
     return Principal(subject=subject, role=role, complex_id=complex_id, token_id=token_id,
                      household_id=_uuid_claim(claims, "household_id"))
@@ -339,7 +333,8 @@ def _check_key_fits_algorithm(public_key: PublicKey, algorithm: str) -> None:
     if algorithm == "EdDSA":
         fits = isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
     else:
-        fits = isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= rsa_key_bits_min
+        fits = (isinstance(public_key, rsa.RSAPublicKey)
+                and public_key.key_size >= limits.rsa_key_bits_min)
     if not fits:
         msg = f"a {type(public_key).__name__} cannot verify {algorithm} tokens"
         raise ValueError(msg)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Literal, get_args
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -22,15 +22,6 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from ledger import limits
 from ledger.complex import FUND_PURPOSES
 from ledger.policy import MARKETS, MERCHANT_KINDS, SELLER_KINDS
-
-# Time bounds: a platform time is never far in the future, and a date before the
-# platform existed is a mistake (and would break month arithmetic at the calendar's ends).
-occurred_at_earliest: Final = datetime(2020, 1, 1, tzinfo=UTC)
-occurred_at_ahead_seconds_max: Final = 10 * 60
-due_at_earliest: Final = datetime(2020, 1, 1, tzinfo=UTC)
-due_at_latest: Final = datetime(2100, 1, 1, tzinfo=UTC)
-policy_version_max: Final = 1_000_000
-position_max: Final = 2**63 - 1
 
 
 def _no_control_characters(value: str) -> str:
@@ -42,15 +33,15 @@ def _no_control_characters(value: str) -> str:
 
 
 def _occurred_at_in_bounds(value: datetime) -> datetime:
-    latest = datetime.now(UTC) + timedelta(seconds=occurred_at_ahead_seconds_max)
-    if not occurred_at_earliest <= value <= latest:
+    latest = datetime.now(UTC) + timedelta(seconds=limits.occurred_at_ahead_seconds_max)
+    if not limits.occurred_at_earliest <= value <= latest:
         msg = "occurred_at must be after 2020-01-01 and not in the future"
         raise ValueError(msg)
     return value
 
 
 def _due_at_in_bounds(value: datetime) -> datetime:
-    if not due_at_earliest <= value < due_at_latest:
+    if not limits.due_at_earliest <= value < limits.due_at_latest:
         msg = "due_at must be between 2020 and 2100"
         raise ValueError(msg)
     return value
@@ -75,7 +66,7 @@ OccurredAt = Annotated[AwareDatetime, AfterValidator(_occurred_at_in_bounds), Fi
     description="When it happened on the platform (e.g. the time of the sale); "
                 "default: when the request arrives.")]
 DueAt = Annotated[AwareDatetime, AfterValidator(_due_at_in_bounds)]
-Position = Annotated[int, Field(ge=0, le=position_max,
+Position = Annotated[int, Field(ge=0, le=limits.position_max,
                                 description="Event log position this write reached; pass "
                                             "it as `consistent_with` to read your write.")]
 
@@ -153,7 +144,7 @@ class TradeRequest(RequestBody):
     buyer_id: UUID
     amount_won: AmountWon
     points_used_won: AmountWonOrZero = 0
-    policy_version: int | None = Field(default=None, ge=1, le=policy_version_max,
+    policy_version: int | None = Field(default=None, ge=1, le=limits.policy_version_max,
                                        description="Omitted: the current version.")
     occurred_at: OccurredAt | None = None
 
@@ -178,7 +169,7 @@ class RentPaymentRequest(RequestBody):
     billing_period: BillingPeriod
     amount_won: AmountWon
     hold_seconds: int | None = Field(
-        default=None, ge=60, le=limits.hold_seconds_max,
+        default=None, ge=limits.hold_seconds_min, le=limits.hold_seconds_max,
         description="How long billing has to settle or release the hold; default 3 days.")
     resident_id: UUID | None = Field(
         default=None, description="Only for a coordinator paying on a resident's behalf.")

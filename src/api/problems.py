@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import PROBLEM_TYPE_PREFIX, AuthenticationError, problem_for_authentication_error
-from ledger import errors
+from ledger import errors, limits
 from ledger.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 LANGUAGES: Final = ("ko", "en")
 DEFAULT_LANGUAGE: Final = "ko"
-validation_errors_listed_max: Final = 20
-accept_language_length_max: Final = 512
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ def every_code() -> dict[str, int]:
 
 def preferred_language(accept_language: str | None) -> str:
     """Korean or English, whichever the header prefers; Korean when it says neither."""
-    if not accept_language or len(accept_language) > accept_language_length_max:
+    if not accept_language or len(accept_language) > limits.accept_language_length_max:
         return DEFAULT_LANGUAGE
     best, best_quality = DEFAULT_LANGUAGE, 0.0
     for part in accept_language.split(","):
@@ -203,7 +201,7 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
     # The offending input is not echoed back: it may be large or sensitive.
     field_problems = [{"location": _location(error.get("loc", ())),
                        "message": str(error.get("msg", ""))}
-                      for error in exc.errors()[:validation_errors_listed_max]]
+                      for error in exc.errors()[:limits.validation_errors_listed_max]]
     where = ", ".join(problem["location"] for problem in field_problems)
     message = _message(kind, language)
     return problem_response(request, kind.code, kind.status, message, f"{message} ({where})",

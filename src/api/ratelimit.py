@@ -13,11 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Final
 
-buckets_count_max: Final = 100_000
-"""Callers tracked at once; the least recently seen are forgotten first (a forgotten
-caller starts again with a full bucket, which only ever errs towards allowing)."""
+from ledger import limits
 
 
 @dataclass
@@ -47,7 +44,7 @@ class WriteRateLimiter:
             if bucket is None:
                 bucket = _Bucket(self.capacity, now)
                 self._buckets[caller] = bucket
-                if len(self._buckets) > buckets_count_max:
+                if len(self._buckets) > limits.rate_limit_buckets_count_max:
                     self._buckets.popitem(last=False)
             else:
                 self._buckets.move_to_end(caller)

@@ -19,12 +19,11 @@ from pydantic import BaseModel, Field
 from api.auth import Role
 from api.problems import ApiProblemError, problem_responses
 from api.routes_common import Read, in_complex, reader
-from audit import limits
 from audit.chain import CHECKPOINTS_TABLE, read_checkpoints
 from audit.history import MONTH, statement_from
 from audit.verification import last_verification
 from feed.public_events import to_public
-from ledger import errors
+from ledger import errors, limits
 from ledger.errors import DomainError
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -112,14 +111,15 @@ class StatementView(BaseModel):
     totals: dict[str, int]
 
 
-Limit = Annotated[int, Query(ge=1, le=limits.events_page_size_max)]
-After = Annotated[int, Query(ge=0, le=2**63 - 1, description="Log position to start after.")]
+Limit = Annotated[int, Query(ge=1, le=limits.audit_events_page_size_max)]
+After = Annotated[int, Query(ge=0, le=limits.position_max,
+                             description="Log position to start after.")]
 
 
 @router.get("/audit/events", response_model=AuditEventsPage, responses=AUDIT_ERRORS,
             summary="The event log, paged by position (auditors)")
 def audit_events(read: Annotated[Read, Depends(reader(Role.AUDITOR))], after: After = 0,
-                 limit: Limit = limits.events_page_size_default) -> AuditEventsPage:
+                 limit: Limit = limits.audit_events_page_size_default) -> AuditEventsPage:
     with read.connection() as conn:
         rows = conn.execute(SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
@@ -137,7 +137,7 @@ def audit_events(read: Annotated[Read, Depends(reader(Role.AUDITOR))], after: Af
 @router.get("/audit/checkpoints", response_model=CheckpointsPage, responses=AUDIT_ERRORS,
             summary="Signed checkpoints of the hash chain (auditors)")
 def audit_checkpoints(read: Annotated[Read, Depends(reader(Role.AUDITOR))], after: After = 0,
-                      limit: Limit = limits.events_page_size_default) -> CheckpointsPage:
+                      limit: Limit = limits.audit_events_page_size_default) -> CheckpointsPage:
     with read.connection() as conn:
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
                               (CHECKPOINTS_TABLE,)).fetchone()

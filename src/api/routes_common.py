@@ -30,9 +30,6 @@ from ledger.household import Household
 from ledger.resident import Resident
 from projections.runner import ProjectionRunner
 
-consistency_poll_seconds: Final = 0.02
-retry_after_not_consistent_seconds: Final = 1
-
 bearer = HTTPBearer(
     auto_error=False, bearerFormat="JWT",
     description="An access token from the platform's identity provider (EdDSA or RS256). "
@@ -73,9 +70,9 @@ class Services:
                     return
                 if time.monotonic() >= deadline:
                     break
-                time.sleep(consistency_poll_seconds)
+                time.sleep(limits.consistency_poll_seconds)
         raise ApiProblemError("not_yet_consistent", f"position {position}",
-                         retry_after_seconds=retry_after_not_consistent_seconds)
+                         retry_after_seconds=limits.retry_after_not_consistent_seconds)
 
 
 def services(request: Request) -> Services:
@@ -187,11 +184,11 @@ def reader(*roles: Role) -> Callable[..., Read]:
         principal: Annotated[Principal, Depends(gate)],
         found: Annotated[Services, Depends(services)],
         consistent_with: Annotated[int | None, Query(
-            ge=0, le=2**63 - 1,
+            ge=0, le=limits.position_max,
             description="A `position` from a write's response: answer only once the read "
                         "side reflects it (waits a few seconds at most, else 503).")] = None,
         x_consistent_with: Annotated[int | None, Header(
-            alias="X-Consistent-With", ge=0, le=2**63 - 1,
+            alias="X-Consistent-With", ge=0, le=limits.position_max,
             description="Same as the `consistent_with` query parameter.")] = None,
     ) -> Read:
         wanted = max(consistent_with or 0, x_consistent_with or 0)

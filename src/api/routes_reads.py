@@ -39,15 +39,11 @@ from ledger.policy import POLICY_ID, AccrualPolicy
 router = APIRouter(prefix="/v1")
 
 READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
-stats_days_max: Final = 366
-stats_days_default: Final = 7
-stats_date_earliest: Final = date(2000, 1, 1)
-stats_date_latest: Final = date(2100, 12, 31)
 
 WalletAnyView = Annotated[WalletView | WalletStaffView, Field(discriminator="view")]
 Limit = Annotated[int, Query(ge=1, le=limits.page_size_max,
                              description=f"Page size, at most {limits.page_size_max}.")]
-Cursor = Annotated[int | None, Query(ge=1, le=2**63 - 1,
+Cursor = Annotated[int | None, Query(ge=1, le=limits.position_max,
                                      description="`next_cursor` of the previous page.")]
 
 STAFF_ROLES: Final = (Role.COORDINATOR, Role.MANAGER)
@@ -236,14 +232,14 @@ def get_market_stats(
         elif not in_complex(principal, complex_id):
             raise DomainError(errors.unknown_complex, str(complex_id))
     to_date = to_date or datetime.now(KST).date()
-    if not stats_date_earliest <= to_date <= stats_date_latest:
+    if not limits.stats_date_earliest <= to_date <= limits.stats_date_latest:
         raise DomainError(errors.invalid_field, "to: a date between 2000 and 2100")
-    from_date = from_date or to_date - timedelta(days=stats_days_default - 1)
-    if not stats_date_earliest <= from_date <= stats_date_latest:
+    from_date = from_date or to_date - timedelta(days=limits.stats_days_default - 1)
+    if not limits.stats_date_earliest <= from_date <= limits.stats_date_latest:
         raise DomainError(errors.invalid_field, "from: a date between 2000 and 2100")
-    if not 0 <= (to_date - from_date).days < stats_days_max:
+    if not 0 <= (to_date - from_date).days < limits.stats_days_max:
         raise DomainError(errors.invalid_field,
-                          f"from..to: at most {stats_days_max} days, from not after to")
+                          f"from..to: at most {limits.stats_days_max} days, from not after to")
     with read.connection() as conn:
         stats = projections.market_stats(conn, from_date, to_date, complex_id, market)
     return MarketStatsView(**stats)

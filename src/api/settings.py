@@ -29,7 +29,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-jwt_public_keys_count_max = 16
+from ledger import limits
 
 
 class ApiSettings(BaseSettings):
@@ -42,7 +42,7 @@ class ApiSettings(BaseSettings):
     jwt_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
     # NoDecode: the raw string reaches the validator below, which accepts both list forms.
     jwt_public_keys: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), max_length=jwt_public_keys_count_max
+        default=(), max_length=limits.jwt_public_keys_count_max
     )
     dev_key_dir: Path = Path("var/dev-keys")
 
@@ -51,7 +51,7 @@ class ApiSettings(BaseSettings):
     data_dir: Path = Path("var/pgdata")
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=limits.port_number_max)
 
     kafka_bootstrap_servers: str = Field(
         default="",

@@ -25,8 +25,8 @@ from uuid import UUID
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from audit import limits
 from audit.scratch import Recomputed, Scratch, accrual_differences, recompute
+from ledger import limits
 from ledger.database import connect
 from ledger.events import KST
 from ledger.policy import POLICY_ID

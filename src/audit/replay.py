@@ -28,9 +28,9 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from audit import limits
 from audit.scratch import SKIPPED as SCRATCH_SKIPPED
 from audit.scratch import Finding, Scratch
+from ledger import limits
 from ledger.database import ConnectionSettings
 from projections.base import (
     Changes,
@@ -112,7 +112,7 @@ class Replay:
 
     def __init__(self, conn: psycopg.Connection[Any], *, progress: Progress | None = None,
                  projections: tuple[Projection, ...] = ALL,
-                 batch_size: int = limits.fetch_size_rows, part: str = "all",
+                 batch_size: int = limits.verify_fetch_size_rows, part: str = "all",
                  fold: tuple[str, ...] | None = None) -> None:
         """`part`: "scratch" (the auditor's fold only), "projections" (the projections' folds
         only) or "all". `fold` names the projections whose folds this pass runs (default:
@@ -339,7 +339,7 @@ class Replay:
         wrong.extend((key, PROJECTION_ROW_EXTRA,
                       f"{table.name} row {_key(key)} has no events behind it")
                      for key in live.keys() - folded.keys())
-        wrong = wrong[:limits.findings_max]
+        wrong = wrong[:limits.findings_kept_max]
         if not wrong:
             return
         positions = self._last_positions(projection, table, [key for key, _, _ in wrong])
@@ -437,7 +437,7 @@ class Replay:
                        + _diff(differing, got, want))
 
     def _find(self, position: int, code: str, detail: str) -> None:
-        if len(self.findings) < limits.findings_max:
+        if len(self.findings) < limits.findings_kept_max:
             self.findings.append(Finding(position, code, detail))
 
 

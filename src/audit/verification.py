@@ -25,10 +25,10 @@ from psycopg.types.json import Jsonb
 from audit.chain import Progress
 from audit.replay import Replay, replay_projections
 from audit.verify import verify_chain
+from ledger import limits
 from ledger.database import connect
 
 VERIFICATIONS_TABLE = "audit_verifications"
-FINDINGS_REPORTED_MAX = 20
 MAIN_FOLDS = ("wallet_balances",)
 """Projections folded in this process alongside the auditor's fold, from the same decoded
 events (the wallet fold reads the most events; decoding them once saves the most)."""
@@ -167,7 +167,7 @@ def verify_ledger(
         problem=None if first is None else first["code"],
         detail="ledger verified" if first is None else first["detail"],
         verified_at=verified_at, seconds=round(time.monotonic() - started, 3), counts=counts,
-        findings=findings[:FINDINGS_REPORTED_MAX], notes=replay.notes,
+        findings=findings[:limits.findings_reported_max], notes=replay.notes,
         points_by_kind=replay.points_by_kind)
     if store:
         store_verification(url, schema, result)

@@ -39,7 +39,6 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg import sql
 
-from audit import limits
 from audit.chain import (
     CHAIN_TABLE,
     CHECKPOINTS_TABLE,
@@ -61,6 +60,7 @@ from audit.signing import (
     load_public_key,
     load_signing_key,
 )
+from ledger import limits
 from ledger.database import connect
 
 EVENT_MODIFIED = "event_modified"
@@ -338,13 +338,13 @@ class _Scan:
         name = f"audit_verify_{next(_cursor_numbers)}"
         with self.conn.cursor(name=name, binary=True) as cursor:
             cursor.execute(query, params)
-            while rows := cursor.fetchmany(limits.fetch_size_rows):
+            while rows := cursor.fetchmany(limits.verify_fetch_size_rows):
                 yield from rows
 
     def _drain(self, cursor: psycopg.ServerCursor[Any] | None, *, events: bool) -> Iterator[Any]:
         if cursor is None:
             return
-        while rows := cursor.fetchmany(limits.fetch_size_rows):
+        while rows := cursor.fetchmany(limits.verify_fetch_size_rows):
             if events and self.progress is not None:
                 self.progress(len(rows))
             yield from rows
@@ -401,7 +401,7 @@ class _Scan:
         length = length_prefix
         fixed_fields = _fixed_fields
         checked = 0
-        fetch_size = limits.fetch_size_rows
+        fetch_size = limits.verify_fetch_size_rows
         chain_hash = GENESIS_HASH
         chain_rows: list[ChainRow] = (
             [] if chain_cursor is None else chain_cursor.fetchmany(fetch_size)

@@ -14,6 +14,7 @@ from typing import Any
 
 from cli import audit, relay, serve
 from cli.arguments import bounded_int
+from ledger import limits
 from ledger.database import database_url
 
 Command = Callable[[argparse.Namespace], int]
@@ -66,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seed = commands.add_parser("seed", help="load a realistic dataset through the commands")
-    seed.add_argument("--complexes", type=bounded_int(1, 10_000), default=2)
-    seed.add_argument("--households", type=bounded_int(1, 2_000_000), default=40)
-    seed.add_argument("--months", type=bounded_int(0, 120), default=1,
+    seed.add_argument("--complexes", type=bounded_int(1, limits.seed_complexes_max), default=2)
+    seed.add_argument("--households", type=bounded_int(1, limits.seed_households_max),
+                      default=40)
+    seed.add_argument("--months", type=bounded_int(0, limits.seed_months_max), default=1,
                       help="months of activity after enrolment (default 1)")
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     seed.set_defaults(handler=cmd_seed)

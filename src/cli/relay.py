@@ -52,6 +52,7 @@ from feed.relay import (
     topic_partitions_default,
     tracking_name_default,
 )
+from ledger import limits
 from ledger.database import database_url
 
 if TYPE_CHECKING:
@@ -85,8 +86,6 @@ ENVIRONMENT_NAMES = (
 
 bootstrap_servers_default = "127.0.0.1:9092"
 route_default = "feed.public_events:route"
-status_log_seconds_default = 60.0
-topic_partitions_max = 1024
 
 
 def _env(name: str, default: str) -> str:
@@ -109,19 +108,19 @@ def add_commands(commands: Any) -> None:
                        help="tracking name: one active relay per name and schema")
     relay.add_argument("--batch-size", type=bounded_int(1, batch_size_max),
                        default=int(_env(BATCH_SIZE_VARIABLE, str(batch_size_default))))
-    relay.add_argument("--topic-partitions", type=bounded_int(1, topic_partitions_max),
+    relay.add_argument("--topic-partitions", type=bounded_int(1, limits.topic_partitions_max),
                        default=int(_env(TOPIC_PARTITIONS_VARIABLE,
                                         str(topic_partitions_default))),
                        help="partitions of the topics the relay creates")
     relay.add_argument("--poll-interval-seconds", type=float, default=1.0)
     relay.add_argument("--send-timeout-seconds", type=float, default=30.0)
-    relay.add_argument("--metrics-port", type=bounded_int(0, 65535),
+    relay.add_argument("--metrics-port", type=bounded_int(0, limits.port_number_max),
                        default=int(_env(METRICS_PORT_VARIABLE, "0")),
                        help="serve Prometheus text on this port at /metrics (0: off)")
     relay.add_argument("--metrics-host", default=_env(METRICS_HOST_VARIABLE, "127.0.0.1"))
     relay.add_argument("--status-log-seconds", type=float,
                        default=float(_env(STATUS_LOG_SECONDS_VARIABLE,
-                                          str(status_log_seconds_default))),
+                                          str(limits.relay_status_log_seconds_default))),
                        help="log a status line this often (0: never)")
     relay.set_defaults(handler=cmd_relay)
 

@@ -17,13 +17,14 @@ import threading
 import uuid
 from typing import Any
 
+from cli.arguments import bounded_int
+from ledger import limits
 from ledger.database import database_url
 
 DEMO_HOST = "127.0.0.1"
 DEMO_PORT = 8000
 PILOT_COMPLEXES = 29
 PILOT_HOUSEHOLDS = 25_000
-workers_max = 64
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -165,34 +166,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workers(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= workers_max:
-        raise argparse.ArgumentTypeError(f"between 1 and {workers_max}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError("between 1 and 65535")
-    return value
-
-
-def _households(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 2_000_000:
-        raise argparse.ArgumentTypeError("between 1 and 2,000,000")
-    return value
-
-
 def add_commands(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="serve the HTTP API (and, unless --no-projections, the projections)")
     serve.add_argument("--host", default=os.environ.get("LEDGER_HOST", DEMO_HOST))
-    serve.add_argument("--port", type=_port, default=int(os.environ.get("LEDGER_PORT",
-                                                                         DEMO_PORT)))
-    serve.add_argument("--workers", type=_workers, default=1,
+    serve.add_argument("--port", type=bounded_int(1, limits.port_number_max),
+                       default=int(os.environ.get("LEDGER_PORT", DEMO_PORT)))
+    serve.add_argument("--workers", type=bounded_int(1, limits.serve_workers_max), default=1,
                        help="uvicorn worker processes (each runs the projection runner "
                             "unless --no-projections; they share the work safely)")
     serve.add_argument("--no-projections", action="store_true",
@@ -232,10 +212,12 @@ def add_commands(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="embedded database, the seeded pilot, projections and the API on "
                      f"{DEMO_HOST}:{DEMO_PORT}, with ready development tokens")
-    demo.add_argument("--households", type=_households, default=PILOT_HOUSEHOLDS,
+    demo.add_argument("--households", type=bounded_int(1, limits.seed_households_max),
+                      default=PILOT_HOUSEHOLDS,
                       help=f"households to seed into an empty ledger "
                            f"(default {PILOT_HOUSEHOLDS:,}, the pilot)")
-    demo.add_argument("--complexes", type=_households, default=PILOT_COMPLEXES)
+    demo.add_argument("--complexes", type=bounded_int(1, limits.seed_complexes_max),
+                      default=PILOT_COMPLEXES)
     demo.add_argument("--host", default=DEMO_HOST)
-    demo.add_argument("--port", type=_port, default=DEMO_PORT)
+    demo.add_argument("--port", type=bounded_int(1, limits.port_number_max), default=DEMO_PORT)
     demo.set_defaults(handler=cmd_demo)

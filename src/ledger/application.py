@@ -723,7 +723,8 @@ class Ledger(Application[UUID]):
         billing_period = check_billing_period(command.billing_period)
         amount_won = check_amount(command.amount_won)
         hold_seconds = command.hold_seconds or limits.hold_seconds_default
-        if type(hold_seconds) is not int or not 60 <= hold_seconds <= limits.hold_seconds_max:
+        if (type(hold_seconds) is not int
+                or not limits.hold_seconds_min <= hold_seconds <= limits.hold_seconds_max):
             raise DomainError(errors.invalid_field, "hold_seconds")
         household = unit.get(Household, command.household_id, errors.unknown_household)
         wallet = unit.get(Resident, command.resident_id, errors.unknown_resident)

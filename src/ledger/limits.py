@@ -6,6 +6,10 @@ a typo, not a sale. Raising one is a deliberate change made here.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
+# Write side (ledger) -----------------------------------------------------------------------
+
 amount_won_max = 100_000_000
 """Largest single trade, rent invoice, payment, spend or payout: 100 million won."""
 
@@ -23,6 +27,9 @@ policy_rates_count_max = 200
 
 hold_seconds_default = 3 * 24 * 3600
 """A rent hold not settled or released within three days is released automatically."""
+
+hold_seconds_min = 60
+"""A rent hold gives billing at least a minute to settle or release it."""
 
 hold_seconds_max = 31 * 24 * 3600
 """No hold may last longer than a month."""
@@ -46,3 +53,135 @@ page_size_max = 500
 """Rows in one page of any listing."""
 
 page_size_default = 50
+"""Rows in one page of a listing when the caller does not say how many."""
+
+position_max = 2**63 - 1
+"""The largest event log position (a PostgreSQL bigint); also bounds cursors that are positions."""
+
+# Projections (projections) -----------------------------------------------------------------
+
+projection_stage_rows_min = 500
+"""Changes to one table at least this large are written through COPY and a staging table."""
+
+# The Kafka feed (feed) ---------------------------------------------------------------------
+
+topic_partitions_max = 1024
+"""Partitions of a topic the relay creates."""
+
+relay_status_log_seconds_default = 60.0
+"""How often a running relay logs its status line, unless told otherwise."""
+
+# Audit (audit) -----------------------------------------------------------------------------
+
+chain_batch_size_events = 5_000
+"""Events the chain follower reads, hashes and commits in one transaction."""
+
+chain_batch_size_events_max = 100_000
+"""A larger chain batch holds one transaction open for too long."""
+
+chain_poll_seconds_default = 1.0
+"""How long an idle chain follower sleeps before looking for new events."""
+
+checkpoint_interval_events_default = 10_000
+"""A signed checkpoint at least every this many chained events."""
+
+checkpoint_interval_seconds_default = 10 * 60
+"""A signed checkpoint at least this often while new events are chained."""
+
+verify_fetch_size_rows = 20_000
+"""Rows the verifier takes from its server-side cursors per round trip."""
+
+findings_kept_max = 100
+"""Problems one verification keeps; the first (lowest position) is the one reported."""
+
+findings_reported_max = 20
+"""Problems of one verification that are recorded and shown with its result."""
+
+statement_lines_max = 100_000
+"""Lines in one monthly statement; a wallet or fund with more is refused, not cut short."""
+
+audit_events_page_size_max = 1_000
+"""Events in one page of the auditor's event log (GET /v1/audit/events)."""
+
+audit_events_page_size_default = 100
+"""Events in one page of the auditor's event log when the caller does not say how many."""
+
+# HTTP API (api, service) -------------------------------------------------------------------
+
+token_length_max = 8192
+"""Characters in one bearer token; a longer one is refused before it is decoded."""
+
+token_id_length_max = 256
+"""Characters in a token's `jti` claim, which becomes the principal's token id."""
+
+token_ttl_seconds_max = 24 * 60 * 60
+"""Longest lifetime of a development token: one day."""
+
+clock_leeway_seconds = 10
+"""Clock difference tolerated between the identity provider and the API when checking times."""
+
+rsa_key_bits_min = 2048
+"""Smallest RSA key accepted to verify RS256 tokens."""
+
+jwt_public_keys_count_max = 16
+"""Identity provider keys that may be trusted at once (LEDGER_JWT_PUBLIC_KEYS)."""
+
+rate_limit_buckets_count_max = 100_000
+"""Callers the write rate limiter tracks at once; the least recently seen are forgotten first
+(a forgotten caller starts again with a full bucket, which only ever errs towards allowing)."""
+
+consistency_poll_seconds = 0.02
+"""How often a read waiting for its `X-Consistent-With` position looks at the projections."""
+
+retry_after_not_consistent_seconds = 1
+"""Retry-After of the 503 a read answers when the projections did not reach its position."""
+
+stats_days_max = 366
+"""Days one market statistics request may span."""
+
+stats_days_default = 7
+"""Days of market statistics when the caller gives no start date."""
+
+stats_date_earliest = date(2000, 1, 1)
+"""The earliest day market statistics may be asked for."""
+
+stats_date_latest = date(2100, 12, 31)
+"""The latest day market statistics may be asked for."""
+
+validation_errors_listed_max = 20
+"""Field problems one 422 answer lists."""
+
+accept_language_length_max = 512
+"""Characters of an Accept-Language header that is read; a longer one gets the default."""
+
+occurred_at_earliest = datetime(2020, 1, 1, tzinfo=UTC)
+"""A platform time before the platform existed is a mistake."""
+
+occurred_at_ahead_seconds_max = 10 * 60
+"""How far in the future a platform time may be (clocks differ a little, never much)."""
+
+due_at_earliest = datetime(2020, 1, 1, tzinfo=UTC)
+"""The earliest due time of a rent invoice."""
+
+due_at_latest = datetime(2100, 1, 1, tzinfo=UTC)
+"""Rent invoices fall due before this time (month arithmetic breaks at the calendar's end)."""
+
+policy_version_max = 1_000_000
+"""The largest accrual policy version a trade may name."""
+
+# Command line (cli) ------------------------------------------------------------------------
+
+port_number_max = 65_535
+"""The largest TCP port number (the API's and the relay's metrics endpoint)."""
+
+serve_workers_max = 64
+"""Worker processes `ledger serve --workers` may start."""
+
+seed_complexes_max = 10_000
+"""Complexes `ledger seed` and `ledger demo` may create."""
+
+seed_households_max = 2_000_000
+"""Households `ledger seed` and `ledger demo` may create."""
+
+seed_months_max = 120
+"""Months of activity `ledger seed` may simulate."""

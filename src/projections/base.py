@@ -28,6 +28,7 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
+from ledger import limits
 from ledger.events import KST
 
 Row = dict[str, Any]
@@ -35,9 +36,6 @@ Key = tuple[Any, ...]
 
 SKIPPED_NAMES = frozenset({"RequestRecord.Accepted"})
 """Events no projection reads; their state is never parsed."""
-
-STAGE_ROWS_MIN = 500
-"""Changes to one table at least this large are written through COPY and a staging table."""
 
 
 @dataclass(frozen=True)
@@ -362,7 +360,7 @@ def upsert_rows(conn: psycopg.Connection[Any], table: Table, rows: list[Row],
     column_list = SQL(", ").join(map(Identifier, names))
     conflict = _conflict_clause(table, names)
     values = _full_rows(table, rows)
-    if len(values) < STAGE_ROWS_MIN:
+    if len(values) < limits.projection_stage_rows_min:
         placeholders = SQL("({})").format(SQL(", ").join(
             SQL("%s::{}").format(SQL(table.sql_type(c).split(maxsplit=1)[0]))
             for c in names))

@@ -217,7 +217,7 @@ def wallet_entries(conn: psycopg.Connection[Any], resident_id: UUID, cursor: int
                    limit: int = limits.page_size_default) -> dict[str, Any]:
     """One page of a wallet's history, newest first; `cursor` is the position to go below."""
     limit = max(1, min(limit, limits.page_size_max))
-    below = cursor if cursor is not None else 2**63 - 1
+    below = cursor if cursor is not None else limits.position_max
     with conn.cursor(row_factory=dict_row) as db:
         db.execute(
             "SELECT position, occurred_at, recorded_at, kind, amount_won, held_delta_won,"
