@@ -42,10 +42,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from eventlog.log import StoredRow
 from feed.public_events import events_topic, rent_topic
 from feed.public_events import route as public_route
 from feed.relay import (
-    Notification,
     Relay,
     event_id,
     producer_settings,
@@ -96,7 +96,7 @@ def throughput(url: str, schema: str, bootstrap_servers: str, households: int,
         ).fetchall()
     messages: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
     for position, originator_id, version, topic, state in rows:
-        notification = Notification(position, originator_id, version, topic, bytes(state))
+        notification = StoredRow(position, originator_id, version, topic, bytes(state))
         for message in public_route(notification):
             headers = [
                 ("event_id", str(event_id(originator_id, version)).encode()),
@@ -114,7 +114,7 @@ def throughput(url: str, schema: str, bootstrap_servers: str, households: int,
         # Each run drains the whole log again under a tracking name of its own.
         relay = Relay(url, schema, bootstrap_servers, route=public_route, batch_size=batch_size,
                       name=f"bench-{run}")
-        relay._ensure_connection()
+        relay.prepare_connection()
         relay._ensure_producer({events_topic, rent_topic})  # topics and metadata before the clock
         started = time.perf_counter()
         published = relay.drain()

@@ -46,9 +46,10 @@ from billing_consumer import (
 from jsonschema import Draft202012Validator
 from kafka import KafkaConsumer, TopicPartition
 
+from eventlog.log import StoredRow
 from feed.public_events import events_topic, rent_topic
 from feed.public_events import route as public_route
-from feed.relay import Notification, OutgoingMessage, Relay, relay_status
+from feed.relay import OutgoingMessage, Relay, relay_status
 from kafka_broker import TansuBroker
 from ledger import commands as c
 from ledger.application import now
@@ -173,7 +174,7 @@ def expected_messages(world: World, topic: str, after: int = 0) -> dict[str, int
             (after,)).fetchall()
     wanted: dict[str, int] = {}
     for position, originator_id, version, stored_topic, state in rows:
-        notification = Notification(int(position), originator_id, int(version), stored_topic,
+        notification = StoredRow(int(position), originator_id, int(version), stored_topic,
                                     bytes(state))
         for message in public_route(notification):
             if message.topic == topic:
@@ -182,9 +183,9 @@ def expected_messages(world: World, topic: str, after: int = 0) -> dict[str, int
     return wanted
 
 
-def prefixed_route(prefix: str) -> Callable[[Notification], list[OutgoingMessage]]:
+def prefixed_route(prefix: str) -> Callable[[StoredRow], list[OutgoingMessage]]:
     """The public route with topics renamed `<prefix>.<topic>`, for a broker shared by tests."""
-    def route(notification: Notification) -> list[OutgoingMessage]:
+    def route(notification: StoredRow) -> list[OutgoingMessage]:
         return [replace(message, topic=f"{prefix}.{message.topic}")
                 for message in public_route(notification)]
 
@@ -538,7 +539,7 @@ def _safe(read: Callable[[], str]) -> str:
         return ""
 
 
-def schema_prefixed_route(notification: Notification) -> list[OutgoingMessage]:
+def schema_prefixed_route(notification: StoredRow) -> list[OutgoingMessage]:
     """The public route under a per-test prefix, loaded by the relay command in a subprocess."""
     return prefixed_route(os.environ["FEED_TEST_TOPIC_PREFIX"])(notification)
 
@@ -571,7 +572,7 @@ def rent_events(world: World, after: int = 0) -> list[RentEvent]:
             " FROM ledger_events WHERE notification_id > %s ORDER BY notification_id",
             (after,)).fetchall()
     for position, originator_id, version, stored_topic, state in rows:
-        notification = Notification(int(position), originator_id, int(version), stored_topic,
+        notification = StoredRow(int(position), originator_id, int(version), stored_topic,
                                     bytes(state))
         for message in public_route(notification):
             if message.topic == rent_topic:

@@ -23,8 +23,8 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from kafka import KafkaConsumer, TopicPartition
 
+from eventlog.log import StoredRow
 from feed.relay import (
-    Notification,
     OutgoingMessage,
     Relay,
     event_id,
@@ -185,11 +185,11 @@ def expected_ids(events: list[tuple[int, uuid.UUID, int]]) -> set[str]:
     return {str(event_id(originator_id, version)) for _, originator_id, version in events}
 
 
-def rent_route(schema: str) -> Callable[[Notification], list[OutgoingMessage]]:
+def rent_route(schema: str) -> Callable[[StoredRow], list[OutgoingMessage]]:
     """Every event to `<schema>.events` by aggregate id; `Noted` also to `<schema>.rent`."""
     to_events = event_stream_route(f"{schema}.events")
 
-    def route(notification: Notification) -> list[OutgoingMessage]:
+    def route(notification: StoredRow) -> list[OutgoingMessage]:
         messages = to_events(notification)
         if notification.event_class_name == "Household.Noted":
             state = json.loads(notification.state)

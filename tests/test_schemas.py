@@ -15,6 +15,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from psycopg import sql
 
+from eventlog.log import StoredRow
 from feed.public_events import (
     BY_EVENT_TYPE,
     INTERNAL_EVENT_CLASSES,
@@ -25,7 +26,7 @@ from feed.public_events import (
     route,
     to_public,
 )
-from feed.relay import Notification, event_id
+from feed.relay import event_id
 from feed.schema_tool import check, compatibility, generate, main, schemas_dir_default
 from ledger import commands as c
 from ledger.application import Ledger, now
@@ -398,7 +399,7 @@ def test_internal_events_are_not_published(
     assert internal
     for row in internal:
         assert to_public(*row) is None
-        assert route(Notification(*row)) == []
+        assert route(StoredRow(*row)) == []
 
 
 def test_route_gives_the_relay_one_record_per_kafka_route(
@@ -407,7 +408,7 @@ def test_route_gives_the_relay_one_record_per_kafka_route(
     rows, _ = stored_rows
     for row in rows:
         message = to_public(*row)
-        outgoing = route(Notification(*row))
+        outgoing = route(StoredRow(*row))
         if message is None:
             continue
         assert [(record.topic, record.key) for record in outgoing] == list(message.routes)

@@ -13,22 +13,25 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import psycopg
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 import projections
 from api import problems, routes_audit, routes_money, routes_reads, routes_registry
 from api.auth import TokenVerifier
-from api.models import Health
+from api.models import Health, Readiness, StoppedFollowerView
 from api.problems import PROBLEM_MEDIA_TYPE, ApiProblemError
 from api.ratelimit import WriteRateLimiter
 from api.routes_common import Services
 from api.settings import ApiSettings, get_settings
+from eventlog.follower import stopped_followers
+from ledger import limits
 from ledger.application import Ledger
 from ledger.database import ConnectionSettings, database_url
 from projections.runner import ProjectionRunner
@@ -36,6 +39,9 @@ from projections.runner import ProjectionRunner
 log = logging.getLogger(__name__)
 
 API_VERSION: Final = "1.0.0"
+retry_after_unready_seconds: Final = 5
+READINESS_PATH: Final = "/v1/ready"
+"""Readiness, like liveness (/v1/health), answers without a token: load balancers ask."""
 
 class BackgroundWork(Protocol):
     """Work the service runs beside the API for its lifetime (a follower, a sweeper)."""
@@ -191,6 +197,15 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
     def health() -> Health:
         return Health(status="ok")
 
+    @app.get(READINESS_PATH, response_model=Readiness, tags=["service"],
+             summary="Readiness: the database answers and no follower of the log is stopped; "
+                     "answers without a token, like the health check",
+             responses={503: {"description": "Not ready: the database is unavailable or a "
+                                             "follower of the log stopped at a poison event "
+                                             "(`database`, `stopped_followers` say which)"}})
+    def ready(request: Request) -> JSONResponse:
+        return readiness(request, request.app.state.services)
+
     app.include_router(routes_registry.router)
     app.include_router(routes_money.router)
     app.include_router(routes_reads.router)
@@ -203,6 +218,39 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def readiness(request: Request, services: Services) -> JSONResponse:
+    """Whether this process can serve: the database answers within
+    `limits.readiness_check_seconds_max`, and no follower of the log (in any process)
+    is stopped at a poison event. Not ready is a problem+json 503 with Retry-After."""
+    stopped: list[StoppedFollowerView] = []
+    database: Literal["ok", "unavailable"] = "ok"
+    try:
+        with services.pool.connection(timeout=limits.readiness_check_seconds_max) as conn:
+            stopped = [StoppedFollowerView(name=s.name, position=s.position)
+                       for s in stopped_followers(conn)]
+    except (psycopg.Error, PoolTimeout, OSError):
+        database = "unavailable"
+    runner = services.runner
+    if runner is not None and runner.stopped is not None and not any(
+            s.name == runner.stopped.name for s in stopped):
+        stopped.append(StoppedFollowerView(name=runner.stopped.name,
+                                           position=runner.stopped.position))
+    body = Readiness(status="ready" if database == "ok" and not stopped else "not_ready",
+                     database=database, stopped_followers=stopped).model_dump(mode="json")
+    if body["status"] == "ready":
+        return JSONResponse(body)
+    language = problems.preferred_language(request.headers.get("accept-language"))
+    error = ApiProblemError("not_ready", "")
+    message = error.kind.korean if language == "ko" else error.kind.english
+    reasons = ([] if database == "ok" else ["database unavailable"]) + [
+        f"{s.name} stopped at position {s.position}" for s in stopped]
+    return problems.problem_response(
+        request, "not_ready", 503, message, f"{message} ({'; '.join(reasons)})",
+        language=language, headers={"Retry-After": str(retry_after_unready_seconds)},
+        extensions={"database": database,
+                    "stopped_followers": body["stopped_followers"]})
 
 
 def _openapi_with_problems(app: FastAPI) -> dict[str, Any]:

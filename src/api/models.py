@@ -434,6 +434,20 @@ class Health(ResponseBody):
     status: Literal["ok"]
 
 
+class StoppedFollowerView(ResponseBody):
+    name: str = Field(description="The follower of the event log that stopped.")
+    position: int = Field(description="The log position of the event it keeps failing on "
+                                      "(the error is in the service's log).")
+
+
+class Readiness(ResponseBody):
+    status: Literal["ready", "not_ready"]
+    database: Literal["ok", "unavailable"]
+    stopped_followers: list[StoppedFollowerView] = Field(
+        description="Followers of the event log (projections, relay, audit chain) stopped "
+                    "at an event that keeps failing; their data is stale until fixed.")
+
+
 class PolicyRateView(ResponseBody):
     market: str
     seller_kind: str

@@ -57,6 +57,11 @@ _HTTP_KINDS: dict[str, HttpKind] = {
         HttpKind("not_yet_consistent", 503,
                  "The read side has not caught up with that position yet; retry shortly.",
                  "조회 데이터가 아직 해당 위치까지 반영되지 않았습니다. 잠시 후 다시 시도하세요."),
+        HttpKind("not_ready", 503,
+                 "The service cannot serve yet: the database is unavailable or a follower "
+                 "of the event log stopped.",
+                 "서비스가 아직 준비되지 않았습니다: 데이터베이스에 연결할 수 없거나 이벤트 "
+                 "로그 처리가 멈췄습니다."),
         HttpKind("internal_error", 500, "Something went wrong on our side.",
                  "서버 내부 오류가 발생했습니다."),
     )
@@ -132,13 +137,15 @@ def preferred_language(accept_language: str | None) -> str:
 
 def problem_response(request: Request, code: str, status: int, title: str, detail: str,
                      *, language: str, headers: dict[str, str] | None = None,
-                     field_problems: list[dict[str, str]] | None = None) -> JSONResponse:
+                     field_problems: list[dict[str, str]] | None = None,
+                     extensions: dict[str, Any] | None = None) -> JSONResponse:
     content: dict[str, Any] = {
         "type": f"{PROBLEM_TYPE_PREFIX}{code}", "title": title, "status": status,
         "detail": detail, "code": code, "instance": request.url.path,
     }
     if field_problems is not None:
         content["errors"] = field_problems
+    content.update(extensions or {})
     all_headers = {"Content-Language": language, "Vary": "Accept-Language"}
     all_headers.update(headers or {})
     return JSONResponse(status_code=status, content=content, media_type=PROBLEM_MEDIA_TYPE,

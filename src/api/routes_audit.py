@@ -9,7 +9,7 @@ see answers with exactly the 404 a missing one gets.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -22,6 +22,7 @@ from api.routes_common import Read, in_complex, reader
 from audit.chain import CHECKPOINTS_TABLE, read_checkpoints
 from audit.history import MONTH, statement_from
 from audit.verification import last_verification
+from eventlog.log import EVENTS_TABLE
 from feed.public_events import to_public
 from ledger import errors, limits
 from ledger.errors import DomainError
@@ -29,7 +30,6 @@ from ledger.errors import DomainError
 router = APIRouter(prefix="/v1", tags=["audit"])
 
 AUDIT_ERRORS = problem_responses(401, 403, 404, 422, 503)
-EVENTS_TABLE: Final = "ledger_events"
 
 Month = Annotated[str, Query(pattern=MONTH.pattern, description="Calendar month in KST "
                              "(by when things happened), written YYYY-MM.")]

@@ -42,13 +42,13 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from audit import limits
 from audit.signing import KEY_DIR_DEFAULT, Checkpoint, SigningKey, load_signing_key
+from eventlog.follower import Follower, Following
+from ledger import limits
 from ledger.database import connect
 
 logger = logging.getLogger(__name__)
 
-EVENTS_TABLE = "ledger_events"
 CHAIN_TABLE = "audit_chain"
 CHECKPOINTS_TABLE = "audit_checkpoints"
 
@@ -163,13 +163,15 @@ class _Head:
     events_since_checkpoint: int
 
 
-class ChainFollower:
+class ChainFollower(Follower):
     """Extends `audit_chain` with the events committed since its last position.
 
-    `catch_up()` runs until the log is chained; `run(stop_event)` keeps doing so
-    in a thread. Several followers on one schema are safe: each batch locks the
-    chain table, so they take turns.
+    A follower of the log (`eventlog.follower`): `catch_up()` runs until the log is
+    chained; `run(stop_event)` keeps doing so in a thread. Several followers on one
+    schema are safe: each batch locks the chain table, so they take turns.
     """
+
+    name = "audit_chain"
 
     def __init__(
         self,
@@ -180,10 +182,9 @@ class ChainFollower:
         key_dir: str | os.PathLike[str] = KEY_DIR_DEFAULT,
         checkpoint_interval_events: int = limits.checkpoint_interval_events_default,
         checkpoint_interval_seconds: float = limits.checkpoint_interval_seconds_default,
-        batch_size_events: int = limits.batch_size_events,
-        events_table: str = EVENTS_TABLE,
+        batch_size_events: int = limits.chain_batch_size_events,
     ) -> None:
-        assert 0 < batch_size_events <= limits.batch_size_events_max
+        assert 0 < batch_size_events <= limits.chain_batch_size_events_max
         assert checkpoint_interval_events > 0
         assert checkpoint_interval_seconds > 0
         self.url = url
@@ -193,8 +194,8 @@ class ChainFollower:
         self.checkpoint_interval_events = checkpoint_interval_events
         self.checkpoint_interval_seconds = checkpoint_interval_seconds
         self.batch_size_events = batch_size_events
-        self.events_table = events_table
         self._started_at = datetime.now(UTC)
+        self._head: _Head | None = None
 
     @property
     def signing_key(self) -> SigningKey:
@@ -206,14 +207,24 @@ class ChainFollower:
     def connect(self) -> psycopg.Connection[Any]:
         return cast("psycopg.Connection[Any]", connect(self.url, self.schema))
 
+    def following(self, poll_interval: float = limits.chain_poll_seconds_default
+                  ) -> Following:
+        return Following(self.url, self.schema, self, batch_size=self.batch_size_events,
+                         poll_seconds=poll_interval)
+
     def catch_up(
         self, progress: Progress | None = None, *, connection: psycopg.Connection[Any] | None = None
     ) -> int:
         """Chain every event committed so far; returns how many events were chained."""
+        following = self.following()
         if connection is None:
-            with self.connect() as conn:
-                return self._catch_up(conn, progress)
-        return self._catch_up(connection, progress)
+            try:
+                return following.catch_up(progress)
+            finally:
+                following.stop()
+        with connection.transaction():
+            self.connected(connection)
+        return following.run_batches(connection, progress=progress)
 
     def write_checkpoint(self, *, connection: psycopg.Connection[Any] | None = None) -> int | None:
         """Sign a checkpoint at the chain head now, unless one is there; returns its position."""
@@ -225,44 +236,38 @@ class ChainFollower:
     def run(
         self,
         stop_event: threading.Event,
-        poll_interval: float = limits.poll_interval_seconds_default,
+        poll_interval: float = limits.chain_poll_seconds_default,
     ) -> None:
         """Follow the log until `stop_event` is set; meant as a thread's target."""
-        conn: psycopg.Connection[Any] | None = None
+        following = self.following(poll_interval)
+        following.start()
         try:
-            while not stop_event.is_set():
-                try:
-                    if conn is None or conn.closed:
-                        conn = self.connect()
-                    chained = self._catch_up(conn, None)
-                except psycopg.Error:
-                    # A lost connection or a failed batch is retried; the batch rolled back whole.
-                    logger.exception("audit chain follower: batch failed, retrying")
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    chained = 0
-                if chained == 0:
-                    stop_event.wait(poll_interval)
+            stop_event.wait()
         finally:
-            if conn is not None:
-                conn.close()
+            following.stop()
 
-    def _catch_up(self, conn: psycopg.Connection[Any], progress: Progress | None) -> int:
+    # The follower's side of the loop -----------------------------------------------------
+
+    def connected(self, conn: psycopg.Connection[Any]) -> bool:
         create_tables(conn, self.schema)
-        conn.commit()
-        if not table_exists(conn, self.schema, self.events_table):
-            conn.rollback()
-            return 0
-        chained_total = 0
-        while True:
-            chained = self._chain_one_batch(conn)
-            conn.commit()
-            chained_total += chained
-            if progress is not None and chained:
-                progress(chained)
-            if chained < self.batch_size_events:
-                return chained_total
+        return True
+
+    def locked_position(self, conn: psycopg.Connection[Any]) -> int:
+        self._head = self._lock_and_read_head(conn)
+        return self._head.position
+
+    def handle(self, conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]],
+               _prepared: Any) -> None:
+        head = self._head
+        assert head is not None, "locked_position comes first"
+        self._chain(conn, head, rows)
+
+    def save_position(self, conn: psycopg.Connection[Any], _before: int, _after: int) -> None:
+        """The chain's position is its last row, written by `handle`: nothing more to save."""
+
+    def idle(self, conn: psycopg.Connection[Any]) -> None:
+        """Sign the chain head when the checkpoint interval passed while no events came."""
+        self._chain(conn, self._lock_and_read_head(conn), [])
 
     def _lock_and_read_head(self, conn: psycopg.Connection[Any]) -> _Head:
         # SHARE ROW EXCLUSIVE conflicts with itself: one follower per batch, readers unaffected.
@@ -292,18 +297,8 @@ class ChainFollower:
         assert counted is not None
         return _Head(position, chain_hash, checkpoint_position, checkpoint_created_at, counted[0])
 
-    def _chain_one_batch(self, conn: psycopg.Connection[Any]) -> int:
-        head = self._lock_and_read_head(conn)
-        with conn.cursor(binary=True) as cursor:
-            cursor.execute(
-                sql.SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state"
-                    " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-                ).format(_qualified(self.schema, self.events_table)),
-                (head.position, self.batch_size_events),
-            )
-            events = cursor.fetchall()
-
+    def _chain(self, conn: psycopg.Connection[Any], head: _Head,
+               events: list[tuple[Any, ...]]) -> int:
         chain_rows: list[tuple[int, uuid.UUID, int, bytes]] = []
         checkpoints: list[Checkpoint] = []
         chain_hash = head.hash

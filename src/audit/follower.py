@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import threading
 
-from audit import limits
 from audit.chain import ChainFollower
 from audit.signing import KEY_DIR_DEFAULT
+from ledger import limits
 
 
 def start_audit_follower(
@@ -27,7 +27,7 @@ def start_audit_follower(
     stop_event: threading.Event,
     *,
     key_dir: str | os.PathLike[str] = KEY_DIR_DEFAULT,
-    poll_interval: float = limits.poll_interval_seconds_default,
+    poll_interval: float = limits.chain_poll_seconds_default,
     checkpoint_interval_events: int = limits.checkpoint_interval_events_default,
     checkpoint_interval_seconds: float = limits.checkpoint_interval_seconds_default,
 ) -> threading.Thread:

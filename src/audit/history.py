@@ -26,14 +26,13 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from audit.scratch import Recomputed, Scratch, accrual_differences, recompute
+from eventlog.log import EVENTS_TABLE, Event, decode_row
 from ledger import limits
 from ledger.database import connect
 from ledger.events import KST
 from ledger.policy import POLICY_ID
 from ledger.trade import trade_aggregate_id
-from projections.base import Event, decode_row
 
-EVENTS_TABLE = "ledger_events"
 FETCH_ROWS = 20_000
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 

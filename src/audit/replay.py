@@ -30,20 +30,10 @@ from psycopg.sql import SQL, Identifier
 
 from audit.scratch import SKIPPED as SCRATCH_SKIPPED
 from audit.scratch import Finding, Scratch
+from eventlog.log import EVENTS_TABLE, Event, decode_row, event_name
 from ledger import limits
 from ledger.database import ConnectionSettings
-from projections.base import (
-    Changes,
-    Event,
-    Key,
-    Projection,
-    Row,
-    Table,
-    TradeFacts,
-    decode_row,
-    event_name,
-    typed,
-)
+from projections.base import Changes, Key, Projection, Row, Table, TradeFacts, typed
 from projections.complex_funds import FUNDS
 from projections.market_views import MERCHANTS
 from projections.rent_payments import INVOICES, PAYMENTS
@@ -57,7 +47,6 @@ PROJECTION_MISMATCH = "projection_mismatch"
 PROJECTION_ROW_MISSING = "projection_row_missing"
 PROJECTION_ROW_EXTRA = "projection_row_extra"
 
-EVENTS_TABLE = "ledger_events"
 REQUEST_RECORD_NAME = "RequestRecord.Accepted"
 TRADE_RECORDED_PATTERN = "%:Trade.Recorded"
 TRADE_FACT_FIELDS = ("market", "category", "seller_kind", "seller_id", "policy_version",

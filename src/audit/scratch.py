@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventlog.log import Event
 from ledger.events import (
     FUND_SPENDING,
     ISSUANCE,
@@ -30,7 +31,6 @@ from ledger.events import (
 )
 from ledger.household import EXPIRED, HELD, RELEASED, SETTLED
 from ledger.policy import ANY_CATEGORY, accrual_base_won, share_won
-from projections.base import Event
 
 ACCRUAL_MISMATCH = "accrual_mismatch"
 ACCRUAL_MISSING = "accrual_missing"

@@ -42,7 +42,6 @@ from psycopg import sql
 from audit.chain import (
     CHAIN_TABLE,
     CHECKPOINTS_TABLE,
-    EVENTS_TABLE,
     GENESIS_HASH,
     INTEGER_PREFIX,
     UUID_PREFIX,
@@ -60,6 +59,7 @@ from audit.signing import (
     load_public_key,
     load_signing_key,
 )
+from eventlog.log import EVENTS_TABLE
 from ledger import limits
 from ledger.database import connect
 

@@ -112,8 +112,10 @@ def add_commands(commands: Any) -> None:
                        default=int(_env(TOPIC_PARTITIONS_VARIABLE,
                                         str(topic_partitions_default))),
                        help="partitions of the topics the relay creates")
-    relay.add_argument("--poll-interval-seconds", type=float, default=1.0)
-    relay.add_argument("--send-timeout-seconds", type=float, default=30.0)
+    relay.add_argument("--poll-interval-seconds", type=float,
+                       default=limits.relay_poll_seconds_default)
+    relay.add_argument("--send-timeout-seconds", type=float,
+                       default=limits.relay_send_timeout_seconds_default)
     relay.add_argument("--metrics-port", type=bounded_int(0, limits.port_number_max),
                        default=int(_env(METRICS_PORT_VARIABLE, "0")),
                        help="serve Prometheus text on this port at /metrics (0: off)")

@@ -61,7 +61,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_project(args: argparse.Namespace) -> int:
     from audit.follower import start_audit_follower  # noqa: PLC0415
+    from eventlog.follower import Stopped, connect, stopped_followers  # noqa: PLC0415
     from projections.runner import ProjectionRunner  # noqa: PLC0415
+
+    reported: set[Stopped] = set()
+
+    def report_stops() -> None:
+        """Say once, on standard error, which follower stopped at which event and why."""
+        try:
+            with connect(url, args.schema) as conn:
+                stops = set(stopped_followers(conn))
+        except Exception as error:  # the database is away: the followers say so themselves
+            print(f"status unavailable: {error}", file=sys.stderr)
+            return
+        for stop in sorted(stops - reported, key=lambda s: s.name):
+            print(f"follower {stop.name} STOPPED at position {stop.position}: {stop.error}; "
+                  "the others go on; fix the cause and restart", file=sys.stderr, flush=True)
+        reported.update(stops)
 
     stopping = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
@@ -72,8 +88,9 @@ def cmd_project(args: argparse.Namespace) -> int:
         print(f"following the event log into the projections and the audit hash chain of "
               f"schema {args.schema!r}; stop with SIGTERM or Ctrl-C", flush=True)
         while not stopping.wait(5):
-            if runner.error is not None:
+            if runner.error is not None and runner.stopped is None:
                 print(f"projection batch failed, retrying: {runner.error}", file=sys.stderr)
+            report_stops()
         audit_thread.join(timeout=5)
         print(f"stopped at positions {runner.positions()}")
     return 0

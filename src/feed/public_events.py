@@ -29,8 +29,8 @@ from uuid import UUID
 import orjson
 from eventsourcing.utils import get_topic
 
-from feed.relay import Notification, OutgoingMessage, event_id
-from ledger.codec import decode
+from eventlog.log import StoredRow, to_domain_event
+from feed.messages import OutgoingMessage, event_id
 from ledger.complex import Complex
 from ledger.events import Caused
 from ledger.household import Household, RentPaymentLocator
@@ -324,7 +324,7 @@ def to_public(position: int, originator_id: UUID, originator_version: int, topic
     """The public message of one stored event; None for an internal event."""
     if topic in _internal_topics:
         return None  # Decoding is skipped: a request record accompanies every command.
-    event = decode(originator_id, originator_version, topic, state)
+    event = to_domain_event(StoredRow(position, originator_id, originator_version, topic, state))
     public = REGISTRY.get(type(event))
     if public is None:
         msg = f"event class {type(event).__qualname__} ({topic}) is neither public nor internal"
@@ -340,7 +340,7 @@ def to_public(position: int, originator_id: UUID, originator_version: int, topic
     )
 
 
-def route(notification: Notification) -> list[OutgoingMessage]:
+def route(notification: StoredRow) -> list[OutgoingMessage]:
     """The relay's route for public events: `--route feed.public_events:route`.
 
     The relay adds the headers event_id, position, event_type and schema_version.

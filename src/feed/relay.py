@@ -26,18 +26,19 @@ import argparse
 import importlib
 import logging
 import os
-import random
 import signal
 import threading
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import psycopg
 from psycopg import sql
 
+from eventlog.follower import TRANSIENT_DATABASE_ERRORS, Follower, Following, Stopped, Waiter
+from eventlog.log import EVENTS_TABLE, StoredRow
+from feed.messages import OutgoingMessage, Route, event_id, reserved_header_names
+from ledger import limits
 from ledger.database import connect, database_url
 
 if TYPE_CHECKING:
@@ -45,84 +46,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-events_table_name = "ledger_events"
-notify_channel_name = "ledger_events"
 tracking_table_name = "relay_tracking"
 tracking_name_default = "kafka"
 
-batch_size_default = 1000
-batch_size_max = 10_000
-topic_partitions_default = 3
-poll_interval_seconds_default = 1.0
-send_timeout_seconds_default = 30.0
-backoff_seconds_min = 0.1
-backoff_seconds_max = 10.0
-linger_ms = 5
-
-# Header names the relay writes itself; a route may not set them.
-reserved_header_names = frozenset({"event_id", "position", "event_type", "schema_version"})
-
-# Namespace of the stable event ids: uuid5(namespace, "<originator_id>:<originator_version>").
-event_id_namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ledger:event")
-
-
-def event_id(originator_id: uuid.UUID, originator_version: int) -> uuid.UUID:
-    """The stable id of one event, the same on every delivery of it."""
-    return uuid.uuid5(event_id_namespace, f"{originator_id}:{originator_version}")
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One committed event as stored: `state` is the UTF-8 JSON of the event's fields."""
-
-    position: int
-    originator_id: uuid.UUID
-    originator_version: int
-    topic: str
-    state: bytes
-
-    @property
-    def event_class_name(self) -> str:
-        """`Wallet.PointsAccrued` for the library topic `ledger.wallet:Wallet.PointsAccrued`."""
-        return self.topic.rpartition(":")[2]
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """One Kafka record a route makes from an event.
-
-    `event_type` and `schema_version` describe the payload and become headers;
-    `headers` holds any further headers the route wants (not the reserved names).
-    """
-
-    topic: str
-    key: str
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    event_type: str = field(kw_only=True)
-    schema_version: int = field(kw_only=True)
-
-
-Route = Callable[[Notification], list[OutgoingMessage]]
+batch_size_default = limits.relay_batch_size_events_default
+batch_size_max = limits.relay_batch_size_events_max
+topic_partitions_default = limits.topic_partitions_default
+poll_interval_seconds_default = limits.relay_poll_seconds_default
+send_timeout_seconds_default = limits.relay_send_timeout_seconds_default
 
 # One Kafka record as handed to the producer: topic, key, value, headers.
 _Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    """The events after position `after` up to `last`, and the records they became."""
-
-    after: int
-    last: int
-    events: int
-    records: list[_Record]
-
-
 def event_stream_route(topic: str) -> Route:
     """A route that sends every event, as stored, to `topic`, keyed by aggregate id."""
 
-    def route(notification: Notification) -> list[OutgoingMessage]:
+    def route(notification: StoredRow) -> list[OutgoingMessage]:
         return [
             OutgoingMessage(
                 topic,
@@ -187,8 +127,8 @@ def read_status(
             position, last_published_at = int(row[0]), row[1]
     head_position = 0
     lag_events = 0
-    if _table_exists(conn, schema, events_table_name):
-        events = _identifier(schema, events_table_name)
+    if _table_exists(conn, schema, EVENTS_TABLE):
+        events = _identifier(schema, EVENTS_TABLE)
         row = conn.execute(
             sql.SQL(
                 "SELECT (SELECT coalesce(max(notification_id), 0) FROM {0}),"
@@ -227,9 +167,9 @@ def producer_settings(bootstrap_servers: str, send_timeout_seconds: float) -> di
         "enable_idempotence": True,
         "max_in_flight_requests_per_connection": 5,
         "retries": 2_147_483_647,
-        "linger_ms": linger_ms,
+        "linger_ms": limits.relay_linger_ms,
         "delivery_timeout_ms": delivery_timeout_ms,
-        "request_timeout_ms": max(500, delivery_timeout_ms // 2 - linger_ms),
+        "request_timeout_ms": max(500, delivery_timeout_ms // 2 - limits.relay_linger_ms),
         "max_block_ms": delivery_timeout_ms,
         "bootstrap_timeout_ms": delivery_timeout_ms,
         "reconnect_backoff_max_ms": 1000,
@@ -238,12 +178,18 @@ def producer_settings(bootstrap_servers: str, send_timeout_seconds: float) -> di
     }
 
 
-class Relay:
+class Relay(Follower):
     """Follows `{schema}.ledger_events` and publishes each event through `route`.
 
-    Only one relay of a given `name` publishes at a time: the others wait on a
-    PostgreSQL advisory lock, so a standby takes over when the active one dies.
+    One follower of the log (`eventlog.follower`): each batch is routed while the
+    previous one is acknowledged, sent, acknowledged by the broker, and only then is its
+    position recorded, in the transaction that locked it. Only one relay of a given
+    `name` publishes at a time: the others wait on a PostgreSQL advisory lock, so a
+    standby takes over when the active one dies. A broker that is away is waited for
+    (bounded backoff); a route that keeps failing on one event stops the relay there.
     """
+
+    transient = (*TRANSIENT_DATABASE_ERRORS, PublishError)
 
     def __init__(
         self,
@@ -266,218 +212,144 @@ class Relay:
         self.bootstrap_servers = bootstrap_servers
         self.route = route
         self.batch_size = batch_size
-        self.name = name
+        self.tracking_name = name
+        self.name = f"relay.{name}"
         self.topic_partitions = topic_partitions
         self.poll_interval_seconds = poll_interval_seconds
         self.send_timeout_seconds = send_timeout_seconds
         self.events_published = 0
         self.messages_published = 0
-        self._conn: psycopg.Connection[Any] | None = None
         self._producer: Any = None
         self._topics_ready: set[str] = set()
-        # The recorded position as last read or written on this connection; None: read it.
-        self._position: int | None = None
-        # The next batch, built while the previous one was in flight; never sent yet.
-        self._prefetched: _Batch | None = None
-        self._backoff_seconds = backoff_seconds_min
+        self._in_flight = (0, 0)  # events and messages of the batch being published
         self.application_name = f"ledger relay {schema}.{name}"[:63]
-        self._events = _identifier(schema, events_table_name)
         self._tracking = _identifier(schema, tracking_table_name)
-        self._select_batch = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state"
-            " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(self._events)
+        self._following = Following(
+            url, schema, self, batch_size=batch_size, poll_seconds=poll_interval_seconds,
+            backoff_seconds_min=limits.log_backoff_seconds_min,
+            backoff_seconds_max=limits.log_backoff_seconds_max)
 
     # -- the loop -------------------------------------------------------------------
 
     def run(self, stop_event: threading.Event) -> None:
         """Publish until `stop_event` is set, surviving database and broker outages."""
-        logger.info("relay %s started on schema %s", self.name, self.schema)
+        logger.info("relay %s started on schema %s", self.tracking_name, self.schema)
+        self._following.start()
         try:
-            while not stop_event.is_set():
-                try:
-                    if not self._ensure_connection():
-                        stop_event.wait(self.poll_interval_seconds)  # Another relay is active.
-                        continue
-                    published = self.publish_batch()
-                    self._backoff_seconds = backoff_seconds_min
-                    if published < self.batch_size:
-                        self._wait_for_events(stop_event)
-                except (psycopg.Error, OSError) as error:
-                    logger.warning("relay %s: database unavailable: %s", self.name, error)
-                    self._close_connection()
-                    self._back_off(stop_event)
-                except PublishError as error:
-                    logger.warning("relay %s: publishing failed: %s", self.name, error)
-                    self._close_producer()
-                    self._back_off(stop_event)
-                except RouteError:
-                    logger.exception("relay %s: route failed; position held", self.name)
-                    self._back_off(stop_event)
+            while not stop_event.wait(self.poll_interval_seconds):
+                if self._following.stopped is not None:
+                    break
         finally:
+            self._following.stop(timeout=self.send_timeout_seconds + 10)
             self.close()
-            logger.info("relay %s stopped", self.name)
+            logger.info("relay %s stopped", self.tracking_name)
+
+    @property
+    def stopped(self) -> Stopped | None:
+        """Where the relay stopped at an event its route keeps failing on, if it did."""
+        return self._following.stopped
 
     def publish_batch(self) -> int:
         """Publish the next batch after the recorded position; return how many events it held.
 
         The position is recorded only after the broker acknowledged every message of
-        the batch, and so every message before it. While the broker works on a full
-        batch, the next one is read and built (not sent): it is sent only after this
-        batch's position is recorded, so at most one batch is ever sent and not yet
-        recorded, and a crash repeats at most one batch.
+        the batch, and so every message before it.
         """
-        conn = self._conn
-        assert conn is not None, "not connected"
-        batch, self._prefetched = self._prefetched, None
-        try:
-            position = self._position
-            if position is None:
-                position = self._position = self._recorded_position(conn)
-            if batch is None or batch.after != position:
-                batch = self._read_batch(conn, position)
-            if batch is None:
-                return 0
-            futures = self._send(batch.records)
-            if batch.events == self.batch_size:
-                # The broker acknowledges this batch meanwhile; the next one waits, built.
-                self._prefetched = self._prefetch(conn, batch.last)
-            self._await_acknowledgements(futures)
-            # After this point, every message of the batch is acknowledged by the broker.
-            updated = conn.execute(
-                sql.SQL(
-                    "UPDATE {} SET position = %s, updated_at = now()"
-                    " WHERE name = %s AND position = %s"
-                ).format(self._tracking),
-                (batch.last, self.name, position),
-            ).rowcount
-            assert updated == 1, f"relay {self.name}: position moved under us (two active relays?)"
-            self._position = batch.last
-        except BaseException:
-            self._prefetched = None
-            self._position = None  # read again from the table after any failure
-            raise
-        self.events_published += batch.events
-        self.messages_published += len(batch.records)
-        return batch.events
-
-    def _read_batch(self, conn: psycopg.Connection[Any], position: int) -> _Batch | None:
-        """The events after `position`, at most one batch, as records ready to send."""
-        rows = conn.execute(self._select_batch, (position, self.batch_size), binary=True).fetchall()
-        if not rows:
-            return None
-        records: list[_Record] = []
-        extend = records.extend
-        make = self._records
-        for row in rows:
-            extend(make(Notification(row[0], row[1], row[2], row[3], row[4])))
-        last = rows[-1][0]
-        assert rows[0][0] > position, (rows[0][0], position)
-        return _Batch(after=position, last=last, events=len(rows), records=records)
-
-    def _prefetch(self, conn: psycopg.Connection[Any], position: int) -> _Batch | None:
-        """The next batch, read and built while the current one is in flight.
-
-        A route error is left for the next `publish_batch`, which reads the batch again
-        and fails there, after the current batch's position is recorded.
-        """
-        try:
-            return self._read_batch(conn, position)
-        except RouteError:
-            return None
+        conn = self._connection()
+        return self._following.run_batches(conn, once=True)
 
     def drain(self) -> int:
         """Publish until caught up with the head of the log, once; return how many events.
 
         For one-shot runs and benchmarks; failures propagate instead of being retried.
         """
-        if not self._ensure_connection():
-            msg = f"relay {self.name} is already running elsewhere on schema {self.schema}"
+        return self._following.run_batches(self._connection())
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._following.connection()
+        if conn is None:
+            msg = f"relay {self.tracking_name} is already running elsewhere on schema {self.schema}"
             raise RuntimeError(msg)
-        total = 0
-        while True:
-            published = self.publish_batch()
-            total += published
-            if published < self.batch_size:
-                return total
+        return conn
+
+    def prepare_connection(self) -> None:
+        """Connect and take the relay's lock now (benchmarks start their clock after it)."""
+        self._connection()
 
     def status(self) -> RelayStatus:
-        return relay_status(self.url, self.schema, self.name)
+        return relay_status(self.url, self.schema, self.tracking_name)
 
     def close(self) -> None:
         self._close_producer()
-        self._close_connection()
+        self._following.stop(timeout=0)
 
-    # -- database -------------------------------------------------------------------
+    # -- the follower's side --------------------------------------------------------
 
-    def _ensure_connection(self) -> bool:
-        """Connect, take the relay's lock and LISTEN; False while another relay holds the lock."""
-        if self._conn is not None and not self._conn.closed:
-            return True
-        conn = _connect(self.url, self.schema)
-        try:
-            # Names the connection in pg_stat_activity, for operators (and the outage test).
-            conn.execute(
-                "SELECT set_config('application_name', %s, false)", (self.application_name,)
-            )
-            lock_key = f"feed.relay:{self.schema}:{self.name}"
-            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock_key,)).fetchone()
-            if not (row and row[0]):
-                conn.close()
-                return False
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY,"
-                    " position bigint NOT NULL CHECK (position >= 0),"
-                    " updated_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self._tracking)
-            )
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (name, position) VALUES (%s, 0) ON CONFLICT (name) DO NOTHING"
-                ).format(self._tracking),
-                (self.name,),
-            )
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(notify_channel_name)))
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        logger.info("relay %s: connected, at position %d", self.name, self._recorded_position(conn))
+    def connected(self, conn: psycopg.Connection[Any]) -> bool:
+        """Name the connection, take the relay's lock, create the tracking row; False while
+        another relay of this name holds the lock."""
+        # Names the connection in pg_stat_activity, for operators (and the outage test).
+        conn.execute("SELECT set_config('application_name', %s, false)", (self.application_name,))
+        lock_key = f"ledger.relay:{self.schema}:{self.tracking_name}"
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock_key,)).fetchone()
+        if not (row and row[0]):
+            return False
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY,"
+                " position bigint NOT NULL CHECK (position >= 0),"
+                " updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self._tracking)
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (name, position) VALUES (%s, 0) ON CONFLICT (name) DO NOTHING"
+            ).format(self._tracking),
+            (self.tracking_name,),
+        )
+        logger.info("relay %s: connected", self.tracking_name)
         return True
 
-    def _recorded_position(self, conn: psycopg.Connection[Any]) -> int:
+    def locked_position(self, conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(
-            sql.SQL("SELECT position FROM {} WHERE name = %s").format(self._tracking), (self.name,)
+            sql.SQL("SELECT position FROM {} WHERE name = %s FOR UPDATE").format(self._tracking),
+            (self.tracking_name,),
         ).fetchone()
-        assert row is not None, "tracking row is created on connect"
+        assert row is not None, "the tracking row is created on connect"
         return int(row[0])
 
-    def _wait_for_events(self, stop_event: threading.Event) -> None:
-        """Wait for a NOTIFY from a writer, at most one poll interval."""
-        conn = self._conn
-        assert conn is not None
-        if stop_event.is_set():
-            return
-        for _ in conn.notifies(timeout=self.poll_interval_seconds, stop_after=1):
-            break
-        # Drop notifications queued meanwhile: the next read covers them all.
-        for _ in conn.notifies(timeout=0):
-            pass
+    def prepare(self, rows: list[tuple[Any, ...]]) -> list[_Record]:
+        """The records a batch becomes: routing is done while the previous batch is in flight."""
+        records: list[_Record] = []
+        extend = records.extend
+        make = self._records
+        for row in rows:
+            extend(make(StoredRow(row[0], row[1], row[2], row[3], row[4])))
+        return records
 
-    def _close_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        self._position = None
-        self._prefetched = None
-        if conn is not None:
-            try:
-                conn.close()
-            except (psycopg.Error, OSError):
-                logger.debug("closing a broken connection failed", exc_info=True)
+    def handle(self, _conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]],
+               prepared: list[_Record]) -> Waiter:
+        futures = self._send(prepared)
+        self._in_flight = (len(rows), len(prepared))
+        return lambda: self._await_acknowledgements(futures)
+
+    def save_position(self, conn: psycopg.Connection[Any], before: int, after: int) -> None:
+        updated = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET position = %s, updated_at = now() WHERE name = %s AND position = %s"
+            ).format(self._tracking),
+            (after, self.tracking_name, before),
+        ).rowcount
+        assert updated == 1, f"relay {self.tracking_name}: position moved under us"
+
+    def committed(self, _position: int) -> None:
+        events, messages = self._in_flight
+        self.events_published += events
+        self.messages_published += messages
 
     # -- broker ---------------------------------------------------------------------
 
-    def _records(self, notification: Notification) -> list[_Record]:
+    def _records(self, notification: StoredRow) -> list[_Record]:
         position = notification.position
         try:
             messages = self.route(notification)
@@ -569,7 +441,7 @@ class Relay:
                         admin.create_topics(
                             [NewTopic(topic, self.topic_partitions, replication_factor=1)]
                         )
-                        logger.info("relay %s: created topic %s", self.name, topic)
+                        logger.info("relay %s: created topic %s", self.tracking_name, topic)
                     except TopicAlreadyExistsError:
                         pass
                     self._topics_ready.add(topic)
@@ -577,20 +449,18 @@ class Relay:
                 admin.close()
         return self._producer
 
+    def recover(self, _error: BaseException) -> None:
+        """After a transient failure: a producer that may be broken is built anew."""
+        self._close_producer()
+
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
-        self._prefetched = None
         self._topics_ready.clear()
         if producer is not None:
             try:
                 producer.close(timeout=1)
             except Exception:  # A broken producer may fail to close; it is dropped anyway.
                 logger.debug("closing the producer failed", exc_info=True)
-
-    def _back_off(self, stop_event: threading.Event) -> None:
-        delay = self._backoff_seconds * random.uniform(0.5, 1.0)  # noqa: S311  (jitter)
-        stop_event.wait(delay)
-        self._backoff_seconds = min(self._backoff_seconds * 2, backoff_seconds_max)
 
 
 def run_relay(
@@ -646,8 +516,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--route", default="feed.relay:route_to_event_stream")
     parser.add_argument("--batch-size", type=int, default=batch_size_default)
     parser.add_argument("--name", default=tracking_name_default)
-    parser.add_argument("--poll-interval-seconds", type=float, default=1.0)
-    parser.add_argument("--send-timeout-seconds", type=float, default=30.0)
+    parser.add_argument("--poll-interval-seconds", type=float,
+                        default=poll_interval_seconds_default)
+    parser.add_argument("--send-timeout-seconds", type=float,
+                        default=send_timeout_seconds_default)
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     stop_event = threading.Event()

@@ -58,15 +58,80 @@ page_size_default = 50
 position_max = 2**63 - 1
 """The largest event log position (a PostgreSQL bigint); also bounds cursors that are positions."""
 
+# Followers of the event log (eventlog.follower) -----------------------------------------
+
+log_batch_size_events_default = 5_000
+"""Events a follower reads, handles and commits in one transaction, unless it says otherwise."""
+
+log_batch_size_events_max = 100_000
+"""A larger batch holds one transaction open for too long."""
+
+log_poll_seconds_default = 1.0
+"""How long an idle follower waits for a notification before reading anyway."""
+
+log_backoff_seconds_min = 0.1
+"""First wait after a follower lost the database (or the broker); doubles on each failure."""
+
+log_backoff_seconds_max = 10.0
+"""Longest wait between a follower's retries while a dependency is away."""
+
+poison_attempts_max = 3
+"""Times in a row one event may fail a follower before it stops there (a poison event)."""
+
+follower_stop_seconds_max = 10.0
+"""How long stopping waits for a follower's thread to finish its batch."""
+
+connect_timeout_seconds = 5
+"""Longest wait to open a database connection."""
+
 # Projections (projections) -----------------------------------------------------------------
 
 projection_stage_rows_min = 500
 """Changes to one table at least this large are written through COPY and a staging table."""
 
+projection_batch_size_events = 5_000
+"""Events the projection runner reads, folds and commits in one catch-up transaction."""
+
+projection_poll_seconds = 1.0
+"""How long the projection runner waits for a notification before reading anyway."""
+
+rebuild_batch_size_events = 50_000
+"""Events fetched from the server-side cursor per rebuild batch."""
+
+rebuild_merged_rows_max = 1_000_000
+"""Merged rows (balances, totals, payments) a rebuild holds in memory before writing them."""
+
+rebuild_sort_memory_mb = 128
+"""work_mem of a rebuild's reading session (PostgreSQL sorts a projection's events)."""
+
+rebuild_batches_queued_max = 4
+"""Batches a rebuild's reader thread may read ahead of the folding."""
+
+topic_names_cached_max = 4_096
+"""Stored topics whose event names are remembered while decoding (topics are few)."""
+
 # The Kafka feed (feed) ---------------------------------------------------------------------
 
 topic_partitions_max = 1024
 """Partitions of a topic the relay creates."""
+
+topic_partitions_default = 3
+"""Partitions of a topic the relay creates, unless told otherwise."""
+
+relay_batch_size_events_default = 1_000
+"""Events the relay publishes, waits for the broker to acknowledge, and records at once."""
+
+relay_batch_size_events_max = 10_000
+"""At most this many messages are sent again after a crash (one unrecorded batch)."""
+
+relay_poll_seconds_default = 1.0
+"""How long an idle relay waits for a notification before reading anyway."""
+
+relay_send_timeout_seconds_default = 30.0
+"""Longest the relay waits for the broker to acknowledge a batch before backing off."""
+
+relay_linger_ms = 5
+"""How long the producer waits to fill a request with more messages."""
 
 relay_status_log_seconds_default = 60.0
 """How often a running relay logs its status line, unless told otherwise."""
@@ -107,6 +172,9 @@ audit_events_page_size_default = 100
 """Events in one page of the auditor's event log when the caller does not say how many."""
 
 # HTTP API (api, service) -------------------------------------------------------------------
+
+readiness_check_seconds_max = 2.0
+"""Longest the readiness endpoint waits for a database connection before answering 503."""
 
 token_length_max = 8192
 """Characters in one bearer token; a longer one is refused before it is decoded."""

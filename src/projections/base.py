@@ -8,9 +8,10 @@ table is described once by a `Table`, which says how a change merges into a row:
 newest non-null value (names, statuses, times). The same merge rule applied in
 memory gives `fold_all`, so a projection can be checked against a fold of the events.
 
-Events are decoded straight from the stored JSON (`orjson.loads`), not through the
-library's mapper: UUIDs stay 32-digit hex strings and times stay ISO strings
-until a projection needs them, because decoding dominates the cost of a rebuild.
+Events come decoded by `eventlog.log.decode_rows`: straight from the stored JSON
+(`orjson.loads`), not through the library's mapper, UUIDs as 32-digit hex strings and
+times as ISO strings until a projection needs them, because decoding dominates the
+cost of a rebuild.
 """
 
 from __future__ import annotations
@@ -24,18 +25,15 @@ from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
-import orjson
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
+from eventlog.log import Event
 from ledger import limits
 from ledger.events import KST
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
-
-SKIPPED_NAMES = frozenset({"RequestRecord.Accepted"})
-"""Events no projection reads; their state is never parsed."""
 
 
 @dataclass(frozen=True)
@@ -56,80 +54,6 @@ class Table:
 
     def sql_type(self, column: str) -> str:
         return dict(self.columns)[column]
-
-
-@dataclass(slots=True)
-class Event:
-    """One row of the events table, decoded just enough for projections."""
-
-    position: int
-    originator_id: str  # 32 hex digits
-    originator_version: int
-    name: str  # e.g. "Resident.PointsAccrued"
-    data: dict[str, Any]
-
-    @property
-    def occurred_at(self) -> str:
-        return str(self.data["occurred_at"]["_data_"])
-
-    @property
-    def recorded_at(self) -> str:
-        return str(self.data["timestamp"]["_data_"])
-
-    def uuid(self, field_name: str) -> str | None:
-        """A UUID field as 32 hex digits, or None."""
-        value = self.data.get(field_name)
-        return None if value is None else str(value["_data_"])
-
-    def time(self, field_name: str) -> str | None:
-        value = self.data.get(field_name)
-        return None if value is None else str(value["_data_"])
-
-
-_names_by_topic: dict[str, str | None] = {}
-"""Topic -> event name, or None for skipped events; topics are few and repeat."""
-
-
-def event_name(topic: str) -> str | None:
-    """'ledger.resident:Resident.PointsAccrued' -> 'Resident.PointsAccrued' (None if skipped)."""
-    try:
-        return _names_by_topic[topic]
-    except KeyError:
-        name: str | None = topic[topic.index(":") + 1:]
-        if name in SKIPPED_NAMES:
-            name = None
-        if len(_names_by_topic) < TOPICS_CACHED_MAX:
-            _names_by_topic[topic] = name
-        return name
-
-
-TOPICS_CACHED_MAX = 4_096
-
-
-def decode_row(position: int, originator_id: Any, originator_version: int, topic: str,
-               state: str | bytes) -> Event | None:
-    """The event in one stored row, or None for events no projection reads."""
-    name = event_name(topic)
-    if name is None:
-        return None
-    if isinstance(originator_id, str):
-        oid = originator_id if len(originator_id) == 32 else originator_id.replace("-", "")
-    else:
-        oid = originator_id.hex if isinstance(originator_id, UUID) else str(
-            originator_id).replace("-", "")
-    document = orjson.loads(state if isinstance(state, (str, bytes)) else bytes(state))
-    return Event(position, oid, originator_version, name, document)
-
-
-def decode_rows(rows: Iterable[Sequence[Any]]) -> list[Event]:
-    """Rows of (notification_id, originator_id, originator_version, topic, state)."""
-    events: list[Event] = []
-    append = events.append
-    for position, originator_id, version, topic, state in rows:
-        event = decode_row(position, originator_id, version, topic, state)
-        if event is not None:
-            append(event)
-    return events
 
 
 def kst_day(moment: str) -> date:

@@ -14,7 +14,8 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from projections.base import Changes, Event, Projection, Table, TradeFacts, kst_month
+from eventlog.log import Event
+from projections.base import Changes, Projection, Table, TradeFacts, kst_month
 
 FUNDS = Table(
     name="p_complex_funds",

@@ -17,7 +17,8 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from projections.base import Changes, Event, Projection, Table, TradeFacts, kst_day
+from eventlog.log import Event
+from projections.base import Changes, Projection, Table, TradeFacts, kst_day
 
 DAILY = Table(
     name="p_market_daily",

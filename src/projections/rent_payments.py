@@ -15,9 +15,10 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from eventlog.log import Event
 from ledger import limits
 from ledger.household import EXPIRED, HELD, RELEASED, SETTLED
-from projections.base import Changes, Event, Projection, Table, TradeFacts
+from projections.base import Changes, Projection, Table, TradeFacts
 
 INVOICES = Table(
     name="p_rent_invoices",

@@ -25,18 +25,12 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier, Literal
 
+from eventlog.follower import Follower, Following, Stopped
+from eventlog.log import COLUMNS, EVENTS_TABLE, Event, decode_rows
+from ledger import limits
 from ledger.database import ConnectionSettings
 from ledger.trade import trade_aggregate_id
-from projections.base import (
-    Event,
-    Key,
-    Projection,
-    Row,
-    TradeFacts,
-    decode_rows,
-    merge_into,
-    read_table,
-)
+from projections.base import Key, Projection, Row, TradeFacts, merge_into, read_table
 from projections.complex_funds import ComplexFunds
 from projections.market_views import MarketViews
 from projections.rent_payments import RentPayments
@@ -46,35 +40,14 @@ log = logging.getLogger(__name__)
 
 ALL: tuple[Projection, ...] = (WalletBalances(), ComplexFunds(), RentPayments(), MarketViews())
 
-EVENTS_TABLE = "ledger_events"
 TRACKING_TABLE = "p_tracking"
-NOTIFY_CHANNEL = "ledger_events"
 SHADOW_SUFFIX = "__new"
-
-catch_up_batch_events_max = 5_000
-"""Events read, folded and committed in one catch-up transaction."""
-
-rebuild_batch_events_max = 50_000
-"""Events fetched from the server-side cursor per rebuild batch."""
-
-rebuild_merged_rows_max = 1_000_000
-"""Merged rows (balances, totals, payments) a rebuild holds in memory before writing them."""
-
-rebuild_sort_memory_mb = 128
-"""work_mem of a rebuild's reading session (PostgreSQL sorts a projection's events)."""
-
-rebuild_batches_queued_max = 4
-"""Batches a rebuild's reader thread may read ahead of the folding."""
-
-poll_seconds = 1.0
-"""How long the live follower waits for a notification before reading anyway."""
 
 REFUND_EVENT_NAMES = frozenset({
     "Trade.Refunded", "Resident.AccrualClawedBack", "Complex.CommonPointsClawedBack"})
 
-_SELECT_EVENTS = (
-    "SELECT notification_id, replace(originator_id::text, '-', ''), originator_version,"
-    " topic, state FROM {events} WHERE notification_id > %s ORDER BY notification_id")
+_SELECT_EVENTS = ("SELECT " + COLUMNS + " FROM {events} WHERE notification_id > %s"
+                  " ORDER BY notification_id")
 
 
 def connect(url: str, schema: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -192,67 +165,95 @@ def save_positions(conn: psycopg.Connection[Any], advanced: dict[str, int]) -> N
             list(advanced.items()))
 
 
+class _Projections(Follower):
+    """The projections as one follower of the log: each keeps its own tracking row, and a
+    batch starts at the lowest of them (a rebuilt projection may stand further on)."""
+
+    name = "projections"
+
+    def __init__(self, projections: Sequence[Projection], runner: ProjectionRunner) -> None:
+        self.projections = tuple(projections)
+        self.names = [p.name for p in self.projections]
+        self.runner = runner
+        self.tracked: dict[str, int] = {}
+        self.advanced: dict[str, int] = {}
+
+    def connected(self, conn: psycopg.Connection[Any]) -> bool:
+        setup(conn, self.projections)
+        return True
+
+    def locked_position(self, conn: psycopg.Connection[Any]) -> int:
+        self.tracked = dict(conn.execute(
+            f"SELECT name, position FROM {TRACKING_TABLE} WHERE name = ANY(%s)"
+            " ORDER BY name FOR UPDATE", (self.names,)).fetchall())
+        self.advanced = dict(self.tracked)
+        return min(self.tracked.values())
+
+    def handle(self, conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]],
+               _prepared: Any) -> None:
+        self.advanced = apply_batch(conn, self.projections, self.tracked, rows)
+
+    def save_position(self, conn: psycopg.Connection[Any], _before: int, _after: int) -> None:
+        changed = {n: self.advanced[n] for n in self.names
+                   if self.advanced[n] != self.tracked[n]}
+        if changed:
+            save_positions(conn, changed)
+
+    def committed(self, _position: int) -> None:
+        self.runner.publish(dict(self.advanced))
+
+
 class ProjectionRunner:
     """Keeps projections up to date: catch up in large batches, then follow live.
 
-    `wait_for(position)` gives read-your-writes: it returns once every projection has
-    committed that log position (or False after the timeout).
+    It is one `eventlog.follower.Following`: a projection whose fold keeps failing on one
+    event stops the runner there (`stopped` says where and why) instead of retrying
+    forever. `wait_for(position)` gives read-your-writes: it returns once every
+    projection has committed that log position (or False after the timeout).
     """
 
     def __init__(self, url: str, schema: str,
                  projections: Sequence[Projection] = ALL, *, start: bool = True,
-                 batch_size: int = catch_up_batch_events_max) -> None:
+                 batch_size: int = limits.projection_batch_size_events) -> None:
         self.url = url
         self.schema = schema
         self.projections = tuple(projections)
         self.batch_size = batch_size
-        self._conn = connect(url, schema)
-        setup(self._conn, self.projections)
-        with self._conn.transaction():
-            self._positions = {name: position for name, position in positions(self._conn).items()
-                               if name in self._names()}
+        names = {p.name for p in self.projections}
+        with connect(url, schema) as conn:
+            setup(conn, self.projections)
+            self._positions = {name: position for name, position in positions(conn).items()
+                               if name in names}
         self._condition = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self._following = Following(url, schema, _Projections(self.projections, self),
+                                    batch_size=batch_size,
+                                    poll_seconds=limits.projection_poll_seconds)
         if start:
             self.start()
 
-    def _names(self) -> set[str]:
-        return {p.name for p in self.projections}
+    @property
+    def error(self) -> BaseException | None:
+        """The last failure of a batch, until one succeeds again."""
+        return self._following.error
+
+    @property
+    def stopped(self) -> Stopped | None:
+        """Where the runner stopped at a poison event, if it did."""
+        return self._following.stopped
 
     # Synchronous use ---------------------------------------------------------------------
 
     def run_batch(self) -> int:
         """Read, fold and commit one batch; return the number of rows read."""
-        conn = self._conn
-        names = [p.name for p in self.projections]
-        with conn.transaction():
-            tracked = dict(conn.execute(
-                f"SELECT name, position FROM {TRACKING_TABLE} WHERE name = ANY(%s)"
-                " ORDER BY name FOR UPDATE", (names,)).fetchall())
-            start = min(tracked.values())
-            with conn.cursor(binary=True) as cursor:
-                cursor.execute(SQL(_SELECT_EVENTS + " LIMIT %s").format(
-                    events=Identifier(EVENTS_TABLE)), (start, self.batch_size))
-                rows = cursor.fetchall()
-            advanced = apply_batch(conn, self.projections, tracked, rows)
-            if advanced != tracked:
-                save_positions(conn, {n: advanced[n] for n in names if advanced[n] != tracked[n]})
-        self._publish(advanced)
-        return len(rows)
+        conn = self._following.connection()
+        assert conn is not None
+        return self._following.run_batches(conn, once=True)
 
     def catch_up(self) -> int:
         """Run batches until the log is exhausted; return the number of rows read."""
-        total = 0
-        while not self._stopping.is_set():
-            count = self.run_batch()
-            total += count
-            if count < self.batch_size:
-                break
-        return total
+        return self._following.catch_up()
 
-    def _publish(self, advanced: dict[str, int]) -> None:
+    def publish(self, advanced: dict[str, int]) -> None:
         with self._condition:
             self._positions = advanced
             self._condition.notify_all()
@@ -260,30 +261,9 @@ class ProjectionRunner:
     # Live following ----------------------------------------------------------------------
 
     def start(self) -> None:
-        assert self._thread is None
-        self._thread = threading.Thread(target=self._follow, name="projection-runner",
-                                        daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        listener = connect(self.url, self.schema, autocommit=True)
-        try:
-            listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
-            while not self._stopping.is_set():
-                try:
-                    self.catch_up()
-                    self.error = None
-                except Exception as error:  # a failed batch rolled back; try again shortly
-                    log.exception("projection batch failed; retrying")
-                    self.error = error
-                    if self._conn.closed:
-                        self._conn = connect(self.url, self.schema)
-                if self._stopping.is_set():
-                    break
-                for _ in listener.notifies(timeout=poll_seconds, stop_after=1):
-                    pass
-        finally:
-            listener.close()
+        with suppress(psycopg.Error):  # a stop recorded by an earlier run is tried again
+            self._following.clear_stop()
+        self._following.start()
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Whether every projection has committed `position` within `timeout` seconds."""
@@ -301,11 +281,7 @@ class ProjectionRunner:
             return dict(self._positions)
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=poll_seconds * 5)
-            self._thread = None
-        self._conn.close()
+        self._following.stop(timeout=limits.projection_poll_seconds * 5)
 
     def __enter__(self) -> ProjectionRunner:
         return self
@@ -317,7 +293,7 @@ class ProjectionRunner:
 # Rebuild ---------------------------------------------------------------------------------
 
 def rebuild(url: str, schema: str, name: str | Sequence[str] | None = None,
-            progress: bool = True, *, batch_size: int = rebuild_batch_events_max,
+            progress: bool = True, *, batch_size: int = limits.rebuild_batch_size_events,
             workers: int | None = None) -> dict[str, int]:
     """Rebuild projections from position 0 into shadow tables, then swap them in.
 
@@ -385,7 +361,7 @@ def _build_shadow(job: tuple[str, str, tuple[str, ...], int, bool, int]) -> int:
     A reader thread streams the projections' events (binary COPY, only its topics) into a
     bounded queue while this thread folds and writes, so the server's reading and sending
     overlaps with folding. Merged rows (balances, totals) stay in memory across batches,
-    up to `rebuild_merged_rows_max`, and go into the still empty tables by plain COPY;
+    up to `limits.rebuild_merged_rows_max`, and go into the still empty tables by plain COPY;
     append-only rows are copied batch by batch into a table without indexes. Keys and
     indexes are built once at the end: faster than maintaining them row by row.
     """
@@ -404,7 +380,7 @@ def _build_shadow(job: tuple[str, str, tuple[str, ...], int, bool, int]) -> int:
             # The projections are built side by side already; a parallel scan would only
             # take their cores. Enough memory to sort a projection's events without disk.
             reader.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-            reader.execute(f"SET LOCAL work_mem = '{rebuild_sort_memory_mb}MB'")
+            reader.execute(f"SET LOCAL work_mem = '{limits.rebuild_sort_memory_mb}MB'")
             row = reader.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}")
                                  .format(Identifier(EVENTS_TABLE))).fetchone()
             head = row[0] if row else 0
@@ -420,7 +396,7 @@ def _build_shadow(job: tuple[str, str, tuple[str, ...], int, bool, int]) -> int:
                         for projection, mine in zip(projections, changes, strict=True):
                             projection.fold_into(mine, events, trades)
                             projection.write_appended(writer, mine, SHADOW_SUFFIX)
-                            if mine.merged_count() >= rebuild_merged_rows_max:
+                            if mine.merged_count() >= limits.rebuild_merged_rows_max:
                                 projection.write_merged(writer, mine, SHADOW_SUFFIX, written)
                     bar.update(rows[-1][0] - bar.n)
                 bar.update(head - bar.n)
@@ -438,7 +414,7 @@ class _EventStream:
     """Batches of some projections' event rows up to `head`, read by a thread of its own.
 
     The thread owns `conn` (in the caller's snapshot transaction) until the stream is
-    closed; at most `rebuild_batches_queued_max` batches wait in memory.
+    closed; at most `limits.rebuild_batches_queued_max` batches wait in memory.
     """
 
     def __init__(self, conn: psycopg.Connection[Any], projections: Sequence[Projection],
@@ -448,7 +424,7 @@ class _EventStream:
         self.head = head
         self.batch_size = batch_size
         self.batches: queue.Queue[list[Any] | BaseException | None] = queue.Queue(
-            maxsize=rebuild_batches_queued_max)
+            maxsize=limits.rebuild_batches_queued_max)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._read, name="projection-rebuild-reader",
                                        daemon=True)
@@ -525,7 +501,7 @@ def _swap_in(conn: psycopg.Connection[Any], projection: Projection) -> None:
 # Folding in memory -----------------------------------------------------------------------
 
 def fold_all(url: str, schema: str, name: str | Sequence[str] | None = None,
-             batch_size: int = rebuild_batch_events_max) -> dict[str, dict[Key, Row]]:
+             batch_size: int = limits.rebuild_batch_size_events) -> dict[str, dict[Key, Row]]:
     """Every projection table computed purely in memory from all events.
 
     For tests and auditors: a projection is right when its tables equal this fold.

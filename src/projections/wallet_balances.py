@@ -15,8 +15,9 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from eventlog.log import Event
 from ledger import limits
-from projections.base import Changes, Event, Projection, Table, TradeFacts
+from projections.base import Changes, Projection, Table, TradeFacts
 
 BALANCES = Table(
     name="p_wallet_balances",
