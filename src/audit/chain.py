@@ -172,6 +172,7 @@ class ChainFollower(Follower):
     """
 
     name = "audit_chain"
+    listens = False  # chained in batches every poll interval: auditors need no lag of ms
 
     def __init__(
         self,

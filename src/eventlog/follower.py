@@ -69,6 +69,10 @@ class Follower(ABC):
     transient: tuple[type[BaseException], ...] = TRANSIENT_DATABASE_ERRORS
     """Errors that mean a dependency is away: back off and retry, never poison."""
 
+    listens: bool = True
+    """Wake on every commit's notification; False: look every poll interval only (a
+    follower that batches better than it needs to be prompt, like the audit chain)."""
+
     def connected(self, conn: psycopg.Connection[Any]) -> bool:
         """Prepare a new connection (tables, session settings); False to stand by."""
         del conn
@@ -285,7 +289,7 @@ class Following:
         try:
             while not self._stopping.is_set() and self.stopped is None:
                 try:
-                    if listener is None or listener.closed:
+                    if self.follower.listens and (listener is None or listener.closed):
                         listener = connect(self.url, self.schema, autocommit=True)
                         listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
                     conn = self.connection()
@@ -293,8 +297,9 @@ class Following:
                         self._stopping.wait(self.poll_seconds)
                         continue
                     self._turn(conn)
-                    with conn.transaction():
-                        self.follower.idle(conn)
+                    if type(self.follower).idle is not Follower.idle:
+                        with conn.transaction():
+                            self.follower.idle(conn)
                     self.error = None
                     backoff = self.backoff_seconds_min
                 except self.follower.transient as error:
@@ -314,7 +319,9 @@ class Following:
                     if self.stopped is None:
                         self._stopping.wait(self.backoff_seconds_min)
                     continue
-                assert listener is not None
+                if listener is None:  # a follower that does not listen: polls
+                    self._stopping.wait(self.poll_seconds)
+                    continue
                 for _ in listener.notifies(timeout=self.poll_seconds, stop_after=1):
                     pass
                 for _ in listener.notifies(timeout=0):  # the next read covers them all
