@@ -6,13 +6,20 @@ Each figure is a ratio to a baseline measured in the same run on the same server
   1. single commands, one at a time      vs raw single-row INSERT+COMMIT (one connection)
   2. 16 threads sending a command mix    vs raw single-row INSERT+COMMIT from 8 connections
   3. bulk seeding through the commands   vs COPY of the very rows the seeding wrote
-Raw rows go into a table of the same shape as the events table. Without --database-url
-the embedded PostgreSQL is used (in var/bench-pgdata).
+and 1 and 2 again with two writer processes on the same schema (each sends half the
+commands, with half the threads): the price of staying right under many processes
+(stale reads caught by the save, rejections re-checked) shows as the ratio of the
+two-process figure to the one-process figure. Raw rows go into a table of the same shape
+as the events table. Without --database-url the embedded PostgreSQL is used (in
+var/bench-pgdata).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
+import os
 import random
 import statistics
 import threading
@@ -102,12 +109,15 @@ def raw_copy(conninfo: str, schema: str, source_schema: str) -> tuple[int, float
 
 
 class Scenario:
-    """A small populated ledger to send commands to."""
+    """A small populated ledger to send commands to (populated once; another writer
+    process reads the same population)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, populate: bool = True, prefix: str = "B") -> None:
         self.ledger = ledger
-        self.random = random.Random(11)
-        seed(ledger, complexes=4, households=400, months=1, progress=False)
+        self.random = random.Random(11 if populate else os.getpid())
+        self.prefix = prefix
+        if populate:
+            seed(ledger, complexes=4, households=400, months=1, progress=False)
         with psycopg.connect(ConnectionSettings.from_url(ledger_url).conninfo(),
                              options=f"-c search_path={ledger.schema}") as conn:
             self.residents = [(row[0], row[1]) for row in conn.execute(
@@ -128,7 +138,8 @@ class Scenario:
             items.append((c.IssueRentInvoice(household, invoice, "2026-12", 100_000_000,
                                              now() + timedelta(days=9)),
                           self.cause(uuid.uuid4(), "billing")))
-        ledger.execute_many(items)
+        if populate:
+            ledger.execute_many(items)
 
     def _next(self) -> int:
         with self.lock:
@@ -143,8 +154,9 @@ class Scenario:
         seller, _ = self.random.choice(self.residents)
         while seller == buyer:
             seller, _ = self.random.choice(self.residents)
-        return (c.RecordTrade(f"B-{self._next()}", "sharing", "childcare", seller, "resident",
-                              buyer, 10_000, 0), self.cause(uuid.uuid4(), "platform"))
+        return (c.RecordTrade(f"{self.prefix}-{self._next()}", "sharing", "childcare", seller,
+                              "resident", buyer, 10_000, 0),
+                self.cause(uuid.uuid4(), "platform"))
 
     def mix(self) -> tuple[c.Command, Cause]:
         """Mostly trades, some rent holds and fund spends, as at a group-buy deadline."""
@@ -153,11 +165,12 @@ class Scenario:
             return self.trade()
         if roll < 0.9:
             complex_id = self.random.choice(self.complexes)
-            return (c.SpendFund(complex_id, f"BS-{self._next()}", "event", 1, "bench"),
+            return (c.SpendFund(complex_id, f"{self.prefix}S-{self._next()}", "event", 1, "bench"),
                     self.cause(uuid.uuid4(), "manager"))
         resident, household = self.random.choice(self.residents)
-        return (c.PayRent(f"BP-{self._next()}", household, self.invoices[household], "2026-12",
-                          10, resident), self.cause(resident, "resident"))
+        return (c.PayRent(f"{self.prefix}P-{self._next()}", household,
+                          self.invoices[household], "2026-12", 10, resident),
+                self.cause(resident, "resident"))
 
 
 ledger_url = ""
@@ -189,6 +202,40 @@ def commands_per_second(count: int, make: Callable[[], tuple[c.Command, Cause]],
     return sum(accepted) / elapsed, (ledger.position() - start_position) / elapsed
 
 
+def _writer_process(job: tuple[str, str, str, int, int, int]) -> tuple[int, int, float, float]:
+    """One of two writer processes: its own Ledger on the shared schema; returns accepted
+    commands, events, and its start and end times (wall clock)."""
+    url, schema, kind, count, threads, number = job
+    global ledger_url  # noqa: PLW0603
+    ledger_url = url
+    ledger = Ledger.connect(url, schema)
+    try:
+        scenario = Scenario(ledger, populate=False, prefix=f"W{number}-{uuid.uuid4().hex[:6]}")
+        make = scenario.trade if kind == "trade" else scenario.mix
+        for _ in range(50):  # warm the cache, as a process that has been serving would be
+            command, cause = make()
+            with contextlib.suppress(DomainError):
+                ledger.execute(command, cause)
+        start_position = ledger.position()
+        started = time.time()
+        rate, _ = commands_per_second(count, make, ledger, threads)
+        ended = time.time()
+        return round(rate * (ended - started)), ledger.position() - start_position, started, ended
+    finally:
+        ledger.close()
+
+
+def two_writers(schema: str, kind: str, count: int, threads: int) -> tuple[float, float]:
+    """Commands/s and events/s of two writer processes sharing the work, over the span
+    from the first start to the last end."""
+    context = multiprocessing.get_context("spawn")
+    jobs = [(ledger_url, schema, kind, count // 2, max(1, threads // 2), n) for n in range(2)]
+    with context.Pool(2) as pool:
+        results = pool.map(_writer_process, jobs)
+    span = max(r[3] for r in results) - min(r[2] for r in results)
+    return sum(r[0] for r in results) / span, sum(r[1] for r in results) / span
+
+
 def main() -> None:
     global ledger_url  # noqa: PLW0603
     parser = argparse.ArgumentParser(description=__doc__)
@@ -206,11 +253,14 @@ def main() -> None:
         scenario = Scenario(ledger)
         rows = sample_rows(conninfo, schema, args.commands)
         single, single_raw, mixed, mixed_raw = [], [], [], []
+        single_two, mixed_two = [], []
         for _ in range(args.repeat):
             single.append(commands_per_second(args.commands, scenario.trade, ledger, 1))
             single_raw.append(raw_single_inserts(conninfo, raw_schema, rows, 1))
             mixed.append(commands_per_second(args.commands * 2, scenario.mix, ledger, 16))
             mixed_raw.append(raw_single_inserts(conninfo, raw_schema, rows, 8))
+            single_two.append(two_writers(schema, "trade", args.commands, 2))
+            mixed_two.append(two_writers(schema, "mix", args.commands * 2, 16))
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 conn.execute(f'DROP TABLE "{raw_schema}".raw_1, "{raw_schema}".raw_8')
     finally:
@@ -240,6 +290,13 @@ def main() -> None:
     print(f"2. 16-thread command mix: {mixed_cmd:,.0f} commands/s ({mixed_events:,.0f} "
           f"events/s); raw 8 connections {raw8:,.0f} rows/s; ratio {mixed_cmd / raw8:.2f}x "
           f"(events {mixed_events / raw8:.2f}x)")
+    single_two_cmd, mixed_two_cmd = median(single_two, 0), median(mixed_two, 0)
+    print(f"1b. two writer processes, one thread each: {single_two_cmd:,.0f} commands/s; "
+          f"ratio to raw {single_two_cmd / raw1:.2f}x; to one process "
+          f"{single_two_cmd / single_cmd:.2f}x")
+    print(f"2b. two writer processes, 8 threads each: {mixed_two_cmd:,.0f} commands/s; "
+          f"ratio to raw 8 connections {mixed_two_cmd / raw8:.2f}x; to one process "
+          f"{mixed_two_cmd / mixed_cmd:.2f}x")
     print(f"3. bulk seeding: {bulk_events:,} events in {bulk_elapsed:.1f} s = "
           f"{bulk_rate:,.0f} events/s ({summary.commands / bulk_elapsed:,.0f} commands/s); "
           f"COPY of the same rows {copy_rate:,.0f} rows/s; ratio {bulk_rate / copy_rate:.2f}x")

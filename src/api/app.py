@@ -127,14 +127,22 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 def _read_pool(url: str, schema: str, size_max: int
                ) -> ConnectionPool[psycopg.Connection[Any]]:
+    """The API's read connections, every wait bounded: a connection within
+    `database_checkout_seconds_max` (else PoolTimeout, a 503), connecting and each
+    statement within their limits, and a broken connection found before it is used, so
+    the pool recovers by itself when the database comes back."""
     def configure(conn: psycopg.Connection[Any]) -> None:
         conn.read_only = True  # the read side never writes through this pool
 
+    statement_ms = limits.database_statement_seconds_max * 1000
     return ConnectionPool(
         ConnectionSettings.from_url(url).conninfo(),
-        kwargs={"options": f"-c search_path={schema}"},
+        kwargs={"options": f"-c search_path={schema} -c statement_timeout={statement_ms}",
+                "connect_timeout": limits.database_connect_seconds_max},
         min_size=min(2, size_max), max_size=size_max, configure=configure,
-        name="ledger-reads", open=True)
+        check=ConnectionPool.check_connection, timeout=limits.database_checkout_seconds_max,
+        reconnect_timeout=limits.database_reconnect_seconds_max,
+        name="ledger-reads", open=False)
 
 
 def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = None,
@@ -149,6 +157,7 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
         url = settings.database_url or database_url()
         the_ledger = ledger or Ledger.connect(url, settings.schema_name)
         pool = _read_pool(url, settings.schema_name, settings.read_pool_size_max)
+        pool.open(wait=False)  # the service starts (and is live) while the database is away
         the_runner = runner
         started: list[BackgroundWork] = []
         try:
@@ -164,7 +173,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
                     started.append(work)
             app.state.services = Services(
                 settings=settings, ledger=the_ledger, pool=pool, runner=the_runner,
-                limiter=WriteRateLimiter(settings.rate_limit_writes_per_minute))
+                limiter=WriteRateLimiter(settings.rate_limit_writes_per_minute),
+                service_limiter=WriteRateLimiter(settings.rate_limit_service_writes_per_minute))
             app.state.token_verifier = TokenVerifier.from_settings(settings)
             yield
         finally:

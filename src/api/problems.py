@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import PROBLEM_TYPE_PREFIX, AuthenticationError, problem_for_authentication_error
 from ledger import errors, limits
-from ledger.errors import DomainError
+from ledger.engine import DATABASE_ERRORS
+from ledger.errors import DatabaseUnavailable, DomainError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ _HTTP_KINDS: dict[str, HttpKind] = {
         HttpKind("not_yet_consistent", 503,
                  "The read side has not caught up with that position yet; retry shortly.",
                  "조회 데이터가 아직 해당 위치까지 반영되지 않았습니다. 잠시 후 다시 시도하세요."),
+        HttpKind("database_unavailable", 503,
+                 "The ledger's database is unavailable; nothing was changed. Retry the same "
+                 "request (the same Idempotency-Key) after the indicated time.",
+                 "원장 데이터베이스에 연결할 수 없어 아무것도 변경되지 않았습니다. 안내된 시간 후 "
+                 "같은 요청(같은 Idempotency-Key)으로 다시 시도하세요."),
         HttpKind("not_ready", 503,
                  "The service cannot serve yet: the database is unavailable or a follower "
                  "of the event log stopped.",
@@ -227,12 +233,29 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
                             language=language, headers=headers)
 
 
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database did not answer in time: 503 with Retry-After, never a 500."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    kind = _HTTP_KINDS["database_unavailable"]
+    language = preferred_language(request.headers.get("accept-language"))
+    message = _message(kind, language)
+    return problem_response(
+        request, kind.code, 503, message, message, language=language,
+        headers={"Retry-After": _retry_after(limits.retry_after_unavailable_seconds)})
+
+
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     kind = _HTTP_KINDS["internal_error"]
     language = preferred_language(request.headers.get("accept-language"))
     message = _message(kind, language)
     return problem_response(request, kind.code, 500, message, message, language=language)
+
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    DatabaseUnavailable, *DATABASE_ERRORS)
+"""Exceptions that mean the database did not answer: the pool's timeout, a lost or
+refused connection, a statement cut off by its timeout."""
 
 
 def install(app: FastAPI) -> None:
@@ -242,6 +265,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AuthenticationError, _authentication_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
 
 
@@ -256,7 +281,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The request body is too large.",
         422: "A field is missing, malformed, out of bounds or not allowed.",
         429: "Too many writes from this caller; see Retry-After.",
-        503: "The read side has not caught up with `consistent_with` yet; see Retry-After.",
+        503: "The database is unavailable (`database_unavailable`), or the read side has "
+             "not caught up with `consistent_with` yet (`not_yet_consistent`); see "
+             "Retry-After.",
     }
     return {status: {"model": Problem, "description": descriptions[status]}
             for status in statuses}

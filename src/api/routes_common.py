@@ -45,6 +45,8 @@ class Services:
     pool: ConnectionPool[psycopg.Connection[Any]]
     runner: ProjectionRunner | None
     limiter: WriteRateLimiter
+    service_limiter: WriteRateLimiter
+    """The write limit of service principals (platform, billing), set apart from people's."""
 
     def wait_until_visible(self, position: int) -> None:
         """Return once every projection has committed `position`, or raise a problem."""
@@ -96,6 +98,8 @@ def forbid_unless(principal: Principal, roles: tuple[Role, ...]) -> None:
 # Writes ----------------------------------------------------------------------------------
 
 IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x21-\x7e]+$"
+SERVICE_ROLES: Final = frozenset({Role.PLATFORM, Role.BILLING})
+"""Service principals: one caller writes for every complex, so it has a limit of its own."""
 
 
 @dataclass
@@ -129,7 +133,8 @@ def writer(*roles: Role) -> Callable[..., Write]:
     def gate(principal: Annotated[Principal, Depends(caller)],
              found: Annotated[Services, Depends(services)]) -> Principal:
         forbid_unless(principal, roles)
-        wait_seconds = found.limiter.take((principal.role, principal.subject))
+        limiter = found.service_limiter if principal.role in SERVICE_ROLES else found.limiter
+        wait_seconds = limiter.take((principal.role, principal.subject))
         if wait_seconds > 0:
             raise ApiProblemError("rate_limited", retry_after_seconds=wait_seconds)
         return principal

@@ -58,7 +58,12 @@ class ApiSettings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
     )
 
-    rate_limit_writes_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    # Writes per minute per caller: residents and staff, and service principals (the
+    # shopping platform's trade feed, billing), which write for every complex at once.
+    rate_limit_writes_per_minute: int = Field(
+        default=limits.rate_limit_writes_per_minute_default, ge=1, le=1_000_000)
+    rate_limit_service_writes_per_minute: int = Field(
+        default=limits.rate_limit_service_writes_per_minute_default, ge=1, le=10_000_000)
     read_wait_seconds_max: float = Field(default=5.0, ge=0.0, le=60.0)
 
     # The PostgreSQL schema holding the ledger's events and the projection tables.

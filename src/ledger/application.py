@@ -2,14 +2,11 @@
 
 Every command runs against aggregates kept in memory (the library's aggregate
 cache) and saves all its events, and its request record, in one transaction.
-
-Group commit: commands that arrive while a save is in flight wait in a queue; the
-thread that next takes the write lock runs all of them against the in-memory
-aggregates and saves their events in ONE transaction. A single caller pays one
-round trip; sixteen concurrent callers share one. The aggregates' version numbers
-and the events table's primary key keep this safe across processes: if another
-process changed an aggregate first, the save fails with an IntegrityError, the
-touched aggregates are evicted, and each command is run again alone.
+The commit engine (`ledger.engine`) queues commands, runs them in groups and
+answers each exactly once; this module routes each command to its handler and
+gives the engine what it needs: staging a command against memory (or, when asked,
+against state read fresh from the database), saving a batch with the versions of
+what it read, and the aggregate cache.
 """
 
 from __future__ import annotations
@@ -17,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -29,7 +24,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import (
-    IntegrityError,
     JSONTranscoder,
     Transcoder,
     Transcoding,
@@ -41,6 +35,7 @@ from ledger import errors, limits
 from ledger.codec import FastJSONTranscoder
 from ledger.complex import Complex, complex_id_for
 from ledger.database import database_url, eventsourcing_env
+from ledger.engine import Batch, Engine, Pending, Rejected, Staged
 from ledger.errors import DomainError
 from ledger.events import KST, Cause
 from ledger.household import (
@@ -131,23 +126,41 @@ def check_aware(name: str, value: object) -> datetime:
 
 
 class UnitOfWork:
-    """The aggregates one command reads and changes, seen through the batch in flight."""
+    """The aggregates one command reads and changes, seen through the batch in flight.
 
-    def __init__(self, ledger: Ledger, batch: dict[UUID, Aggregate], *, careful: bool) -> None:
+    Every aggregate it reads from outside the batch is noted with the version it had
+    (0: it did not exist), so that the save can check nobody changed it meanwhile.
+    With `fresh`, those reads come from the database, never from the cache.
+    """
+
+    def __init__(self, ledger: Ledger, batch: Batch, *, fresh: bool) -> None:
         self.ledger = ledger
         self.batch = batch
-        self.careful = careful
+        self.fresh = fresh
         self.touched: dict[UUID, Aggregate] = {}
         self.versions_before: dict[UUID, int] = {}
+        self.read: list[UUID] = []
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        aggregate = self.batch.get(aggregate_id) or self.touched.get(aggregate_id)
+        aggregate = self.batch.in_flight.get(aggregate_id) or self.touched.get(aggregate_id)
         if aggregate is None:
-            aggregate = self.ledger.load(aggregate_id)
+            aggregate = self._read(aggregate_id)
         if aggregate is None:
             return None
         if not isinstance(aggregate, cls):
             return None
+        return aggregate
+
+    def _read(self, aggregate_id: UUID) -> Aggregate | None:
+        if self.fresh:
+            aggregate = self.ledger.load_fresh(aggregate_id)
+        else:
+            aggregate = self.ledger.load(aggregate_id)
+        version = 0 if aggregate is None else aggregate.version
+        self.read.append(aggregate_id)
+        seen = self.batch.read_versions.get(aggregate_id)
+        if seen is None or version < seen:
+            self.batch.read_versions[aggregate_id] = version
         return aggregate
 
     def get(self, cls: type[A], aggregate_id: UUID, missing_code: str) -> A:
@@ -157,14 +170,14 @@ class UnitOfWork:
         return aggregate
 
     def exists(self, aggregate_id: UUID) -> bool:
-        """Whether an aggregate exists. Optimistic outside careful mode: an id that is
-        neither in flight nor cached is taken as new, and the primary key has the last word."""
-        if aggregate_id in self.batch or aggregate_id in self.touched:
+        """Whether an aggregate exists. Optimistic unless fresh: an id that is neither in
+        flight nor cached is taken as new, and the primary key has the last word."""
+        if aggregate_id in self.batch.in_flight or aggregate_id in self.touched:
             return True
-        if self.ledger.cached(aggregate_id):
+        if not self.fresh and self.ledger.cached(aggregate_id):
             return True
-        if self.careful:
-            return self.ledger.load(aggregate_id) is not None
+        if self.fresh:
+            return self._read(aggregate_id) is not None
         return False
 
     def change(self, *aggregates: Aggregate) -> None:
@@ -179,31 +192,6 @@ class UnitOfWork:
             aggregate.version != self.versions_before[aggregate_id]
             for aggregate_id, aggregate in self.touched.items()
         )
-
-
-@dataclass
-class _Pending:
-    command: c.Command
-    cause: Cause
-    signal: threading.Event = field(default_factory=threading.Event, repr=False)
-    """Set when the command is finished, or to nudge its waiting caller to lead."""
-    finished: bool = False
-    outcome: Outcome | None = None
-    error: BaseException | None = None
-    attempts: int = 0
-
-    def finish(self, outcome: Outcome | None = None, error: BaseException | None = None) -> None:
-        self.outcome = outcome
-        self.error = error
-        self.finished = True
-        self.signal.set()
-
-
-@dataclass
-class _Staged:
-    pending: _Pending
-    events: list[Any]
-    result: dict[str, Any]
 
 
 Handler = Callable[[Any, Cause, UnitOfWork], tuple[dict[str, Any], UUID | None]]
@@ -230,9 +218,7 @@ class Ledger(Application[UUID]):
         settings = dict(env or {})
         settings.setdefault("AGGREGATE_CACHE_MAXSIZE", str(limits.aggregate_cache_size_default))
         super().__init__(settings)
-        self._write_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._queue: deque[_Pending] = deque()
+        self.engine = Engine(self, Outcome)
         self._policy_loaded_at = time.monotonic()
         self._handlers: dict[str, Handler] = {
             c.RegisterComplex.name: self._register_complex,
@@ -285,6 +271,13 @@ class Ledger(Application[UUID]):
         except AggregateNotFoundError:
             return None
 
+    def load_fresh(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate as stored (snapshot and later events), bypassing the cache."""
+        try:
+            return self.repository.get(aggregate_id, version=limits.position_max)
+        except AggregateNotFoundError:
+            return None
+
     def cached(self, aggregate_id: UUID) -> bool:
         cache = self.repository.cache
         if cache is None:
@@ -306,163 +299,89 @@ class Ledger(Application[UUID]):
     # Executing ---------------------------------------------------------------------------
 
     def execute(self, command: c.Command, cause: Cause) -> Outcome:
-        """Run one command; return its outcome or raise its DomainError."""
-        pending = _Pending(command, cause)
-        with self._queue_lock:
-            self._queue.append(pending)
-        while not pending.finished:
-            if self._write_lock.acquire(blocking=False):
-                try:
-                    self._drain()
-                finally:
-                    self._write_lock.release()
-                self._nudge_next()
-            else:
-                # Woken when finished, or nudged to lead by the caller that just let go of
-                # the write lock; the timeout is only a safety net.
-                pending.signal.wait(0.05)
-                pending.signal.clear()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.outcome is not None
-        return pending.outcome
+        """Run one command; return its outcome, or raise its DomainError or
+        DatabaseUnavailable (retry the same request)."""
+        return self.engine.execute(command, cause)
 
     def execute_many(self, items: list[tuple[c.Command, Cause]]
                      ) -> list[Outcome | DomainError]:
-        """Run many commands in order, sharing transactions (bulk loading).
+        """Run many commands in order, sharing transactions (bulk loading)."""
+        return self.engine.execute_many(items)
 
-        Each command still runs alone against the state the earlier ones left, and is
-        accepted or rejected on its own; up to `bulk_commands_max` share one save.
-        """
-        results: list[Outcome | DomainError] = []
-        with self._write_lock:
-            for start in range(0, len(items), limits.bulk_commands_max):
-                batch = [_Pending(command, cause)
-                         for command, cause in items[start:start + limits.bulk_commands_max]]
-                self._run_batch(batch, careful=False)
-                for pending in batch:
-                    if isinstance(pending.error, DomainError):
-                        results.append(pending.error)
-                    elif pending.error is not None:
-                        raise pending.error
-                    else:
-                        assert pending.outcome is not None
-                        results.append(pending.outcome)
-        return results
+    def close(self) -> None:
+        """Answer queued commands, let the batch in flight finish, close the pools."""
+        self.engine.close()
+        super().close()
 
-    def _nudge_next(self) -> None:
-        """After letting go of the write lock: a command queued meanwhile gets a leader."""
-        with self._queue_lock:
-            head = self._queue[0] if self._queue else None
-        if head is not None:
-            head.signal.set()
+    # What the engine asks of the application ------------------------------------------
 
-    def _drain(self) -> None:
-        while True:
-            with self._queue_lock:
-                if not self._queue:
-                    return
-                batch = [self._queue.popleft()
-                         for _ in range(min(len(self._queue), limits.batch_commands_max))]
-            self._run_batch(batch, careful=False)
-
-    def _run_batch(self, batch: list[_Pending], *, careful: bool) -> None:
-        in_flight: dict[UUID, Aggregate] = {}
-        created: dict[UUID, Aggregate] = {}
-        staged: list[_Staged] = []
-        rejected: list[tuple[_Pending, DomainError]] = []
-        for pending in batch:
-            pending.attempts += 1
-            if careful:
-                replay = self._replay(pending)
-                if replay is not None:
-                    if isinstance(replay, Outcome):
-                        pending.finish(outcome=replay)
-                    else:
-                        pending.finish(error=replay)
-                    continue
-            unit = UnitOfWork(self, in_flight, careful=careful)
-            try:
-                result, complex_id = self._handlers[pending.command.name](
-                    pending.command, pending.cause, unit)
-            except DomainError as error:
-                if unit.changed_anything():
-                    # A rejection after a change is a programmer error: fail safe.
-                    self._evict(list(in_flight) + list(unit.touched))
-                    for other in staged:
-                        self._retry_alone(other.pending)
-                    pending.finish(error=AssertionError(f"rejected after change: {error}"))
-                    return
-                rejected.append((pending, error))
-                continue
-            except BaseException as error:
-                self._evict(list(in_flight) + list(unit.touched))
-                for other in staged:
-                    self._retry_alone(other.pending)
-                pending.finish(error=error)
-                if not isinstance(error, Exception):
-                    raise
-                return
-            record = RequestRecord.accept(
-                pending.command.name,
-                fingerprint(pending.command.name, pending.command.content()),
-                result, complex_id, pending.cause)
-            events: list[Any] = []
-            for aggregate in [*unit.touched.values(), record]:
-                new_events = aggregate.collect_events()
-                events.extend(new_events)
-                in_flight[aggregate.id] = aggregate
-                if new_events and new_events[0].originator_version == 1:
-                    created[aggregate.id] = aggregate
-            staged.append(_Staged(pending, events, result))
-
-        if staged:
-            all_events = [event for stage in staged for event in stage.events]
-            try:
-                recordings = self.events.put(all_events)
-            except IntegrityError:
-                # Another writer got there first (a concurrent duplicate request, or
-                # another process changed one of these aggregates): start again, alone.
-                self._evict(list(in_flight))
-                for stage in staged:
-                    self._retry_alone(stage.pending)
-            except BaseException as error:
-                self._evict(list(in_flight))
-                for stage in staged:
-                    stage.pending.finish(error=error)
-                if not isinstance(error, Exception):
-                    raise
-            else:
-                cache = self.repository.cache
-                for aggregate_id, aggregate in created.items():
-                    if cache is not None and not isinstance(aggregate, RequestRecord):
-                        cache.put(aggregate_id, aggregate)
-                index = 0
-                for stage in staged:
-                    index += len(stage.events)
-                    position = recordings[index - 1].notification.id
-                    stage.pending.finish(outcome=Outcome(stage.result, position))
-                self._take_due_snapshots(staged, in_flight)
-
-        for pending, rejection in rejected:
+    def stage(self, pending: Pending, batch: Batch, *, fresh: bool) -> None:
+        """Run one command against memory (fresh: against state read from the database)."""
+        if fresh:
             replay = self._replay(pending)
             if isinstance(replay, Outcome):
-                pending.finish(outcome=replay)
-            else:
-                pending.finish(error=replay or rejection)
+                pending.answer(outcome=replay)
+                return
+            if replay is not None:
+                pending.answer(error=replay)
+                return
+        unit = UnitOfWork(self, batch, fresh=fresh)
+        try:
+            result, complex_id = self._handlers[pending.command.name](
+                pending.command, pending.cause, unit)
+        except DomainError as error:
+            if unit.changed_anything():  # memory changed, then refused: a programmer error
+                batch.in_flight.update(unit.touched)  # evicted by the engine
+                msg = f"rejected after change: {error}"
+                raise AssertionError(msg) from error
+            batch.rejected.append(Rejected(pending, error, unit.read))
+            return
+        except BaseException:
+            batch.in_flight.update(unit.touched)  # evicted by the engine
+            raise
+        record = RequestRecord.accept(
+            pending.command.name,
+            fingerprint(pending.command.name, pending.command.content()),
+            result, complex_id, pending.cause)
+        events: list[Any] = []
+        for aggregate in [*unit.touched.values(), record]:
+            new_events = aggregate.collect_events()
+            events.extend(new_events)
+            batch.in_flight[aggregate.id] = aggregate
+            if new_events and new_events[0].originator_version == 1:
+                batch.created[aggregate.id] = aggregate
+        batch.staged.append(Staged(pending, events, result))
 
-    def _take_due_snapshots(self, staged: list[_Staged],
-                            in_flight: dict[UUID, Aggregate]) -> None:
+    def save_batch(self, batch: Batch) -> list[int]:
+        all_events = [event for stage in batch.staged for event in stage.events]
+        written = {event.originator_id for event in all_events}
+        read_only = {aggregate_id: version
+                     for aggregate_id, version in batch.read_versions.items()
+                     if aggregate_id not in written}
+        recordings = self.events.put(all_events, read_versions=read_only)
+        return [recording.notification.id for recording in recordings]
+
+    def saved(self, batch: Batch) -> None:
+        cache = self.repository.cache
+        for aggregate_id, aggregate in batch.created.items():
+            if cache is not None and not isinstance(aggregate, RequestRecord):
+                cache.put(aggregate_id, aggregate)
+        self._take_due_snapshots(batch)
+
+    def evict(self, aggregate_ids: list[UUID]) -> None:
+        self._evict(aggregate_ids)
+
+    def _take_due_snapshots(self, batch: Batch) -> None:
         """Snapshot aggregates whose version just reached a multiple of their interval."""
         due: set[UUID] = set()
-        for stage in staged:
+        for stage in batch.staged:
             for event in stage.events:
-                aggregate = in_flight.get(event.originator_id)
+                aggregate = batch.in_flight.get(event.originator_id)
                 interval = self.snapshotting_intervals.get(type(aggregate))  # type: ignore[arg-type]
                 if interval and event.originator_version % interval == 0:
                     due.add(event.originator_id)
         for aggregate_id in due:
-            aggregate = in_flight[aggregate_id]
+            aggregate = batch.in_flight[aggregate_id]
             try:
                 assert self.snapshots is not None
                 self.snapshots.put([Snapshot.take(aggregate)])
@@ -470,13 +389,7 @@ class Ledger(Application[UUID]):
                 logger.exception("snapshot of %s at version %s failed", aggregate_id,
                                  aggregate.version)
 
-    def _retry_alone(self, pending: _Pending) -> None:
-        if pending.attempts >= limits.command_attempts_max:
-            pending.finish(error=RuntimeError("gave up after concurrent changes"))
-            return
-        self._run_batch([pending], careful=True)
-
-    def _replay(self, pending: _Pending) -> Outcome | DomainError | None:
+    def _replay(self, pending: Pending) -> Outcome | DomainError | None:
         """The recorded outcome of an earlier run of this request, if there was one."""
         row = self.request_record_row(pending.cause.actor_id, pending.cause.request_id)
         if row is None:
@@ -668,7 +581,7 @@ class Ledger(Application[UUID]):
     def _refresh_policy(self, unit: UnitOfWork) -> None:
         """Trades only read the policy; reload it now and then, so a version set by another
         process applies here within `policy_reload_seconds`."""
-        if POLICY_ID in unit.batch or POLICY_ID in unit.touched:
+        if POLICY_ID in unit.batch.in_flight or POLICY_ID in unit.touched:
             return
         moment = time.monotonic()
         if moment - self._policy_loaded_at >= limits.policy_reload_seconds:
@@ -800,9 +713,9 @@ class Ledger(Application[UUID]):
     # Reads for tests, the CLI and the seeder (the API reads projections). ------------------
 
     def snapshot(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        """A consistent read of one aggregate's current state, under the write lock."""
-        with self._write_lock:
-            aggregate = self.load(aggregate_id)
+        """One aggregate's committed state, read from the database: never waits for the
+        writers, never sees a batch in flight."""
+        aggregate = self.load_fresh(aggregate_id)
         return aggregate if isinstance(aggregate, cls) else None
 
     def position(self) -> int:

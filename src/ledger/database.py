@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from ledger import limits
+
 DATABASE_URL_VARIABLE = "LEDGER_DATABASE_URL"
 DATA_DIR_VARIABLE = "LEDGER_DATA_DIR"
 DATA_DIR_DEFAULT = "var/pgdata"
@@ -108,7 +110,7 @@ def eventsourcing_env(url: str, schema: str = "public", pool_size: int = 4) -> d
     """The environment the `eventsourcing` library reads to reach this database."""
     settings = ConnectionSettings.from_url(url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "ledger.persistence:LedgerFactory",
         "POSTGRES_DBNAME": settings.dbname,
         "POSTGRES_HOST": settings.host,
         "POSTGRES_PORT": settings.port,
@@ -117,7 +119,11 @@ def eventsourcing_env(url: str, schema: str = "public", pool_size: int = 4) -> d
         "POSTGRES_SCHEMA": schema,
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": "8",
-        "POSTGRES_LOCK_TIMEOUT": "10",
+        # Bounded waits: a pooled connection within this many seconds, the events
+        # table's lock within that many; broken connections are found before use.
+        "POSTGRES_CONNECT_TIMEOUT": str(int(limits.database_checkout_seconds_max)),
+        "POSTGRES_LOCK_TIMEOUT": str(limits.database_lock_seconds_max),
+        "POSTGRES_PRE_PING": "y",
     }
 
 

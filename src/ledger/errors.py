@@ -148,6 +148,17 @@ class DomainError(Exception):
         return self.kind.korean if language == "ko" else self.kind.english
 
 
+class DatabaseUnavailable(Exception):  # noqa: N818  (named for what the caller is told)
+    """The database did not answer in time: nothing was decided for this command.
+
+    Not a rejection: retrying the same request (the same request id) is safe and is
+    what the caller should do; the API answers 503 `database_unavailable` with
+    Retry-After.
+    """
+
+    code = "database_unavailable"
+
+
 def error_kind(code: str) -> ErrorKind:
     return _KINDS[code]
 

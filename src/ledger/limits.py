@@ -40,6 +40,29 @@ batch_commands_max = 512
 bulk_commands_max = 2_000
 """Commands that share one transaction when loading in bulk (seeding)."""
 
+command_wait_seconds_max = 3.0
+"""Longest a command waits in the queue for a batch to take it; then it is answered
+unavailable (a command already taken is answered by its batch, whose waits are bounded)."""
+
+leader_batches_max = 4
+"""Batches a leader runs for others before it hands the write lock over."""
+
+database_connect_seconds_max = 2
+"""Longest wait to open a connection to PostgreSQL for the write side."""
+
+database_checkout_seconds_max = 2.0
+"""Longest wait for a free pooled connection (the write side's and the API's read pool)."""
+
+database_statement_seconds_max = 5
+"""Longest one SQL statement may run on the write side or the API's read pool."""
+
+database_reconnect_seconds_max = 24 * 3600.0
+"""How long a pool keeps trying to reconnect to a database that went away (it retries
+with backoff meanwhile; requests get 503 until it is back)."""
+
+database_lock_seconds_max = 2
+"""Longest a writer waits for the events table's lock."""
+
 command_attempts_max = 5
 """Times a command is retried after a concurrent writer changed the same aggregate."""
 
@@ -172,6 +195,16 @@ audit_events_page_size_default = 100
 """Events in one page of the auditor's event log when the caller does not say how many."""
 
 # HTTP API (api, service) -------------------------------------------------------------------
+
+retry_after_unavailable_seconds = 2
+"""What a 503 `database_unavailable` tells the caller to wait before retrying."""
+
+rate_limit_writes_per_minute_default = 600
+"""Writes a resident or a member of staff may make per minute (a burst of as many)."""
+
+rate_limit_service_writes_per_minute_default = 60 * 1_000
+"""Writes a service principal (the shopping platform, billing) may make per minute:
+1,000 a second, above a nationwide peak of trades or rent payments."""
 
 readiness_check_seconds_max = 2.0
 """Longest the readiness endpoint waits for a database connection before answering 503."""

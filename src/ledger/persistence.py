@@ -16,19 +16,20 @@ What this adds to `eventsourcing.postgres.PostgresApplicationRecorder`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import (
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-    StoredEvent,
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresFactory,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
+
+from ledger import limits
 
 APP_ROLE = "ledger_app"
 """The role writes run as: SELECT and INSERT on the events table, nothing else."""
@@ -36,12 +37,46 @@ APP_ROLE = "ledger_app"
 COPY_THRESHOLD_EVENTS = 2_000
 """Saves at least this large go through COPY instead of INSERT."""
 
+STALE_READ = "ledger_stale_read"
+"""The message of the append function's refusal: an aggregate a command read has changed."""
+
+
+def _without_retry(method: Any) -> Any:
+    """The library's method without its retry decorator.
+
+    The library retries reads and writes ten times, 0.2 s apart, each attempt waiting for
+    a pooled connection: twenty seconds and more before a caller hears that the database
+    is away. Here an attempt fails once, within the pool's bounded checkout, and the
+    caller answers 503 at once; the client's retry of the same request is safe.
+    """
+    return method.__wrapped__
+
+
+class LedgerSnapshotRecorder(PostgresAggregateRecorder):
+    """The library's snapshot recorder, its waits bounded (no retries)."""
+
+    select_events = _without_retry(PostgresAggregateRecorder.select_events)
+    insert_events = _without_retry(PostgresAggregateRecorder.insert_events)
+
 
 class LedgerRecorder(PostgresApplicationRecorder):
-    """The library's recorder, with a one-round-trip save, COPY for bulk, and guards."""
+    """The library's recorder, with a one-round-trip save, COPY for bulk, guards, and
+    bounded waits (no retries)."""
+
+    select_events = _without_retry(PostgresApplicationRecorder.select_events)
+    select_notifications = _without_retry(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _without_retry(PostgresApplicationRecorder.max_notification_id)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Every wait on the database is bounded: opening a connection and each statement
+        # (the pool's checkout and the table lock are bounded by the library's settings,
+        # see ledger.database.eventsourcing_env).
+        pool_kwargs = self.datastore.pool.kwargs
+        assert isinstance(pool_kwargs, dict), "the library passes connection keywords"
+        pool_kwargs.update(
+            connect_timeout=limits.database_connect_seconds_max,
+            options=f"-c statement_timeout={limits.database_statement_seconds_max * 1000}")
         self.append_function_name = f"{self.events_table_name}_append"
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.events_table_name)
@@ -102,10 +137,41 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "OWNER TO {role}").format(
                 schema=schema, append=Identifier(self.append_function_name),
                 role=Identifier(APP_ROLE)),
+            # The same, checking first that every aggregate the commands only read is
+            # still at the version they read (0: it did not exist), under the lock.
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{append}(ids uuid[], versions bigint[], "
+                "topics text[], states bytea[], read_ids uuid[], read_versions bigint[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER "
+                "SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
+                "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "IF EXISTS (SELECT 1 FROM unnest(read_ids, read_versions) AS r(id, version) "
+                "JOIN {schema}.{table} e ON e.originator_id = r.id "
+                "AND e.originator_version > r.version) THEN "
+                "RAISE EXCEPTION {stale} USING ERRCODE = 'serialization_failure'; END IF; "
+                "PERFORM pg_notify({channel}, ''); "
+                "RETURN QUERY INSERT INTO {schema}.{table} "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
+                "RETURNING notification_id; "
+                "END $$"
+            ).format(schema=schema, append=Identifier(self.append_function_name), table=table,
+                     lock_timeout=Literal(f"{self.datastore.lock_timeout}s"),
+                     channel=Literal(self.channel_name), stale=Literal(STALE_READ)),
+            SQL("ALTER FUNCTION {schema}.{append}(uuid[], bigint[], text[], bytea[], uuid[], "
+                "bigint[]) OWNER TO {role}").format(
+                schema=schema, append=Identifier(self.append_function_name),
+                role=Identifier(APP_ROLE)),
         ])
         self.append_statement = SQL(
-            "SELECT {schema}.{append}(%b, %b, %b, %b) AS notification_id").format(
+            "SELECT {schema}.{append}(%b, %b, %b, %b, %s::uuid[], %s::bigint[])"
+            " AS notification_id").format(
             schema=schema, append=Identifier(self.append_function_name))
+        self.check_reads_statement = SQL(
+            "SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS r(id, version) "
+            "JOIN {schema}.{table} e ON e.originator_id = r.id "
+            "AND e.originator_version > r.version LIMIT 1").format(schema=schema, table=table)
         self.set_role_statement = SQL("SET LOCAL ROLE {0}").format(Identifier(APP_ROLE))
         self.sequence_name = f"{qualified}_notification_id_seq"
         self.reserve_positions_statement = SQL(
@@ -117,34 +183,48 @@ class LedgerRecorder(PostgresApplicationRecorder):
         ).format(schema=schema, table=table)
         self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
-        self, stored_events: Sequence[StoredEvent], **_: Any
+        self, stored_events: Sequence[StoredEvent], *,
+        read_versions: Mapping[UUID, int] | None = None, **_: Any
     ) -> Sequence[int] | None:
+        """Insert the events in one transaction, after checking that each aggregate of
+        `read_versions` is still at that version (IntegrityError if not, as for a
+        concurrent change of a written aggregate). Never retried here: a failure is the
+        caller's to answer, and a retry of the same request is safe."""
         if not stored_events:
             return []
+        reads = read_versions or {}
         if len(stored_events) >= COPY_THRESHOLD_EVENTS:
-            return self._copy_events(stored_events)
-        return self._pipelined_insert(stored_events)
+            return self._copy_events(stored_events, reads)
+        return self._pipelined_insert(stored_events, reads)
 
-    def _pipelined_insert(self, stored_events: Sequence[StoredEvent]) -> list[int]:
-        """One statement, one round trip: the append function locks, notifies, inserts."""
+    def _pipelined_insert(self, stored_events: Sequence[StoredEvent],
+                          reads: Mapping[UUID, int]) -> list[int]:
+        """One statement, one round trip: the append function locks, checks what was read,
+        notifies, inserts."""
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
+            list(reads),
+            list(reads.values()),
         )
         try:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(self.append_statement, columns, prepare=True)
                 notification_ids = [row["notification_id"] for row in curs.fetchall()]
-        except psycopg.errors.UniqueViolation as e:
+        except (psycopg.errors.UniqueViolation, psycopg.errors.SerializationFailure) as e:
             raise IntegrityError(str(e)) from e
+        except PersistenceError as e:
+            if isinstance(e.__cause__, psycopg.errors.SerializationFailure):
+                raise IntegrityError(str(e)) from e
+            raise
         assert len(notification_ids) == len(stored_events)
         return notification_ids
 
-    def _copy_events(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def _copy_events(self, stored_events: Sequence[StoredEvent],
+                     reads: Mapping[UUID, int]) -> list[int]:
         count = len(stored_events)
         try:
             with self.datastore.get_connection() as conn, conn.transaction(), \
@@ -152,6 +232,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 curs.execute(self.set_role_statement)
                 for statement in self.lock_table_statements:
                     curs.execute(statement)
+                if reads:
+                    curs.execute(self.check_reads_statement, (list(reads), list(reads.values())))
+                    if curs.fetchone() is not None:
+                        msg = f"{STALE_READ}: an aggregate read changed meanwhile"
+                        raise IntegrityError(msg)
                 curs.execute(self.notify_statement)
                 curs.execute(self.reserve_positions_statement, (count,))
                 row = curs.fetchone()
@@ -165,3 +250,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
         except psycopg.errors.UniqueViolation as e:
             raise IntegrityError(str(e)) from e
         return list(range(first, first + count))
+
+
+class LedgerFactory(PostgresFactory):
+    """The library's PostgreSQL factory, building the recorders above
+    (`PERSISTENCE_MODULE=ledger.persistence:LedgerFactory`)."""
+
+    aggregate_recorder_class = LedgerSnapshotRecorder
+    application_recorder_class = LedgerRecorder

@@ -1,0 +1,355 @@
+"""The commit engine: commands queued, run in groups, saved in one transaction each.
+
+The invariant, which the structure below enforces:
+
+    Every command taken off the queue is answered exactly once, with its own true
+    outcome: committed (its result and log position), its own rejection evaluated
+    against committed state, or `DatabaseUnavailable` (nothing was decided; retry
+    with the same request id).
+
+How:
+- `execute` queues the command and waits, at most `command_wait_seconds_max`. A caller
+  that finds no leader becomes the leader: it takes up to `batch_commands_max` commands
+  off the queue, runs them, answers them, and hands over as soon as its own command is
+  answered (at most `leader_batches_max` batches), so no caller serves others for long.
+  A command still in the queue when its caller's wait ends is taken back out and
+  answered unavailable; a command already taken is answered by its batch, whose every
+  database wait is bounded.
+- `_run` wraps each batch: whatever happens inside, every command of the batch that is
+  still unanswered when it ends is answered (`_answer_rest`), so no path out of a batch
+  leaves a caller waiting.
+- A batch runs each command against the aggregates in memory (group commit), then saves
+  all their events in one statement. The save also checks that every aggregate a command
+  only read is still at the version it read (`read_versions`): the events table's
+  primary key catches a concurrent change of what a command changes, this catches a
+  concurrent change of what it merely read (a seller who moved out in another process).
+  On either conflict every command of the batch runs again alone, reading fresh.
+- A rejection computed from memory may be stale (another process credited the wallet)
+  or may have seen the batch's uncommitted effects. So, after the batch, each rejected
+  command runs again alone with every aggregate read fresh from the database
+  (`fresh=True`); only a rejection from such a run is returned. Rejections are rare, so
+  this costs little, and accepted commands pay nothing (see docs/ledger.md).
+- A database error answers `DatabaseUnavailable`; an error in the ledger's own code
+  answers that command with the error and runs the rest of its batch again, alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+
+from ledger import commands as c
+from ledger import limits
+from ledger.errors import DatabaseUnavailable, DomainError
+from ledger.events import Cause
+
+if TYPE_CHECKING:
+    from ledger.application import Outcome
+
+logger = logging.getLogger(__name__)
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+"""Errors that mean the database did not answer (the pool's timeout is one of them)."""
+
+
+@dataclass
+class Pending:
+    """One command from taking to answer."""
+
+    command: c.Command
+    cause: Cause
+    signal: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set when the command is answered, or to nudge its waiting caller to lead."""
+    finished: bool = False
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    attempts: int = 0
+
+    def answer(self, outcome: Outcome | None = None, error: BaseException | None = None) -> None:
+        """Answer the command; exactly once."""
+        assert not self.finished, f"{self.command.name} answered twice"
+        assert (outcome is None) != (error is None)
+        self.outcome = outcome
+        self.error = error
+        self.finished = True
+        self.signal.set()
+
+
+@dataclass
+class Staged:
+    """A command accepted in memory: its events, result and what it read."""
+
+    pending: Pending
+    events: list[Any]
+    result: dict[str, Any]
+
+
+@dataclass
+class Rejected:
+    """A command rejected in memory, and the aggregates its rejection rests on."""
+
+    pending: Pending
+    error: DomainError
+    read: list[UUID]
+
+
+class Batch:
+    """What one attempt at a group of commands stages before it saves."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[UUID, Any] = {}
+        self.created: dict[UUID, Any] = {}
+        self.read_versions: dict[UUID, int] = {}
+        self.staged: list[Staged] = []
+        self.rejected: list[Rejected] = []
+
+
+class Ledgerlike(Protocol):
+    """What the engine needs of the application (implemented by `ledger.Ledger`)."""
+
+    def stage(self, pending: Pending, batch: Batch, *, fresh: bool) -> None:
+        """Run the command against memory; add it to `batch.staged` or `batch.rejected`,
+        or answer it (a replayed request). Raises on anything else."""
+
+    def save_batch(self, batch: Batch) -> list[int]:
+        """Save the staged events in one transaction; the position of each event. Raises
+        IntegrityError when another writer changed what the batch changed or read."""
+
+    def saved(self, batch: Batch) -> None:
+        """After a successful save: cache what was created, take due snapshots."""
+
+    def evict(self, aggregate_ids: list[UUID]) -> None:
+        """Drop these aggregates from the cache (they may be stale or half-changed)."""
+
+
+class Engine:
+    """The queue, the leader and the batches of one writer process."""
+
+    def __init__(self, ledger: Ledgerlike, make_outcome: Callable[[dict[str, Any], int],
+                                                                  Outcome]) -> None:
+        self.ledger = ledger
+        self.make_outcome = make_outcome
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: deque[Pending] = deque()
+        self._closing = False
+        self.batches = 0
+        self.commands = 0
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held while a batch runs (and by bulk loading)."""
+        return self._write_lock
+
+    def queue_depth(self) -> int:
+        with self._queue_lock:
+            return len(self._queue)
+
+    # Callers ---------------------------------------------------------------------------
+
+    def execute(self, command: c.Command, cause: Cause,
+                wait_seconds: float = limits.command_wait_seconds_max) -> Outcome:
+        """Run one command; return its outcome, or raise its DomainError or
+        DatabaseUnavailable. Returns within `wait_seconds` plus one batch's bounded work."""
+        pending = Pending(command, cause)
+        with self._queue_lock:
+            if self._closing:
+                raise DatabaseUnavailable("the ledger is shutting down")
+            self._queue.append(pending)
+        deadline = time.monotonic() + wait_seconds
+        while not pending.finished:
+            if self._write_lock.acquire(blocking=False):
+                try:
+                    self._lead(pending)
+                finally:
+                    self._write_lock.release()
+                self._nudge_next()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and self._withdraw(pending):
+                pending.answer(error=DatabaseUnavailable(
+                    f"no answer within {wait_seconds:g} s: the ledger is overloaded or "
+                    "its database is slow"))
+                break
+            # Woken when answered, or nudged to lead by the caller that just let go of
+            # the write lock; the timeout is only a safety net.
+            pending.signal.wait(min(0.05, max(remaining, 0.005)))
+            pending.signal.clear()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.outcome is not None
+        return pending.outcome
+
+    def execute_many(self, items: list[tuple[c.Command, Cause]],
+                     ) -> list[Outcome | DomainError]:
+        """Run many commands in order, sharing transactions (bulk loading).
+
+        Each command still runs alone against the state the earlier ones left, and is
+        accepted or rejected on its own; up to `bulk_commands_max` share one save.
+        DatabaseUnavailable and programmer errors propagate.
+        """
+        results: list[Outcome | DomainError] = []
+        with self._write_lock:
+            for start in range(0, len(items), limits.bulk_commands_max):
+                batch = [Pending(command, cause)
+                         for command, cause in items[start:start + limits.bulk_commands_max]]
+                self._run(batch)
+                for pending in batch:
+                    if isinstance(pending.error, DomainError):
+                        results.append(pending.error)
+                    elif pending.error is not None:
+                        raise pending.error
+                    else:
+                        assert pending.outcome is not None
+                        results.append(pending.outcome)
+        return results
+
+    def close(self, wait_seconds: float = limits.command_wait_seconds_max) -> None:
+        """Stop taking commands; answer the queued ones unavailable; wait (bounded) for
+        the batch in flight to finish."""
+        with self._queue_lock:
+            self._closing = True
+            queued = list(self._queue)
+            self._queue.clear()
+        for pending in queued:
+            pending.answer(error=DatabaseUnavailable("the ledger is shutting down"))
+        if self._write_lock.acquire(timeout=wait_seconds):
+            self._write_lock.release()
+
+    def _withdraw(self, pending: Pending) -> bool:
+        """Take a command back out of the queue; False if a batch has it already."""
+        with self._queue_lock:
+            try:
+                self._queue.remove(pending)
+            except ValueError:
+                return False
+            return True
+
+    def _nudge_next(self) -> None:
+        """After letting go of the write lock: a command queued meanwhile gets a leader."""
+        with self._queue_lock:
+            head = self._queue[0] if self._queue else None
+        if head is not None:
+            head.signal.set()
+
+    def _lead(self, own: Pending) -> None:
+        """Serve batches until the leader's own command is answered, at most
+        `leader_batches_max` of them; then hand over (the next caller is nudged)."""
+        for _ in range(limits.leader_batches_max):
+            with self._queue_lock:
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft()
+                         for _ in range(min(len(self._queue), limits.batch_commands_max))]
+            self._run(batch)
+            if own.finished:
+                return
+
+    # Batches ---------------------------------------------------------------------------
+
+    def _run(self, batch: list[Pending], *, fresh: bool = False) -> None:
+        """Run a batch; afterwards, every one of its commands is answered."""
+        try:
+            self._attempt(batch, fresh=fresh)
+        except BaseException as error:
+            self._answer_rest(batch, error)
+            raise
+        self._answer_rest(batch, None)
+        self.batches += 1
+        self.commands += len(batch)
+
+    def _answer_rest(self, batch: list[Pending], error: BaseException | None) -> None:
+        """The structure's guarantee: no command of a batch leaves it unanswered."""
+        for pending in batch:
+            if not pending.finished:
+                logger.error("%s left its batch unanswered (%r); answering unavailable",
+                             pending.command.name, error)
+                pending.answer(error=DatabaseUnavailable("the command's batch failed"))
+
+    def _attempt(self, batch: list[Pending], *, fresh: bool) -> None:
+        staging = Batch()
+        for index, pending in enumerate(batch):
+            pending.attempts += 1
+            try:
+                self.ledger.stage(pending, staging, fresh=fresh)
+            except BaseException as error:
+                # Nothing of this batch is saved; its staged changes live in memory only.
+                self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
+                pending.answer(error=self._unexpected(pending, error))
+                # Each of the others gets its own outcome, alone (and, should the
+                # database be away, unavailable as soon as one of them finds it so).
+                self._each_alone([*[s.pending for s in staging.staged],
+                                  *[r.pending for r in staging.rejected], *batch[index + 1:]])
+                if not isinstance(error, Exception):
+                    raise
+                return
+        if staging.staged:
+            try:
+                positions = self.ledger.save_batch(staging)
+            except IntegrityError:
+                # Another writer changed what these commands changed or read: again,
+                # alone, reading fresh.
+                self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
+                self._each_alone([stage.pending for stage in staging.staged])
+            except BaseException as error:
+                self.ledger.evict(list(staging.in_flight))
+                for stage in staging.staged:
+                    stage.pending.answer(error=self._unexpected(stage.pending, error))
+                for rejected in staging.rejected:
+                    rejected.pending.answer(error=DatabaseUnavailable(
+                        "not checked: the database failed"))
+                if not isinstance(error, Exception):
+                    raise
+                return
+            else:
+                index = 0
+                for stage in staging.staged:
+                    index += len(stage.events)
+                    stage.pending.answer(outcome=self.make_outcome(stage.result,
+                                                                   positions[index - 1]))
+                self.ledger.saved(staging)
+        if fresh:
+            for rejected in staging.rejected:
+                rejected.pending.answer(error=rejected.error)
+            return
+        # A rejection from memory is checked again against committed state first.
+        for rejected in staging.rejected:
+            self.ledger.evict(rejected.read)
+        self._each_alone([rejected.pending for rejected in staging.rejected])
+
+    def _each_alone(self, batch: list[Pending]) -> None:
+        """Run each command again by itself, every aggregate read fresh; once the database
+        is found away, the rest are answered unavailable at once."""
+        for index, pending in enumerate(batch):
+            if pending.finished:
+                continue
+            if pending.attempts >= limits.command_attempts_max:
+                pending.answer(error=DatabaseUnavailable(
+                    "gave up after concurrent changes; retry with the same request id"))
+                continue
+            self._attempt([pending], fresh=True)
+            if isinstance(pending.error, DatabaseUnavailable):
+                for other in batch[index + 1:]:
+                    if not other.finished:
+                        other.answer(error=DatabaseUnavailable(str(pending.error)))
+                return
+
+    @staticmethod
+    def _unexpected(pending: Pending, error: BaseException) -> BaseException:
+        if isinstance(error, DatabaseUnavailable):
+            return error
+        if isinstance(error, DATABASE_ERRORS):
+            logger.warning("%s: database unavailable: %s", pending.command.name, error)
+            return DatabaseUnavailable(str(error))
+        logger.error("%s failed: %r", pending.command.name, error, exc_info=error)
+        return error
