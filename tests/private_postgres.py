@@ -11,7 +11,17 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+
+def _bin_dir() -> Path:
+    """The newest PostgreSQL of the system's (Debian keeps each major version apart)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                   key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0)
+    assert found, ("no PostgreSQL binaries in /usr/lib/postgresql/*/bin "
+                   "(./ledgerctl test installs them)")
+    return found[-1].parent
+
+
+BIN_DIR = _bin_dir()
 START_SECONDS_MAX = 30
 
 

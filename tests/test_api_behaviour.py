@@ -160,6 +160,33 @@ def test_not_yet_consistent_answers_503(database_url: str, schema: str,
         assert int(response.headers["retry-after"]) >= 1
 
 
+def test_service_principals_have_a_write_limit_of_their_own(database_url: str, schema: str,
+                                                            tmp_path: Path) -> None:
+    """The platform's trade feed writes for every complex: it is limited by the service
+    limit, not by a person's; people keep theirs."""
+    settings = make_settings(database_url, schema, tmp_path / "keys",
+                             rate_limit_writes_per_minute=1,
+                             rate_limit_service_writes_per_minute=3)
+    with TestClient(create_app(settings)) as client:
+        def post(role: Role, subject: uuid.UUID, number: int) -> int:
+            token = mint_token(role, subject, settings=settings)
+            if role is Role.OPERATOR:
+                path, body = "/v1/complexes", {"code": f"S{number}", "name": "x",
+                                               "region": "r"}
+            else:  # a trade between nobody: refused (404), but it counts against the budget
+                path, body = "/v1/trades", {
+                    "trade_id": f"S{number}", "market": "sharing", "category": "childcare",
+                    "seller_id": str(uuid.uuid4()), "seller_kind": "resident",
+                    "buyer_id": str(uuid.uuid4()), "amount_won": 1_000}
+            return client.post(path, json=body, headers={
+                "Authorization": f"Bearer {token}", "Idempotency-Key": f"s{number}"}).status_code
+
+        platform = uuid.UUID(int=7)
+        assert [post(Role.PLATFORM, platform, n) for n in range(4)] == [404, 404, 404, 429]
+        operator = uuid.UUID(int=8)
+        assert [post(Role.OPERATOR, operator, n) for n in range(10, 12)] == [201, 429]
+
+
 def test_write_rate_limit(database_url: str, schema: str, tmp_path: Path) -> None:
     """Writes over the caller's budget get 429 with Retry-After; other callers are
     unaffected; reads are not limited."""

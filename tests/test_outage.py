@@ -44,8 +44,10 @@ WRITERS = 4
 class Service:
     key_dir: Path
     database_url: str
+    log: Path = Path("/dev/null")
     process: subprocess.Popen[bytes] | None = None
     port: int = field(default_factory=free_port)
+    workers: int = 1
 
     @property
     def base(self) -> str:
@@ -56,10 +58,13 @@ class Service:
             **os.environ, "LEDGER_DATABASE_URL": self.database_url, "LEDGER_SCHEMA": "public",
             "LEDGER_DEV_KEY_DIR": str(self.key_dir), "LEDGER_EXPIRY_SWEEP_SECONDS": "0",
             "PYTHONPATH": str(REPOSITORY / "src")}
+        self.log = self.key_dir.parent / f"service-{self.port}-{time.monotonic_ns()}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers), "--log-level", "info"],
+            env=environment, stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -76,14 +81,19 @@ class Service:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    def stop(self) -> bool:
+        """SIGTERM; whether the service shut down cleanly by itself within 20 s (uvicorn
+        exits by the signal it caught, after its shutdown, so the log says whether)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            return False
+        return b"Application shutdown complete" in self.log.read_bytes()
 
 
 @pytest.fixture
@@ -260,4 +270,116 @@ def test_api_killed_9_during_writes_loses_and_doubles_nothing(
     assert set(traffic.statuses) <= {0, 201, 503}, sorted(set(traffic.statuses))
     assert traffic.started == set(traffic.acknowledged)
     assert len(traffic.acknowledged) > WRITERS * 2
+    assert stored_trades(cluster.url) == dict.fromkeys(traffic.acknowledged, 1)
+
+
+def token(service: Service, role: Role, subject: uuid.UUID,
+          complex_id: uuid.UUID | None = None) -> dict[str, str]:
+    minted = mint_token(role, subject, complex_id, settings=ApiSettings(
+        dev_key_dir=service.key_dir, jwt_public_keys=()))
+    return {"Authorization": f"Bearer {minted}"}
+
+
+def test_two_api_workers_answer_as_one_process_would(cluster: PrivatePostgres,
+                                                     tmp_path: Path) -> None:
+    """With two worker processes (each request may land on either): a resident who just
+    earned points pays rent with them, against an invoice just issued, every time; and
+    ten concurrent payments from a wallet that affords three accept exactly three."""
+    ledger = Ledger.connect(cluster.url, "public")
+    try:
+        world = World(ledger, cluster.url, "public")
+        complex_id = world.complex()
+        world.policy()
+        seller = world.resident(world.household(complex_id))
+        homes = [world.household(complex_id) for _ in range(11)]
+        payers = [world.resident(home) for home in homes]
+    finally:
+        ledger.close()
+    service = Service(key_dir=tmp_path / "keys", database_url=cluster.url, workers=2)
+    service.start()
+    try:
+        platform = token(service, Role.PLATFORM, uuid.uuid4())
+        billing = token(service, Role.BILLING, uuid.uuid4())
+        refused: list[str] = []
+        for round_number, (home, payer) in enumerate(zip(homes[:10], payers[:10],
+                                                         strict=True)):
+            # A new connection per request: the kernel hands each to either worker.
+            invoice = httpx.post(f"{service.base}/v1/rent-invoices", headers={
+                **billing, "Idempotency-Key": f"inv-{round_number}"}, json={
+                "household_id": str(home), "invoice_id": f"INV-{round_number}",
+                "billing_period": "2026-12", "amount_won": 500_000,
+                "due_at": "2026-12-25T00:00:00+09:00"}, timeout=10)
+            assert invoice.status_code == 201, invoice.text
+            earned = httpx.post(f"{service.base}/v1/trades", headers={
+                **platform, "Idempotency-Key": f"earn-{round_number}"}, json={
+                "trade_id": f"EARN-{round_number}", "market": "sharing",
+                "category": "childcare", "seller_id": str(seller), "seller_kind": "resident",
+                "buyer_id": str(payer), "amount_won": 100_000}, timeout=10)
+            assert earned.status_code == 201, earned.text
+            paid = httpx.post(f"{service.base}/v1/rent-payments", headers={
+                **token(service, Role.RESIDENT, payer),
+                "Idempotency-Key": f"pay-{round_number}"}, json={
+                "payment_id": f"PAY-{round_number}", "household_id": str(home),
+                "invoice_id": f"INV-{round_number}", "billing_period": "2026-12",
+                "amount_won": 3_000}, timeout=10)
+            if paid.status_code != 201:
+                refused.append(paid.text)
+        assert refused == [], "no stale rejection from either worker"
+
+        hot_home, hot_payer = homes[10], payers[10]
+        assert httpx.post(f"{service.base}/v1/rent-invoices", headers={
+            **billing, "Idempotency-Key": "inv-hot"}, json={
+            "household_id": str(hot_home), "invoice_id": "INV-HOT",
+            "billing_period": "2026-12", "amount_won": 500_000,
+            "due_at": "2026-12-25T00:00:00+09:00"}, timeout=10).status_code == 201
+        assert httpx.post(f"{service.base}/v1/trades", headers={
+            **platform, "Idempotency-Key": "earn-hot"}, json={
+            "trade_id": "EARN-HOT", "market": "sharing", "category": "childcare",
+            "seller_id": str(seller), "seller_kind": "resident", "buyer_id": str(hot_payer),
+            "amount_won": 100_000}, timeout=10).status_code == 201  # 3,000 points
+        statuses: list[tuple[int, str]] = []
+
+        def pay(number: int) -> None:
+            response = httpx.post(f"{service.base}/v1/rent-payments", headers={
+                **token(service, Role.RESIDENT, hot_payer),
+                "Idempotency-Key": f"hot-{number}"}, json={
+                "payment_id": f"HOT-{number}", "household_id": str(hot_home),
+                "invoice_id": "INV-HOT", "billing_period": "2026-12", "amount_won": 1_000},
+                timeout=15)
+            statuses.append((response.status_code, response.json().get("code", "")))
+
+        racers = [threading.Thread(target=pay, args=(n,)) for n in range(10)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=30)
+        accepted = [s for s in statuses if s[0] == 201]
+        assert len(statuses) == 10
+        assert len(accepted) == 3, statuses
+        assert all(code == "insufficient_points" for status, code in statuses
+                   if status != 201), statuses
+    finally:
+        assert service.stop()
+
+
+def test_sigterm_finishes_what_is_in_flight_and_exits(
+        cluster: PrivatePostgres, population: dict[str, Any], service: Service) -> None:
+    """SIGTERM under four writers: the service exits by itself, cleanly, within 20 s;
+    every write it acknowledged is stored, and whatever it did not is retried elsewhere
+    (here: against the restarted service) exactly once."""
+    traffic = Traffic()
+    stop_starting = threading.Event()
+    give_up_at = time.monotonic() + 60
+    threads = run_writers(service, population, traffic, stop_starting, give_up_at)
+    time.sleep(2)
+    began = time.monotonic()
+    assert service.stop(), "a clean shutdown, without being killed"
+    assert time.monotonic() - began < 20
+    service.start()
+    time.sleep(1)
+    stop_starting.set()
+    for thread in threads:
+        thread.join(timeout=give_up_at - time.monotonic() + 5)
+    assert set(traffic.statuses) <= {0, 201, 503}, sorted(set(traffic.statuses))
+    assert traffic.started == set(traffic.acknowledged)
     assert stored_trades(cluster.url) == dict.fromkeys(traffic.acknowledged, 1)

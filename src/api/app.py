@@ -33,7 +33,7 @@ from api.settings import ApiSettings, get_settings
 from eventlog.follower import stopped_followers
 from ledger import limits
 from ledger.application import Ledger
-from ledger.database import ConnectionSettings, database_url
+from ledger.database import ConnectionSettings, IdleCheck, database_url
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,14 @@ def _read_pool(url: str, schema: str, size_max: int
         conn.read_only = True  # the read side never writes through this pool
 
     statement_ms = limits.database_statement_seconds_max * 1000
+    idle_check = IdleCheck()
     return ConnectionPool(
         ConnectionSettings.from_url(url).conninfo(),
         kwargs={"options": f"-c search_path={schema} -c statement_timeout={statement_ms}",
                 "connect_timeout": limits.database_connect_seconds_max},
         min_size=min(2, size_max), max_size=size_max, configure=configure,
-        check=ConnectionPool.check_connection, timeout=limits.database_checkout_seconds_max,
+        check=idle_check.check, reset=idle_check.reset,
+        timeout=limits.database_checkout_seconds_max,
         reconnect_timeout=limits.database_reconnect_seconds_max,
         name="ledger-reads", open=False)
 

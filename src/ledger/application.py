@@ -47,6 +47,7 @@ from ledger.household import (
     rent_payment_locator_id,
 )
 from ledger.merchant import Merchant
+from ledger.persistence import LedgerRecorder
 from ledger.policy import (
     MARKETS,
     MERCHANT_KINDS,
@@ -139,7 +140,7 @@ class UnitOfWork:
         self.fresh = fresh
         self.touched: dict[UUID, Aggregate] = {}
         self.versions_before: dict[UUID, int] = {}
-        self.read: list[UUID] = []
+        self.read: dict[UUID, int] = {}
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         aggregate = self.batch.in_flight.get(aggregate_id) or self.touched.get(aggregate_id)
@@ -157,7 +158,7 @@ class UnitOfWork:
         else:
             aggregate = self.ledger.load(aggregate_id)
         version = 0 if aggregate is None else aggregate.version
-        self.read.append(aggregate_id)
+        self.read.setdefault(aggregate_id, version)
         seen = self.batch.read_versions.get(aggregate_id)
         if seen is None or version < seen:
             self.batch.read_versions[aggregate_id] = version
@@ -370,6 +371,13 @@ class Ledger(Application[UUID]):
 
     def evict(self, aggregate_ids: list[UUID]) -> None:
         self._evict(aggregate_ids)
+
+    def rejection_stands(self, rejected: Rejected) -> bool:
+        record_id = request_record_id(rejected.pending.cause.actor_id,
+                                      rejected.pending.cause.request_id)
+        recorder = self.recorder
+        assert isinstance(recorder, LedgerRecorder)
+        return recorder.unchanged({**rejected.read, record_id: 0})
 
     def _take_due_snapshots(self, batch: Batch) -> None:
         """Snapshot aggregates whose version just reached a multiple of their interval."""

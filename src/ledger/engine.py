@@ -25,10 +25,12 @@ How:
   concurrent change of what it merely read (a seller who moved out in another process).
   On either conflict every command of the batch runs again alone, reading fresh.
 - A rejection computed from memory may be stale (another process credited the wallet)
-  or may have seen the batch's uncommitted effects. So, after the batch, each rejected
-  command runs again alone with every aggregate read fresh from the database
-  (`fresh=True`); only a rejection from such a run is returned. Rejections are rare, so
-  this costs little, and accepted commands pay nothing (see docs/ledger.md).
+  or may have seen the batch's uncommitted effects. So, after the batch, each rejection
+  is checked against committed state in one round trip: if the batch committed, its
+  request id was not accepted before, and every aggregate it read from outside the batch
+  is still at the version it read, it stands; otherwise the command runs again alone,
+  every aggregate read fresh from the database (`fresh=True`), and only a rejection from
+  such a run is returned (see docs/ledger.md).
 - A database error answers `DatabaseUnavailable`; an error in the ledger's own code
   answers that command with the error and runs the rest of its batch again, alone.
 """
@@ -100,7 +102,8 @@ class Rejected:
 
     pending: Pending
     error: DomainError
-    read: list[UUID]
+    read: dict[UUID, int]
+    """The aggregates it read from outside its batch, and their versions (0: missing)."""
 
 
 class Batch:
@@ -130,6 +133,11 @@ class Ledgerlike(Protocol):
 
     def evict(self, aggregate_ids: list[UUID]) -> None:
         """Drop these aggregates from the cache (they may be stale or half-changed)."""
+
+    def rejection_stands(self, rejected: Rejected) -> bool:
+        """Whether a rejection computed from memory holds against committed state: every
+        aggregate it read is still at the version it read, and its request id was not
+        accepted before (one round trip)."""
 
 
 class Engine:
@@ -293,6 +301,7 @@ class Engine:
                 if not isinstance(error, Exception):
                     raise
                 return
+        saved = not staging.staged
         if staging.staged:
             try:
                 positions = self.ledger.save_batch(staging)
@@ -318,14 +327,22 @@ class Engine:
                     stage.pending.answer(outcome=self.make_outcome(stage.result,
                                                                    positions[index - 1]))
                 self.ledger.saved(staging)
+                saved = True
         if fresh:
             for rejected in staging.rejected:
                 rejected.pending.answer(error=rejected.error)
             return
-        # A rejection from memory is checked again against committed state first.
+        # A rejection from memory is checked against committed state before it is
+        # returned: when what it read is unchanged (the batch committed, so what it read
+        # within the batch is committed too) it stands; else it runs again, reading fresh.
+        again: list[Pending] = []
         for rejected in staging.rejected:
-            self.ledger.evict(rejected.read)
-        self._each_alone([rejected.pending for rejected in staging.rejected])
+            if saved and self.ledger.rejection_stands(rejected):
+                rejected.pending.answer(error=rejected.error)
+            else:
+                self.ledger.evict(list(rejected.read))
+                again.append(rejected.pending)
+        self._each_alone(again)
 
     def _each_alone(self, batch: list[Pending]) -> None:
         """Run each command again by itself, every aggregate read fresh; once the database

@@ -60,6 +60,9 @@ database_reconnect_seconds_max = 24 * 3600.0
 """How long a pool keeps trying to reconnect to a database that went away (it retries
 with backoff meanwhile; requests get 503 until it is back)."""
 
+pooled_connection_idle_check_seconds = 1.0
+"""A pooled connection idle this long is checked before use (a restart may have cut it)."""
+
 database_lock_seconds_max = 2
 """Longest a writer waits for the events table's lock."""
 

@@ -26,10 +26,14 @@ from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresFactory,
+    PostgresRecorder,
 )
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger import limits
+from ledger.database import IdleCheck
 
 APP_ROLE = "ledger_app"
 """The role writes run as: SELECT and INSERT on the events table, nothing else."""
@@ -39,6 +43,13 @@ COPY_THRESHOLD_EVENTS = 2_000
 
 STALE_READ = "ledger_stale_read"
 """The message of the append function's refusal: an aggregate a command read has changed."""
+
+
+def _setting_up_alone(recorder: PostgresRecorder, curs: Cursor[DictRow]) -> None:
+    """Serialise the recorders' set-up (tables, triggers, functions, grants) across
+    processes: two writer processes starting together otherwise deadlock on their DDL."""
+    curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                 (f"ledger:set-up:{recorder.datastore.schema}",))
 
 
 def _without_retry(method: Any) -> Any:
@@ -58,6 +69,10 @@ class LedgerSnapshotRecorder(PostgresAggregateRecorder):
     select_events = _without_retry(PostgresAggregateRecorder.select_events)
     insert_events = _without_retry(PostgresAggregateRecorder.insert_events)
 
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        _setting_up_alone(self, curs)
+        super()._create_table(curs)
+
 
 class LedgerRecorder(PostgresApplicationRecorder):
     """The library's recorder, with a one-round-trip save, COPY for bulk, guards, and
@@ -67,11 +82,21 @@ class LedgerRecorder(PostgresApplicationRecorder):
     select_notifications = _without_retry(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _without_retry(PostgresApplicationRecorder.max_notification_id)
 
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        _setting_up_alone(self, curs)
+        super()._create_table(curs)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Every wait on the database is bounded: opening a connection and each statement
         # (the pool's checkout and the table lock are bounded by the library's settings,
         # see ledger.database.eventsourcing_env).
+        # Broken connections (a database restart) are replaced before use when they sat
+        # idle; the library offers only a check on every checkout (a round trip each), so
+        # its pool gets ours (psycopg_pool keeps both callbacks in these attributes).
+        idle_check = IdleCheck()
+        self.datastore.pool._check = idle_check.check
+        self.datastore.pool._reset = idle_check.reset
         pool_kwargs = self.datastore.pool.kwargs
         assert isinstance(pool_kwargs, dict), "the library passes connection keywords"
         pool_kwargs.update(
@@ -146,10 +171,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
                 "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
                 "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
-                "IF EXISTS (SELECT 1 FROM unnest(read_ids, read_versions) AS r(id, version) "
-                "JOIN {schema}.{table} e ON e.originator_id = r.id "
-                "AND e.originator_version > r.version) THEN "
+                # One primary-key probe per aggregate read (a join could scan the table).
+                "FOR i IN 1 .. coalesce(array_length(read_ids, 1), 0) LOOP "
+                "IF EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = read_ids[i] "
+                "AND originator_version > read_versions[i]) THEN "
                 "RAISE EXCEPTION {stale} USING ERRCODE = 'serialization_failure'; END IF; "
+                "END LOOP; "
                 "PERFORM pg_notify({channel}, ''); "
                 "RETURN QUERY INSERT INTO {schema}.{table} "
                 "(originator_id, originator_version, topic, state) "
@@ -168,6 +195,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "SELECT {schema}.{append}(%b, %b, %b, %b, %s::uuid[], %s::bigint[])"
             " AS notification_id").format(
             schema=schema, append=Identifier(self.append_function_name))
+        self.changed_statement = SQL(
+            "SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS r(id, version), LATERAL "
+            "(SELECT 1 FROM {schema}.{table} e WHERE e.originator_id = r.id "
+            "AND e.originator_version > r.version LIMIT 1) AS newer LIMIT 1").format(
+            schema=schema, table=table)
         self.check_reads_statement = SQL(
             "SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS r(id, version) "
             "JOIN {schema}.{table} e ON e.originator_id = r.id "
@@ -182,6 +214,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "notification_id) FROM STDIN (FORMAT BINARY)"
         ).format(schema=schema, table=table)
         self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+
+    def unchanged(self, versions: Mapping[UUID, int]) -> bool:
+        """Whether every aggregate is still at the given version (0: does not exist)."""
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(self.changed_statement,
+                               (list(versions), list(versions.values())),
+                               prepare=True).fetchone()
+        return row is None
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], *,
@@ -233,6 +273,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 for statement in self.lock_table_statements:
                     curs.execute(statement)
                 if reads:
+                    # A nested loop of primary-key probes, never a scan of the table.
+                    curs.execute("SET LOCAL enable_seqscan = off")
+                    curs.execute("SET LOCAL enable_hashjoin = off")
                     curs.execute(self.check_reads_statement, (list(reads), list(reads.values())))
                     if curs.fetchone() is not None:
                         msg = f"{STALE_READ}: an aggregate read changed meanwhile"
