@@ -1,12 +1,14 @@
 """The one follower of the event log: a poison event stops its follower there, loudly,
 and only that follower; a failure that passes is retried, not called poison."""
+# The fixtures imported from test_projections are pytest's to pass in.
+# ruff: noqa: F811
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +25,7 @@ from ledger.application import Ledger
 from projections.base import TradeFacts
 from projections.runner import ProjectionRunner, WalletBalances
 from test_api_fixtures import make_settings
-from test_projections import World
-
-
-@pytest.fixture
-def ledger(database_url: str, schema: str) -> Iterator[Ledger]:
-    app = Ledger.connect(database_url, schema)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def world(ledger: Ledger) -> World:
-    return World(ledger)
-
-
-@pytest.fixture
-def conn(database_url: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
-    with p.connect(database_url, schema, autocommit=True) as connection:
-        yield connection
+from test_projections import World, conn, ledger, world  # noqa: F401  (fixtures)
 
 
 class Poisoned(WalletBalances):

@@ -141,29 +141,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 sequence=Identifier(self.datastore.schema,
                                     f"{self.events_table_name}_notification_id_seq"),
                 role=Identifier(APP_ROLE)),
-            SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{append}(ids uuid[], versions bigint[], "
-                "topics text[], states bytea[]) "
-                "RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER "
-                "SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
-                "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
-                "PERFORM pg_notify({channel}, ''); "
-                "RETURN QUERY INSERT INTO {schema}.{table} "
-                "(originator_id, originator_version, topic, state) "
-                "SELECT * FROM unnest(ids, versions, topics, states) "
-                "RETURNING notification_id; "
-                "END $$"
-            ).format(schema=schema, append=Identifier(self.append_function_name), table=table,
-                     lock_timeout=Literal(f"{self.datastore.lock_timeout}s"),
-                     channel=Literal(self.channel_name)),
-            # The function runs with its owner's rights: the write path is `ledger_app`.
-            SQL("ALTER FUNCTION {schema}.{append}(uuid[], bigint[], text[], bytea[]) "
-                "OWNER TO {role}").format(
-                schema=schema, append=Identifier(self.append_function_name),
-                role=Identifier(APP_ROLE)),
-            # The same, checking first that every aggregate the commands only read is
-            # still at the version they read (0: it did not exist), under the lock.
+            # One statement, one round trip: lock, check that every aggregate the commands
+            # only read is still at the version they read (0: it did not exist), notify,
+            # insert. It runs with its owner's rights: the write path is `ledger_app`.
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{append}(ids uuid[], versions bigint[], "
                 "topics text[], states bytea[], read_ids uuid[], read_versions bigint[]) "
