@@ -219,7 +219,7 @@ def _writer_process(job: tuple[str, str, str, int, int, int]) -> tuple[int, int,
         make = scenario.trade if kind == "trade" else scenario.mix
         for _ in range(50):  # warm the cache, as a process that has been serving would be
             command, cause = make()
-            with contextlib.suppress(DomainError):
+            with contextlib.suppress(DomainError, DatabaseUnavailable):
                 ledger.execute(command, cause)
         start_position = ledger.position()
         started = time.time()
