@@ -269,6 +269,9 @@ class Engine:
         """Run a batch; afterwards, every one of its commands is answered."""
         try:
             self._attempt(batch, fresh=fresh)
+        except Exception as error:  # answered below; the leader's caller gets its own answer
+            logger.exception("a batch of %d commands failed", len(batch))
+            self._answer_rest(batch, error)
         except BaseException as error:
             self._answer_rest(batch, error)
             raise
@@ -337,7 +340,12 @@ class Engine:
         # within the batch is committed too) it stands; else it runs again, reading fresh.
         again: list[Pending] = []
         for rejected in staging.rejected:
-            if saved and self.ledger.rejection_stands(rejected):
+            try:
+                stands = saved and self.ledger.rejection_stands(rejected)
+            except DATABASE_ERRORS as error:  # not checked: nothing is decided
+                rejected.pending.answer(error=DatabaseUnavailable(str(error)))
+                continue
+            if stands:
                 rejected.pending.answer(error=rejected.error)
             else:
                 self.ledger.evict(list(rejected.read))
