@@ -268,7 +268,7 @@ class Engine:
     def _run(self, batch: list[Pending], *, fresh: bool = False) -> None:
         """Run a batch; afterwards, every one of its commands is answered."""
         try:
-            self._attempt(batch, fresh=fresh)
+            self._attempt(batch, fresh=fresh, again_together=not fresh)
         except Exception as error:  # answered below; the leader's caller gets its own answer
             logger.exception("a batch of %d commands failed", len(batch))
             self._answer_rest(batch, error)
@@ -287,7 +287,11 @@ class Engine:
                              pending.command.name, error)
                 pending.answer(error=DatabaseUnavailable("the command's batch failed"))
 
-    def _attempt(self, batch: list[Pending], *, fresh: bool) -> None:
+    def _attempt(self, batch: list[Pending], *, fresh: bool,
+                 again_together: bool = False) -> None:
+        """Stage, save and answer `batch`. With `again_together`, a save refused because
+        another writer changed what the batch read runs the batch once more as a whole,
+        with what it read evicted (so read anew), before each command is run alone."""
         staging = Batch()
         for index, pending in enumerate(batch):
             pending.attempts += 1
@@ -309,10 +313,18 @@ class Engine:
             try:
                 positions = self.ledger.save_batch(staging)
             except IntegrityError:
-                # Another writer changed what these commands changed or read: again,
+                # Another writer changed what these commands changed or read: again with
+                # that read anew, as a batch once (usually one aggregate was stale), then
                 # alone, reading fresh.
                 self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
-                self._each_alone([stage.pending for stage in staging.staged])
+                retry = [stage.pending for stage in staging.staged]
+                if again_together:
+                    # Rejections too: they may rest on what was stale.
+                    retry += [rejected.pending for rejected in staging.rejected]
+                    staging.rejected = []
+                    self._attempt(retry, fresh=False)
+                else:
+                    self._each_alone(retry)
             except BaseException as error:
                 self.ledger.evict(list(staging.in_flight))
                 for stage in staging.staged:
