@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.domain import Aggregate, CanMutateProtocol, Snapshot
 from eventsourcing.persistence import (
     JSONTranscoder,
+    StoredEvent,
     Transcoder,
     Transcoding,
 )
@@ -47,7 +48,7 @@ from ledger.household import (
     rent_payment_locator_id,
 )
 from ledger.merchant import Merchant
-from ledger.persistence import LedgerRecorder
+from ledger.persistence import STALE_ALL, LedgerRecorder
 from ledger.policy import (
     MARKETS,
     MERCHANT_KINDS,
@@ -220,6 +221,7 @@ class Ledger(Application[UUID]):
         settings.setdefault("AGGREGATE_CACHE_MAXSIZE", str(limits.aggregate_cache_size_default))
         super().__init__(settings)
         self.engine = Engine(self, Outcome)
+        self._last_position = 0
         self._policy_loaded_at = time.monotonic()
         self._handlers: dict[str, Handler] = {
             c.RegisterComplex.name: self._register_complex,
@@ -312,6 +314,9 @@ class Ledger(Application[UUID]):
     def close(self) -> None:
         """Answer queued commands, let the batch in flight finish, close the pools."""
         self.engine.close()
+        recorder = self.recorder
+        if isinstance(recorder, LedgerRecorder):
+            recorder.writers_lock.close()
         super().close()
 
     # What the engine asks of the application ------------------------------------------
@@ -360,7 +365,9 @@ class Ledger(Application[UUID]):
                      for aggregate_id, version in batch.read_versions.items()
                      if aggregate_id not in written}
         recordings = self.events.put(all_events, read_versions=read_only)
-        return [recording.notification.id for recording in recordings]
+        positions = [recording.notification.id for recording in recordings]
+        self._last_position = positions[-1] if positions else 0
+        return positions
 
     def saved(self, batch: Batch) -> None:
         cache = self.repository.cache
@@ -371,6 +378,45 @@ class Ledger(Application[UUID]):
 
     def evict(self, aggregate_ids: list[UUID]) -> None:
         self._evict(aggregate_ids)
+
+    def _catch_up(self, changed: list[StoredEvent]) -> None:
+        """Bring cached aggregates up to date with other writers' events (in log order):
+        applied to an aggregate cached at the version before, else it is evicted."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        if changed and changed[0] is STALE_ALL:
+            self._evict(list(cache.cache))
+            return
+        for stored in changed:
+            aggregate_id = stored.originator_id
+            assert isinstance(aggregate_id, UUID)
+            try:
+                aggregate = cache.get(aggregate_id)
+            except KeyError:
+                continue
+            if stored.originator_version != aggregate.version + 1:
+                self._evict([aggregate_id])
+                continue
+            event = self.mapper.to_domain_event(stored)
+            assert isinstance(event, CanMutateProtocol)
+            event.mutate(aggregate)
+
+    @contextlib.contextmanager
+    def writing_alone(self) -> Iterator[bool]:
+        recorder = self.recorder
+        assert isinstance(recorder, LedgerRecorder)
+        changed = recorder.writers_lock.acquire()
+        if changed is None:  # not had in time (or the database is away): without it
+            yield False
+            return
+        saved_before = self._last_position
+        try:
+            self._catch_up(changed)
+            yield True
+        finally:
+            recorder.writers_lock.release(
+                self._last_position if self._last_position != saved_before else None)
 
     def rejection_stands(self, rejected: Rejected) -> bool:
         record_id = request_record_id(rejected.pending.cause.actor_id,

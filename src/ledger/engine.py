@@ -42,6 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -139,6 +140,11 @@ class Ledgerlike(Protocol):
         aggregate it read is still at the version it read, and its request id was not
         accepted before (one round trip)."""
 
+    def writing_alone(self) -> AbstractContextManager[bool]:
+        """Hold the writers' cross-process lock for one batch, the cache first cleared of
+        what other writers changed since this process last held it; yields whether the
+        lock is held (False: it could not be had in time, and the batch runs without)."""
+
 
 class Engine:
     """The queue, the leader and the batches of one writer process."""
@@ -151,6 +157,7 @@ class Engine:
         self._queue_lock = threading.Lock()
         self._queue: deque[Pending] = deque()
         self._closing = False
+        self._contended_until = 0.0
         self.batches = 0
         self.commands = 0
 
@@ -266,9 +273,19 @@ class Engine:
     # Batches ---------------------------------------------------------------------------
 
     def _run(self, batch: list[Pending], *, fresh: bool = False) -> None:
-        """Run a batch; afterwards, every one of its commands is answered."""
+        """Run a batch; afterwards, every one of its commands is answered.
+
+        While other writer processes change what this one reads (a conflict in the last
+        `contended_seconds`), batches take the writers' cross-process lock, so that each
+        stages against state no other writer can change before it saves; alone, a
+        process writes without it. Correctness never rests on the lock: the save's
+        checks stay."""
         try:
-            self._attempt(batch, fresh=fresh, again_together=not fresh)
+            if time.monotonic() < self._contended_until:
+                with self.ledger.writing_alone():
+                    self._attempt(batch, fresh=fresh, again_together=not fresh)
+            else:
+                self._attempt(batch, fresh=fresh, again_together=not fresh)
         except Exception as error:  # answered below; the leader's caller gets its own answer
             logger.exception("a batch of %d commands failed", len(batch))
             self._answer_rest(batch, error)
@@ -313,6 +330,7 @@ class Engine:
             try:
                 positions = self.ledger.save_batch(staging)
             except IntegrityError:
+                self._contended_until = time.monotonic() + limits.contended_seconds
                 # Another writer changed what these commands changed or read: again with
                 # that read anew, as a batch once (usually one aggregate was stale), then
                 # alone, reading fresh.

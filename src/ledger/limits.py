@@ -66,6 +66,13 @@ pooled_connection_idle_check_seconds = 1.0
 database_lock_seconds_max = 2
 """Longest a writer waits for the events table's lock."""
 
+writers_catch_up_events_max = 10_000
+"""Other writers' events a process applies to its cache on taking the writers' lock;
+further behind, it drops its cache instead."""
+
+contended_seconds = 10.0
+"""After a conflict with another writer process, batches take the writers' lock this long."""
+
 command_attempts_max = 5
 """Times a command is retried after a concurrent writer changed the same aggregate."""
 

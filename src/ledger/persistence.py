@@ -16,6 +16,7 @@ What this adds to `eventsourcing.postgres.PostgresApplicationRecorder`:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -29,6 +30,7 @@ from eventsourcing.postgres import (
     PostgresRecorder,
 )
 from psycopg import Cursor
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
@@ -61,6 +63,97 @@ def _without_retry(method: Any) -> Any:
     caller answers 503 at once; the client's retry of the same request is safe.
     """
     return method.__wrapped__
+
+
+STALE_ALL = StoredEvent(originator_id=UUID(int=0), originator_version=0, topic="*", state=b"")
+"""Stands for "everything may be stale" in `WritersLock.acquire`'s answer."""
+
+
+class WritersLock:
+    """The writer processes' lock on one schema, for batches while writers contend.
+
+    `acquire` takes a session advisory lock (waiting at most the lock bound) and, in the
+    same round trip, lists the aggregates other writers changed since this process last
+    held it: the caller drops them from its cache, so the batch stages against current
+    state and no other lock holder can change it before the save. `release` lets go and
+    notes the position this process reached. Correctness never rests on the lock (the
+    save checks versions anyway); it keeps contending writers from refusing each other's
+    batches over and over.
+    """
+
+    def __init__(self, conninfo: str, schema: str, events_table: str) -> None:
+        self.conninfo = conninfo
+        self.schema = schema
+        self.key = f"ledger:writers:{schema}"
+        self.seen: int | None = None
+        """Every commit up to here is reflected in this process's cache (None: unknown)."""
+        self._conn: psycopg.Connection[Any] | None = None
+        self._changed = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM {schema}.{table} WHERE notification_id > %s ORDER BY notification_id"
+            " LIMIT %s").format(
+            schema=Identifier(schema), table=Identifier(events_table))
+        self._head = SQL("SELECT coalesce(max(notification_id), 0) FROM {schema}.{table}"
+                         ).format(schema=Identifier(schema), table=Identifier(events_table))
+
+    def acquire(self) -> list[StoredEvent] | None:
+        """The events other writers committed since this process last held the lock, in
+        log order (the caller brings its cache up to date with them), or None when the
+        lock was not had in time. Far behind, or the first time, a single `STALE_ALL`
+        stands for "drop the whole cache"."""
+        try:
+            conn = self._connection()
+            with conn.pipeline():
+                conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (self.key,))
+                if self.seen is None:
+                    rows = conn.execute(self._head).fetchall()
+                else:
+                    rows = conn.execute(self._changed, (
+                        self.seen, limits.writers_catch_up_events_max + 1),
+                        binary=True).fetchall()
+        except psycopg.Error:
+            self._discard()  # the lock, if taken, goes with the session
+            return None
+        if self.seen is None or len(rows) > limits.writers_catch_up_events_max:
+            if self.seen is None:
+                self.seen = int(rows[0][0]) if rows else 0
+            else:
+                self.seen = int(rows[-1][0])
+            return [STALE_ALL]
+        if rows:
+            self.seen = int(rows[-1][0])
+        return [StoredEvent(originator_id=row[1], originator_version=row[2], topic=row[3],
+                            state=bytes(row[4])) for row in rows]
+
+    def release(self, saved_position: int | None) -> None:
+        """Let go; `saved_position`: the last position this process saved meanwhile."""
+        if saved_position is not None and self.seen is not None:
+            self.seen = max(self.seen, saved_position)
+        try:
+            if self._conn is not None:
+                self._conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.key,))
+        except psycopg.Error:
+            self._discard()  # the session, and so its lock, is gone
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            lock_ms = limits.database_lock_seconds_max * 1000
+            self._conn = psycopg.connect(
+                self.conninfo, autocommit=True,
+                connect_timeout=limits.database_connect_seconds_max,
+                options=f"-c lock_timeout={lock_ms}"
+                        f" -c statement_timeout={limits.database_statement_seconds_max * 1000}")
+        return self._conn
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        self.seen = None  # commits may have been missed meanwhile
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def close(self) -> None:
+        self._discard()
 
 
 class LedgerSnapshotRecorder(PostgresAggregateRecorder):
@@ -99,6 +192,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self.datastore.pool._reset = idle_check.reset
         pool_kwargs = self.datastore.pool.kwargs
         assert isinstance(pool_kwargs, dict), "the library passes connection keywords"
+        self.writers_lock = WritersLock(
+            make_conninfo("", **{key: value for key, value in pool_kwargs.items()
+                                 if key in ("dbname", "host", "port", "user", "password")
+                                 and value}),
+            self.datastore.schema, self.events_table_name)
         pool_kwargs.update(
             connect_timeout=limits.database_connect_seconds_max,
             options=f"-c statement_timeout={limits.database_statement_seconds_max * 1000}")
