@@ -93,7 +93,8 @@ def test_a_poison_event_stops_its_follower_there_and_the_others_go_on(
         assert chained == (head,)
 
         # It says so: one error line naming the position and the error ...
-        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        lines = [r.getMessage() for r in caplog.records
+                 if r.levelno >= logging.ERROR and r.name == "eventlog.follower"]
         assert len(lines) == 1
         assert f"position {poison_position}" in lines[0]
         assert "cannot fold trade T-poison" in lines[0]
