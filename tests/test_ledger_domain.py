@@ -374,6 +374,14 @@ def test_policy_rates_are_validated(world: World) -> None:
         {"market": "sharing", "seller_kind": "landlord", "personal_bps": 1, "common_bps": 0}]))
 
 
+def test_a_refused_first_policy_leaves_no_policy_behind(world: World) -> None:
+    """The first version, refused, creates nothing: the next valid one is version 1."""
+    rejected(world, "invalid_rate", c.SetAccrualPolicy.of([
+        {"market": "sharing", "seller_kind": "resident", "personal_bps": -1,
+         "common_bps": 0}]))
+    assert world.policy() == 1
+
+
 def test_a_new_policy_version_applies_to_later_trades(world: World, pilot: dict) -> None:
     """Trades after a policy change use the new version; earlier accruals keep theirs."""
     buyer = world.resident(pilot["home"])

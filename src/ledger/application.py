@@ -32,7 +32,14 @@ from eventsourcing.persistence import (
 from psycopg.sql import SQL, Identifier
 
 from ledger import commands as c
-from ledger import errors, limits
+from ledger import errors, limits, trading
+from ledger.checks import (
+    check_amount,
+    check_aware,
+    check_billing_period,
+    check_identifier,
+    check_text,
+)
 from ledger.codec import FastJSONTranscoder
 from ledger.complex import Complex, complex_id_for
 from ledger.database import database_url, eventsourcing_env
@@ -50,17 +57,13 @@ from ledger.household import (
 from ledger.merchant import Merchant
 from ledger.persistence import STALE_ALL, LedgerRecorder
 from ledger.policy import (
-    MARKETS,
     MERCHANT_KINDS,
     POLICY_ID,
-    SELLER_KINDS,
     AccrualPolicy,
-    accrual_base_won,
-    share_won,
 )
 from ledger.request import RequestRecord, fingerprint, request_record_id
 from ledger.resident import Resident
-from ledger.trade import Trade, trade_aggregate_id
+from ledger.unit import Handler, Result, UnitOfWork
 
 A = TypeVar("A", bound=Aggregate)
 logger = logging.getLogger(__name__)
@@ -78,7 +81,6 @@ class SetAsList(Transcoding):
     def decode(self, data: list[Any]) -> set[Any]:
         return set(data)
 
-BILLING_PERIOD_LENGTH = 7  # "YYYY-MM"
 
 
 @dataclass(frozen=True)
@@ -93,110 +95,6 @@ class Outcome:
         return self.result[key]
 
 
-def check_amount(amount_won: object, *, allow_zero: bool = False) -> int:
-    if type(amount_won) is not int:
-        raise DomainError(errors.invalid_amount, f"{amount_won!r} is not an integer")
-    lowest = 0 if allow_zero else 1
-    if not lowest <= amount_won <= limits.amount_won_max:
-        raise DomainError(errors.invalid_amount, f"{amount_won} outside {lowest}..")
-    return amount_won
-
-
-def check_text(name: str, value: object, length_max: int = limits.string_length_max) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > length_max:
-        raise DomainError(errors.invalid_field, f"{name}: 1 to {length_max} characters")
-    return value
-
-
-def check_identifier(name: str, value: object) -> str:
-    return check_text(name, value, limits.identifier_length_max)
-
-
-def check_billing_period(value: object) -> str:
-    text = check_text("billing_period", value, BILLING_PERIOD_LENGTH)
-    try:
-        datetime.strptime(text, "%Y-%m")
-    except ValueError:
-        raise DomainError(errors.invalid_field, "billing_period: YYYY-MM") from None
-    return text
-
-
-def check_aware(name: str, value: object) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise DomainError(errors.invalid_field, f"{name}: a timezone-aware time")
-    return value
-
-
-class UnitOfWork:
-    """The aggregates one command reads and changes, seen through the batch in flight.
-
-    Every aggregate it reads from outside the batch is noted with the version it had
-    (0: it did not exist), so that the save can check nobody changed it meanwhile.
-    With `fresh`, those reads come from the database, never from the cache.
-    """
-
-    def __init__(self, ledger: Ledger, batch: Batch, *, fresh: bool) -> None:
-        self.ledger = ledger
-        self.batch = batch
-        self.fresh = fresh
-        self.touched: dict[UUID, Aggregate] = {}
-        self.versions_before: dict[UUID, int] = {}
-        self.read: dict[UUID, int] = {}
-
-    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        aggregate = self.batch.in_flight.get(aggregate_id) or self.touched.get(aggregate_id)
-        if aggregate is None:
-            aggregate = self._read(aggregate_id)
-        if aggregate is None:
-            return None
-        if not isinstance(aggregate, cls):
-            return None
-        return aggregate
-
-    def _read(self, aggregate_id: UUID) -> Aggregate | None:
-        if self.fresh:
-            aggregate = self.ledger.load_fresh(aggregate_id)
-        else:
-            aggregate = self.ledger.load(aggregate_id)
-        version = 0 if aggregate is None else aggregate.version
-        self.read.setdefault(aggregate_id, version)
-        seen = self.batch.read_versions.get(aggregate_id)
-        if seen is None or version < seen:
-            self.batch.read_versions[aggregate_id] = version
-        return aggregate
-
-    def get(self, cls: type[A], aggregate_id: UUID, missing_code: str) -> A:
-        aggregate = self.find(cls, aggregate_id)
-        if aggregate is None:
-            raise DomainError(missing_code, str(aggregate_id))
-        return aggregate
-
-    def exists(self, aggregate_id: UUID) -> bool:
-        """Whether an aggregate exists. Optimistic unless fresh: an id that is neither in
-        flight nor cached is taken as new, and the primary key has the last word."""
-        if aggregate_id in self.batch.in_flight or aggregate_id in self.touched:
-            return True
-        if not self.fresh and self.ledger.cached(aggregate_id):
-            return True
-        if self.fresh:
-            return self._read(aggregate_id) is not None
-        return False
-
-    def change(self, *aggregates: Aggregate) -> None:
-        """Declare aggregates this command is about to change (before changing them)."""
-        for aggregate in aggregates:
-            if aggregate.id not in self.touched:
-                self.touched[aggregate.id] = aggregate
-                self.versions_before[aggregate.id] = aggregate.version
-
-    def changed_anything(self) -> bool:
-        return any(
-            aggregate.version != self.versions_before[aggregate_id]
-            for aggregate_id, aggregate in self.touched.items()
-        )
-
-
-Handler = Callable[[Any, Cause, UnitOfWork], tuple[dict[str, Any], UUID | None]]
 
 
 class Ledger(Application[UUID]):
@@ -232,7 +130,7 @@ class Ledger(Application[UUID]):
             c.PayOutMerchant.name: self._pay_out_merchant,
             c.SetAccrualPolicy.name: self._set_accrual_policy,
             c.RecordTrade.name: self._record_trade,
-            c.RefundTrade.name: self._refund_trade,
+            c.RefundTrade.name: trading.refund_trade,
             c.IssueRentInvoice.name: self._issue_rent_invoice,
             c.PayRent.name: self._pay_rent,
             c.SettleRentPayment.name: self._settle_rent_payment,
@@ -468,7 +366,7 @@ class Ledger(Application[UUID]):
     # Handlers: validate everything first, then change. ----------------------------------
 
     def _register_complex(self, command: c.RegisterComplex, cause: Cause,
-                          unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                          unit: UnitOfWork) -> Result:
         code = check_identifier("code", command.code)
         name = check_text("name", command.complex_name)
         region = check_text("region", command.region)
@@ -480,7 +378,7 @@ class Ledger(Application[UUID]):
         return {"complex_id": str(complex_id)}, complex_id
 
     def _register_household(self, command: c.RegisterHousehold, cause: Cause,
-                            unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                            unit: UnitOfWork) -> Result:
         unit_name = check_identifier("unit", command.unit)
         unit.get(Complex, command.complex_id, errors.unknown_complex)
         household_id = household_id_for(command.complex_id, unit_name)
@@ -491,7 +389,7 @@ class Ledger(Application[UUID]):
         return {"household_id": str(household_id)}, command.complex_id
 
     def _enrol_resident(self, command: c.EnrolResident, cause: Cause,
-                        unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                        unit: UnitOfWork) -> Result:
         consent_ref = check_text("consent_ref", command.consent_ref)
         household = unit.get(Household, command.household_id, errors.unknown_household)
         resident_id = command.resident_id or uuid5(
@@ -507,11 +405,8 @@ class Ledger(Application[UUID]):
         return {"resident_id": str(resident_id)}, household.home_complex_id
 
     def _move_out(self, command: c.MoveOut, cause: Cause,
-                  unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                  unit: UnitOfWork) -> Result:
         wallet = unit.get(Resident, command.resident_id, errors.unknown_resident)
-        wallet.check_open()
-        if wallet.holds:
-            raise DomainError(errors.holds_pending, ", ".join(sorted(wallet.holds)))
         unit.change(wallet)
         owed_won = wallet.owed_won
         remaining_won = wallet.move_out(cause)
@@ -519,7 +414,7 @@ class Ledger(Application[UUID]):
                  "owed_won": owed_won}, wallet.home_complex_id)
 
     def _register_merchant(self, command: c.RegisterMerchant, cause: Cause,
-                           unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                           unit: UnitOfWork) -> Result:
         if command.kind not in MERCHANT_KINDS:
             raise DomainError(errors.invalid_seller_kind, command.kind)
         name = check_text("name", command.merchant_name)
@@ -533,104 +428,27 @@ class Ledger(Application[UUID]):
         return {"merchant_id": str(merchant_id)}, None
 
     def _pay_out_merchant(self, command: c.PayOutMerchant, cause: Cause,
-                          unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                          unit: UnitOfWork) -> Result:
         payout_id = check_identifier("payout_id", command.payout_id)
         merchant = unit.get(Merchant, command.merchant_id, errors.unknown_merchant)
-        if payout_id in merchant.payout_ids:
-            raise DomainError(errors.payout_exists, payout_id)
-        if merchant.balance_won == 0:
-            raise DomainError(errors.nothing_to_pay_out, str(merchant.id))
         unit.change(merchant)
         amount_won = merchant.pay_out(payout_id, cause)
         return ({"merchant_id": str(merchant.id), "payout_id": payout_id,
                  "amount_won": amount_won}, None)
 
     def _set_accrual_policy(self, command: c.SetAccrualPolicy, cause: Cause,
-                            unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
-        from ledger.policy import validate_rates  # noqa: PLC0415
-
-        rates = validate_rates(command.rate_rows())
+                            unit: UnitOfWork) -> Result:
         policy = unit.find(AccrualPolicy, POLICY_ID)
         if policy is None:
-            policy = AccrualPolicy.create(cause)
+            policy = AccrualPolicy.create(cause)  # dropped with the command if it is refused
         unit.change(policy)
-        version = policy.set_version(rates, cause)
+        version = policy.set_version(command.rate_rows(), cause)
         return {"version": version}, None
 
     def _record_trade(self, command: c.RecordTrade, cause: Cause,
-                      unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
-        trade_id = check_identifier("trade_id", command.trade_id)
-        if command.market not in MARKETS:
-            raise DomainError(errors.invalid_market, command.market)
-        if command.seller_kind not in SELLER_KINDS:
-            raise DomainError(errors.invalid_seller_kind, command.seller_kind)
-        category = check_text("category", command.category)
-        amount_won = check_amount(command.amount_won)
-        points_used_won = check_amount(command.points_used_won, allow_zero=True)
-        if points_used_won > amount_won:
-            raise DomainError(errors.points_exceed_amount, trade_id)
-        buyer = unit.get(Resident, command.buyer_id, errors.unknown_resident)
-        buyer.check_open()
-        seller: Resident | Merchant
-        if command.seller_kind == "resident":
-            if command.seller_id == command.buyer_id:
-                raise DomainError(errors.seller_is_buyer, trade_id)
-            resident_seller = unit.find(Resident, command.seller_id)
-            if resident_seller is None:
-                merchant = unit.find(Merchant, command.seller_id)
-                if merchant is not None:
-                    raise DomainError(errors.seller_kind_mismatch, "seller is a merchant")
-                raise DomainError(errors.unknown_resident, f"seller {command.seller_id}")
-            resident_seller.check_open()
-            seller = resident_seller
-        else:
-            merchant = unit.find(Merchant, command.seller_id)
-            if merchant is None:
-                if unit.find(Resident, command.seller_id) is not None:
-                    raise DomainError(errors.seller_kind_mismatch, "seller is a resident")
-                raise DomainError(errors.unknown_merchant, str(command.seller_id))
-            if merchant.kind != command.seller_kind:
-                raise DomainError(errors.seller_kind_mismatch,
-                                  f"{merchant.kind} != {command.seller_kind}")
-            seller = merchant
+                      unit: UnitOfWork) -> Result:
         self._refresh_policy(unit)
-        policy = unit.find(AccrualPolicy, POLICY_ID)
-        if policy is None:
-            raise DomainError(errors.unknown_policy, "no accrual policy has been set")
-        policy_version, personal_bps, common_bps = policy.rates_for(
-            command.market, command.seller_kind, category, command.policy_version)
-        buyer_complex = unit.get(Complex, buyer.home_complex_id, errors.unknown_complex)
-        trade_aggregate = trade_aggregate_id(trade_id)
-        if unit.exists(trade_aggregate):
-            raise DomainError(errors.trade_exists, trade_id)
-        if points_used_won > buyer.available_won:
-            raise DomainError(errors.insufficient_points,
-                              f"available {buyer.available_won}, asked {points_used_won}")
-        base_won = accrual_base_won(amount_won, points_used_won)
-        personal_won = share_won(base_won, personal_bps)
-        common_won = share_won(base_won, common_bps)
-        # After this point, every change must succeed.
-        trade = Trade._create(
-            Trade.Recorded, id=trade_aggregate, trade_id=trade_id, market=command.market,
-            category=category, seller_id=seller.id, seller_kind=command.seller_kind,
-            buyer_id=buyer.id, buyer_household_id=buyer.household_id, amount_won=amount_won,
-            points_used_won=points_used_won, policy_version=policy_version,
-            personal_bps=personal_bps, common_bps=common_bps, accrual_base_won=base_won,
-            personal_won=personal_won, common_won=common_won,
-            **cause.fields(buyer.home_complex_id))
-        unit.change(trade, buyer, seller, buyer_complex)
-        if points_used_won:
-            buyer.spend(trade_id, seller.id, points_used_won, cause)
-            seller.receive(trade_id, buyer.id, points_used_won, cause)
-        if personal_won:
-            buyer.accrue(trade_id, command.market, command.seller_kind, policy_version,
-                         personal_bps, base_won, personal_won, cause)
-        if common_won:
-            buyer_complex.accrue(trade_id, command.market, command.seller_kind, policy_version,
-                                 common_bps, base_won, common_won, cause)
-        return ({"trade_id": trade_id, "policy_version": policy_version,
-                 "personal_accrued_won": personal_won, "common_accrued_won": common_won,
-                 "points_used_won": points_used_won}, buyer.home_complex_id)
+        return trading.record_trade(command, cause, unit)
 
     def _refresh_policy(self, unit: UnitOfWork) -> None:
         """Trades only read the policy; reload it now and then, so a version set by another
@@ -642,49 +460,20 @@ class Ledger(Application[UUID]):
             self._evict([POLICY_ID])
             self._policy_loaded_at = moment
 
-    def _refund_trade(self, command: c.RefundTrade, cause: Cause,
-                      unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
-        trade_id = check_identifier("trade_id", command.trade_id)
-        trade = unit.get(Trade, trade_aggregate_id(trade_id), errors.unknown_trade)
-        if trade.refunded:
-            raise DomainError(errors.trade_already_refunded, trade_id)
-        buyer = unit.get(Resident, trade.buyer_id, errors.unknown_resident)
-        seller: Resident | Merchant
-        if trade.seller_kind == "resident":
-            seller = unit.get(Resident, trade.seller_id, errors.unknown_resident)
-        else:
-            seller = unit.get(Merchant, trade.seller_id, errors.unknown_merchant)
-        fund = unit.get(Complex, trade.buyer_complex_id, errors.unknown_complex)
-        # After this point, every change must succeed: what cannot be taken back is owed.
-        unit.change(trade, buyer, seller, fund)
-        trade.refund(cause)
-        if trade.points_used_won:
-            seller.return_payment(trade_id, trade.points_used_won, cause)
-            buyer.refund_points(trade_id, trade.points_used_won, cause)
-        if trade.personal_won:
-            buyer.claw_back(trade_id, trade.personal_won, cause)
-        if trade.common_won:
-            fund.claw_back(trade_id, trade.common_won, cause)
-        return ({"trade_id": trade_id, "points_returned_won": trade.points_used_won,
-                 "personal_clawback_won": trade.personal_won,
-                 "common_clawback_won": trade.common_won}, trade.buyer_complex_id)
-
     def _issue_rent_invoice(self, command: c.IssueRentInvoice, cause: Cause,
-                            unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                            unit: UnitOfWork) -> Result:
         invoice_id = check_identifier("invoice_id", command.invoice_id)
         billing_period = check_billing_period(command.billing_period)
         amount_won = check_amount(command.amount_won)
         due_at = check_aware("due_at", command.due_at)
         household = unit.get(Household, command.household_id, errors.unknown_household)
-        if invoice_id in household.invoices:
-            raise DomainError(errors.invoice_exists, invoice_id)
         unit.change(household)
         household.issue_invoice(invoice_id, billing_period, amount_won, due_at, cause)
         return ({"household_id": str(household.id), "invoice_id": invoice_id},
                 household.home_complex_id)
 
     def _pay_rent(self, command: c.PayRent, cause: Cause,
-                  unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                  unit: UnitOfWork) -> Result:
         payment_id = check_identifier("payment_id", command.payment_id)
         invoice_id = check_identifier("invoice_id", command.invoice_id)
         billing_period = check_billing_period(command.billing_period)
@@ -725,7 +514,7 @@ class Ledger(Application[UUID]):
         return household, wallet, payment
 
     def _settle_rent_payment(self, command: c.SettleRentPayment, cause: Cause,
-                             unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                             unit: UnitOfWork) -> Result:
         household, wallet, payment = self._payment_parts(command.payment_id, unit)
         unit.change(household, wallet)
         household.settle_payment(command.payment_id, cause)
@@ -734,10 +523,8 @@ class Ledger(Application[UUID]):
                  "amount_won": payment["amount_won"]}, household.home_complex_id)
 
     def _release(self, payment_id: str, reason: str, now: datetime, cause: Cause,
-                 unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                 unit: UnitOfWork) -> Result:
         household, wallet, payment = self._payment_parts(payment_id, unit)
-        if reason == EXPIRED and now < payment["deadline_at"]:
-            raise DomainError(errors.hold_not_due, payment_id)
         unit.change(household, wallet)
         household.release_payment(payment_id, reason, now, cause)
         wallet.release_hold(payment_id, reason, cause)
@@ -745,20 +532,19 @@ class Ledger(Application[UUID]):
                  "amount_won": payment["amount_won"]}, household.home_complex_id)
 
     def _release_rent_payment(self, command: c.ReleaseRentPayment, cause: Cause,
-                              unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                              unit: UnitOfWork) -> Result:
         return self._release(command.payment_id, RELEASED, cause.occurred_at, cause, unit)
 
     def _expire_rent_payment(self, command: c.ExpireRentPayment, cause: Cause,
-                             unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                             unit: UnitOfWork) -> Result:
         now = check_aware("now", command.now)
         return self._release(command.payment_id, EXPIRED, now, cause, unit)
 
     def _spend_fund(self, command: c.SpendFund, cause: Cause,
-                    unit: UnitOfWork) -> tuple[dict[str, Any], UUID | None]:
+                    unit: UnitOfWork) -> Result:
         spend_id = check_identifier("spend_id", command.spend_id)
         amount_won = check_amount(command.amount_won)
         fund = unit.get(Complex, command.complex_id, errors.unknown_complex)
-        fund.check_spend(spend_id, command.purpose, amount_won, command.decision_ref)
         unit.change(fund)
         fund.spend(spend_id, command.purpose, amount_won, command.decision_ref, cause)
         return ({"complex_id": str(fund.id), "spend_id": spend_id, "amount_won": amount_won,

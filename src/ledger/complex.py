@@ -7,8 +7,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger import errors, limits
 from ledger.errors import DomainError
-from ledger.events import FUND_SPENDING, ISSUANCE, Cause, LedgerAggregate, Posting, account
-from ledger.owed import split_clawback, split_credit
+from ledger.events import FUND_SPENDING, Cause, LedgerAggregate, Posting, account
+from ledger.owed import OwedAccount, accrual_postings, clawback_postings
 
 FUND_PURPOSES = ("facility", "event", "upkeep")
 
@@ -18,7 +18,7 @@ def complex_id_for(code: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"ledger:complex:{code}")
 
 
-class Complex(LedgerAggregate):
+class Complex(OwedAccount, LedgerAggregate):
     if TYPE_CHECKING:  # state, declared for type checkers only: the library
         # would otherwise take annotations as constructor arguments.
         code: str
@@ -29,6 +29,8 @@ class Complex(LedgerAggregate):
         accrued_total_won: int
         spent_total_won: int
         spend_ids: set[str]
+
+    balance_name = "balance_won"  # what OwedAccount credits and claws back
 
     class Registered(LedgerAggregate.Created):
         code: str
@@ -62,23 +64,20 @@ class Complex(LedgerAggregate):
         recovered_won: int
 
         def apply(self, fund: Complex) -> None:
-            fund.owed_won -= self.recovered_won
-            fund.balance_won += self.amount_won - self.recovered_won
+            fund.apply_credit(self.amount_won, self.recovered_won)
             fund.accrued_total_won += self.amount_won
 
         def postings(self) -> list[Posting]:
-            kept_won = self.amount_won - self.recovered_won
-            return [(ISSUANCE, -kept_won), (account("fund", self.originator_id), kept_won)]
+            return accrual_postings(account("fund", self.originator_id), self.amount_won,
+                                    self.recovered_won)
 
     def accrue(self, trade_id: str, market: str, seller_kind: str, policy_version: int,
                common_bps: int, base_won: int, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0
-        recovered_won, _ = split_credit(amount_won, self.owed_won)
         self.trigger_event(
             self.CommonPointsAccrued, trade_id=trade_id, market=market, seller_kind=seller_kind,
             policy_version=policy_version, common_bps=common_bps, accrual_base_won=base_won,
-            amount_won=amount_won, recovered_won=recovered_won, **cause.fields(self.id))
-        assert self.balance_won >= 0 and self.owed_won >= 0
+            **self.credit_fields(amount_won), **cause.fields(self.id))
+        self.check_not_negative()
 
     class CommonPointsClawedBack(LedgerAggregate.Event):
         trade_id: str
@@ -87,20 +86,16 @@ class Complex(LedgerAggregate):
         owed_won: int
 
         def apply(self, fund: Complex) -> None:
-            fund.balance_won -= self.taken_won
-            fund.owed_won += self.owed_won
+            fund.apply_clawback(self.taken_won, self.owed_won)
 
         def postings(self) -> list[Posting]:
-            return [(account("fund", self.originator_id), -self.taken_won),
-                    (ISSUANCE, self.taken_won)]
+            return clawback_postings(account("fund", self.originator_id), self.taken_won)
 
     def claw_back(self, trade_id: str, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0
-        taken_won, owed_won = split_clawback(amount_won, self.balance_won)
-        # After this point, the clawback must succeed (what cannot be taken is owed).
-        self.trigger_event(self.CommonPointsClawedBack, trade_id=trade_id, amount_won=amount_won,
-                           taken_won=taken_won, owed_won=owed_won, **cause.fields(self.id))
-        assert self.balance_won >= 0
+        # What cannot be taken is owed (OwedAccount): the clawback always succeeds.
+        self.trigger_event(self.CommonPointsClawedBack, trade_id=trade_id,
+                           **self.clawback_fields(amount_won), **cause.fields(self.id))
+        self.check_not_negative()
 
     class FundSpent(LedgerAggregate.Event):
         spend_id: str

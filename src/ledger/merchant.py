@@ -8,19 +8,11 @@ from uuid import UUID
 
 from ledger import errors
 from ledger.errors import DomainError
-from ledger.events import (
-    ISSUANCE,
-    PAYOUTS,
-    TRADE_CLEARING,
-    Cause,
-    LedgerAggregate,
-    Posting,
-    account,
-)
-from ledger.owed import split_clawback, split_credit
+from ledger.events import PAYOUTS, TRADE_CLEARING, Cause, LedgerAggregate, Posting, account
+from ledger.owed import OwedAccount, credit_postings, returned_payment_postings
 
 
-class Merchant(LedgerAggregate):
+class Merchant(OwedAccount, LedgerAggregate):
     if TYPE_CHECKING:  # state, declared for type checkers only: the library
         # would otherwise take annotations as constructor arguments.
         kind: str
@@ -29,6 +21,8 @@ class Merchant(LedgerAggregate):
         owed_won: int
         paid_out_total_won: int
         payout_ids: set[str]
+
+    balance_name = "balance_won"  # what OwedAccount credits and claws back
 
     class Registered(LedgerAggregate.Created):
         kind: str
@@ -49,21 +43,16 @@ class Merchant(LedgerAggregate):
         recovered_won: int
 
         def apply(self, merchant: Merchant) -> None:
-            merchant.owed_won -= self.recovered_won
-            merchant.balance_won += self.amount_won - self.recovered_won
+            merchant.apply_credit(self.amount_won, self.recovered_won)
 
         def postings(self) -> list[Posting]:
-            return [(TRADE_CLEARING, -self.amount_won), (ISSUANCE, self.recovered_won),
-                    (account("merchant", self.originator_id),
-                     self.amount_won - self.recovered_won)]
+            return credit_postings(account("merchant", self.originator_id), TRADE_CLEARING,
+                                   self.amount_won, self.recovered_won)
 
     def receive(self, trade_id: str, buyer_id: UUID, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0
-        recovered_won, _ = split_credit(amount_won, self.owed_won)
         self.trigger_event(self.SettlementCredited, trade_id=trade_id, buyer_id=buyer_id,
-                           amount_won=amount_won, recovered_won=recovered_won,
-                           **cause.fields(None))
-        assert self.balance_won >= 0 and self.owed_won >= 0
+                           **self.credit_fields(amount_won), **cause.fields(None))
+        self.check_not_negative()
 
     class SettlementReturned(LedgerAggregate.Event):
         """A refunded trade's points go back to the buyer; a shortfall is owed."""
@@ -74,19 +63,16 @@ class Merchant(LedgerAggregate):
         owed_won: int
 
         def apply(self, merchant: Merchant) -> None:
-            merchant.balance_won -= self.taken_won
-            merchant.owed_won += self.owed_won
+            merchant.apply_clawback(self.taken_won, self.owed_won)
 
         def postings(self) -> list[Posting]:
-            return [(account("merchant", self.originator_id), -self.taken_won),
-                    (ISSUANCE, -self.owed_won), (TRADE_CLEARING, self.amount_won)]
+            return returned_payment_postings(account("merchant", self.originator_id),
+                                             self.amount_won, self.taken_won, self.owed_won)
 
     def return_payment(self, trade_id: str, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0
-        taken_won, owed_won = split_clawback(amount_won, self.balance_won)
-        self.trigger_event(self.SettlementReturned, trade_id=trade_id, amount_won=amount_won,
-                           taken_won=taken_won, owed_won=owed_won, **cause.fields(None))
-        assert self.balance_won >= 0
+        self.trigger_event(self.SettlementReturned, trade_id=trade_id,
+                           **self.clawback_fields(amount_won), **cause.fields(None))
+        self.check_not_negative()
 
     class PaidOut(LedgerAggregate.Event):
         payout_id: str

@@ -13,7 +13,6 @@ from uuid import UUID
 from ledger import errors
 from ledger.errors import DomainError
 from ledger.events import (
-    ISSUANCE,
     RENT_CLEARING,
     TRADE_CLEARING,
     UNCLAIMED,
@@ -22,23 +21,16 @@ from ledger.events import (
     Posting,
     account,
 )
-from ledger.owed import split_clawback, split_credit
+from ledger.owed import (
+    OwedAccount,
+    accrual_postings,
+    clawback_postings,
+    credit_postings,
+    returned_payment_postings,
+)
 
 
-def _credit_postings(wallet_id: UUID, amount_won: int, recovered_won: int,
-                     source: str) -> list[Posting]:
-    """A credit from `source`: what is owed goes back to issuance, the rest to the wallet."""
-    return [(source, -amount_won), (ISSUANCE, recovered_won),
-            (account("wallet", wallet_id), amount_won - recovered_won)]
-
-
-def _credit(wallet: Resident, amount_won: int, recovered_won: int) -> None:
-    """A credit's state change: what is owed is paid back first, the rest is available."""
-    wallet.owed_won -= recovered_won
-    wallet.available_won += amount_won - recovered_won
-
-
-class Resident(LedgerAggregate):
+class Resident(OwedAccount, LedgerAggregate):
     if TYPE_CHECKING:  # state, declared for type checkers only: the library
         # would otherwise take annotations as constructor arguments.
         household_id: UUID
@@ -51,6 +43,8 @@ class Resident(LedgerAggregate):
         spent_total_won: int
         holds: dict[str, int]
         closed: bool
+
+    balance_name = "available_won"  # what OwedAccount credits and claws back
 
     class Enrolled(LedgerAggregate.Created):
         household_id: UUID
@@ -91,12 +85,10 @@ class Resident(LedgerAggregate):
 
     def _trigger_credit(self, event_class: type[LedgerAggregate.Event], amount_won: int,
                         cause: Cause, **fields: object) -> None:
-        """Record a credit; the part that pays back owed points is computed here, once."""
-        assert amount_won > 0
-        recovered_won, _ = split_credit(amount_won, self.owed_won)
-        self.trigger_event(event_class, amount_won=amount_won, recovered_won=recovered_won,
+        """Record a credit (what pays back owed points first: see OwedAccount)."""
+        self.trigger_event(event_class, **self.credit_fields(amount_won),
                            **fields, **cause.fields(self.home_complex_id))
-        assert self.available_won >= 0 and self.owed_won >= 0
+        self.check_not_negative()
 
     class PointsAccrued(LedgerAggregate.Event):
         trade_id: str
@@ -109,12 +101,12 @@ class Resident(LedgerAggregate):
         recovered_won: int
 
         def apply(self, wallet: Resident) -> None:
-            _credit(wallet, self.amount_won, self.recovered_won)
+            wallet.apply_credit(self.amount_won, self.recovered_won)
             wallet.accrued_total_won += self.amount_won
 
         def postings(self) -> list[Posting]:
-            kept_won = self.amount_won - self.recovered_won
-            return [(ISSUANCE, -kept_won), (account("wallet", self.originator_id), kept_won)]
+            return accrual_postings(account("wallet", self.originator_id), self.amount_won,
+                                    self.recovered_won)
 
     def accrue(self, trade_id: str, market: str, seller_kind: str, policy_version: int,
                personal_bps: int, base_won: int, amount_won: int, cause: Cause) -> None:
@@ -133,11 +125,11 @@ class Resident(LedgerAggregate):
         recovered_won: int
 
         def apply(self, wallet: Resident) -> None:
-            _credit(wallet, self.amount_won, self.recovered_won)
+            wallet.apply_credit(self.amount_won, self.recovered_won)
 
         def postings(self) -> list[Posting]:
-            return _credit_postings(self.originator_id, self.amount_won, self.recovered_won,
-                                    TRADE_CLEARING)
+            return credit_postings(account("wallet", self.originator_id), TRADE_CLEARING,
+                                   self.amount_won, self.recovered_won)
 
     def receive(self, trade_id: str, buyer_id: UUID, amount_won: int, cause: Cause) -> None:
         assert not self.closed
@@ -152,12 +144,12 @@ class Resident(LedgerAggregate):
         recovered_won: int
 
         def apply(self, wallet: Resident) -> None:
-            _credit(wallet, self.amount_won, self.recovered_won)
+            wallet.apply_credit(self.amount_won, self.recovered_won)
             wallet.spent_total_won -= self.amount_won
 
         def postings(self) -> list[Posting]:
-            return _credit_postings(self.originator_id, self.amount_won, self.recovered_won,
-                                    TRADE_CLEARING)
+            return credit_postings(account("wallet", self.originator_id), TRADE_CLEARING,
+                                   self.amount_won, self.recovered_won)
 
     def refund_points(self, trade_id: str, amount_won: int, cause: Cause) -> None:
         self._trigger_credit(self.PointsRefunded, amount_won, cause, trade_id=trade_id)
@@ -193,22 +185,18 @@ class Resident(LedgerAggregate):
         owed_won: int
 
         def apply(self, wallet: Resident) -> None:
-            wallet.available_won -= self.taken_won
-            wallet.owed_won += self.owed_won
+            wallet.apply_clawback(self.taken_won, self.owed_won)
             wallet.accrued_total_won -= self.amount_won
 
         def postings(self) -> list[Posting]:
-            return [(account("wallet", self.originator_id), -self.taken_won),
-                    (ISSUANCE, self.taken_won)]
+            return clawback_postings(account("wallet", self.originator_id), self.taken_won)
 
     def claw_back(self, trade_id: str, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0
-        taken_won, owed_won = split_clawback(amount_won, self.available_won)
-        # After this point, the clawback must succeed (what cannot be taken is owed).
-        self.trigger_event(self.AccrualClawedBack, trade_id=trade_id, amount_won=amount_won,
-                           taken_won=taken_won, owed_won=owed_won,
+        # What cannot be taken is owed (OwedAccount): the clawback always succeeds.
+        self.trigger_event(self.AccrualClawedBack, trade_id=trade_id,
+                           **self.clawback_fields(amount_won),
                            **cause.fields(self.home_complex_id))
-        assert self.available_won >= 0
+        self.check_not_negative()
 
     class PaymentReturned(LedgerAggregate.Event):
         """As a seller: points received for a refunded trade go back to the buyer.
@@ -222,20 +210,17 @@ class Resident(LedgerAggregate):
         owed_won: int
 
         def apply(self, wallet: Resident) -> None:
-            wallet.available_won -= self.taken_won
-            wallet.owed_won += self.owed_won
+            wallet.apply_clawback(self.taken_won, self.owed_won)
 
         def postings(self) -> list[Posting]:
-            return [(account("wallet", self.originator_id), -self.taken_won),
-                    (ISSUANCE, -self.owed_won), (TRADE_CLEARING, self.amount_won)]
+            return returned_payment_postings(account("wallet", self.originator_id),
+                                             self.amount_won, self.taken_won, self.owed_won)
 
     def return_payment(self, trade_id: str, amount_won: int, cause: Cause) -> None:
-        assert amount_won > 0
-        taken_won, owed_won = split_clawback(amount_won, self.available_won)
-        self.trigger_event(self.PaymentReturned, trade_id=trade_id, amount_won=amount_won,
-                           taken_won=taken_won, owed_won=owed_won,
+        self.trigger_event(self.PaymentReturned, trade_id=trade_id,
+                           **self.clawback_fields(amount_won),
                            **cause.fields(self.home_complex_id))
-        assert self.available_won >= 0
+        self.check_not_negative()
 
     # Rent holds --------------------------------------------------------------------------
 

@@ -65,6 +65,14 @@ class Trade(LedgerAggregate):
             trade.buyer_complex_id = self.complex_id
             trade.refunded = False
 
+    @classmethod
+    def record(cls, trade_id: str, buyer_household_id: UUID, buyer_complex_id: UUID,
+               cause: Cause, **sale: object) -> Trade:
+        """The sale as recorded: `sale` holds the rest of `Recorded`'s fields."""
+        return cls._create(cls.Recorded, id=trade_aggregate_id(trade_id), trade_id=trade_id,
+                           buyer_household_id=buyer_household_id, **sale,
+                           **cause.fields(buyer_complex_id))
+
     class Refunded(LedgerAggregate.Event):
         trade_id: str
         amount_won: int
@@ -75,9 +83,12 @@ class Trade(LedgerAggregate):
         def apply(self, trade: Trade) -> None:
             trade.refunded = True
 
-    def refund(self, cause: Cause) -> None:
+    def check_refundable(self) -> None:
         if self.refunded:
             raise DomainError(errors.trade_already_refunded, self.trade_id)
+
+    def refund(self, cause: Cause) -> None:
+        self.check_refundable()
         self.trigger_event(self.Refunded, trade_id=self.trade_id, amount_won=self.amount_won,
                            points_returned_won=self.points_used_won,
                            personal_clawback_won=self.personal_won,

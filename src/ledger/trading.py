@@ -1,0 +1,130 @@
+"""Trades: the one piece of work that spans a buyer, a seller, a trade and a fund.
+
+Recording a trade moves the points used from the buyer to the seller and accrues
+the personal and common shares by the policy in force; refunding it undoes each
+part (what cannot be taken back is owed, see ledger.owed). Each aggregate's own
+rules stay in its command methods; this service finds the aggregates, runs every
+check before the first change (a command either changes everything or nothing),
+then calls the command methods in order.
+"""
+
+from __future__ import annotations
+
+from ledger import commands as c
+from ledger import errors
+from ledger.checks import check_amount, check_identifier, check_text
+from ledger.complex import Complex
+from ledger.errors import DomainError
+from ledger.events import Cause
+from ledger.merchant import Merchant
+from ledger.policy import (
+    MARKETS,
+    POLICY_ID,
+    SELLER_KINDS,
+    AccrualPolicy,
+    accrual_base_won,
+    share_won,
+)
+from ledger.resident import Resident
+from ledger.trade import Trade, trade_aggregate_id
+from ledger.unit import Result, UnitOfWork
+
+
+def record_trade(command: c.RecordTrade, cause: Cause, unit: UnitOfWork) -> Result:
+    """A sale between a resident buyer and a seller, with its accruals."""
+    trade_id = check_identifier("trade_id", command.trade_id)
+    if command.market not in MARKETS:
+        raise DomainError(errors.invalid_market, command.market)
+    if command.seller_kind not in SELLER_KINDS:
+        raise DomainError(errors.invalid_seller_kind, command.seller_kind)
+    category = check_text("category", command.category)
+    amount_won = check_amount(command.amount_won)
+    points_used_won = check_amount(command.points_used_won, allow_zero=True)
+    if points_used_won > amount_won:
+        raise DomainError(errors.points_exceed_amount, trade_id)
+    buyer = unit.get(Resident, command.buyer_id, errors.unknown_resident)
+    buyer.check_open()
+    seller = _seller(command, unit)
+    policy = unit.find(AccrualPolicy, POLICY_ID)
+    if policy is None:
+        raise DomainError(errors.unknown_policy, "no accrual policy has been set")
+    policy_version, personal_bps, common_bps = policy.rates_for(
+        command.market, command.seller_kind, category, command.policy_version)
+    buyer_complex = unit.get(Complex, buyer.home_complex_id, errors.unknown_complex)
+    trade_aggregate = trade_aggregate_id(trade_id)
+    if unit.exists(trade_aggregate):
+        raise DomainError(errors.trade_exists, trade_id)
+    buyer.check_can_spend(points_used_won)
+    base_won = accrual_base_won(amount_won, points_used_won)
+    personal_won = share_won(base_won, personal_bps)
+    common_won = share_won(base_won, common_bps)
+    # After this point, every change must succeed.
+    trade = Trade.record(
+        trade_id, buyer.household_id, buyer.home_complex_id, cause, market=command.market,
+        category=category, seller_id=seller.id, seller_kind=command.seller_kind,
+        buyer_id=buyer.id, amount_won=amount_won, points_used_won=points_used_won,
+        policy_version=policy_version, personal_bps=personal_bps, common_bps=common_bps,
+        accrual_base_won=base_won, personal_won=personal_won, common_won=common_won)
+    unit.change(trade, buyer, seller, buyer_complex)
+    if points_used_won:
+        buyer.spend(trade_id, seller.id, points_used_won, cause)
+        seller.receive(trade_id, buyer.id, points_used_won, cause)
+    if personal_won:
+        buyer.accrue(trade_id, command.market, command.seller_kind, policy_version,
+                     personal_bps, base_won, personal_won, cause)
+    if common_won:
+        buyer_complex.accrue(trade_id, command.market, command.seller_kind, policy_version,
+                             common_bps, base_won, common_won, cause)
+    return ({"trade_id": trade_id, "policy_version": policy_version,
+             "personal_accrued_won": personal_won, "common_accrued_won": common_won,
+             "points_used_won": points_used_won}, buyer.home_complex_id)
+
+
+def _seller(command: c.RecordTrade, unit: UnitOfWork) -> Resident | Merchant:
+    """The trade's seller, of the kind the command says, able to take the sale."""
+    if command.seller_kind == "resident":
+        if command.seller_id == command.buyer_id:
+            raise DomainError(errors.seller_is_buyer, command.trade_id)
+        resident = unit.find(Resident, command.seller_id)
+        if resident is None:
+            if unit.find(Merchant, command.seller_id) is not None:
+                raise DomainError(errors.seller_kind_mismatch, "seller is a merchant")
+            raise DomainError(errors.unknown_resident, f"seller {command.seller_id}")
+        resident.check_open()
+        return resident
+    merchant = unit.find(Merchant, command.seller_id)
+    if merchant is None:
+        if unit.find(Resident, command.seller_id) is not None:
+            raise DomainError(errors.seller_kind_mismatch, "seller is a resident")
+        raise DomainError(errors.unknown_merchant, str(command.seller_id))
+    if merchant.kind != command.seller_kind:
+        raise DomainError(errors.seller_kind_mismatch,
+                          f"{merchant.kind} != {command.seller_kind}")
+    return merchant
+
+
+def refund_trade(command: c.RefundTrade, cause: Cause, unit: UnitOfWork) -> Result:
+    """Undo a trade: points used go back to the buyer, accruals are clawed back."""
+    trade_id = check_identifier("trade_id", command.trade_id)
+    trade = unit.get(Trade, trade_aggregate_id(trade_id), errors.unknown_trade)
+    trade.check_refundable()
+    buyer = unit.get(Resident, trade.buyer_id, errors.unknown_resident)
+    seller: Resident | Merchant
+    if trade.seller_kind == "resident":
+        seller = unit.get(Resident, trade.seller_id, errors.unknown_resident)
+    else:
+        seller = unit.get(Merchant, trade.seller_id, errors.unknown_merchant)
+    fund = unit.get(Complex, trade.buyer_complex_id, errors.unknown_complex)
+    # After this point, every change must succeed: what cannot be taken back is owed.
+    unit.change(trade, buyer, seller, fund)
+    trade.refund(cause)
+    if trade.points_used_won:
+        seller.return_payment(trade_id, trade.points_used_won, cause)
+        buyer.refund_points(trade_id, trade.points_used_won, cause)
+    if trade.personal_won:
+        buyer.claw_back(trade_id, trade.personal_won, cause)
+    if trade.common_won:
+        fund.claw_back(trade_id, trade.common_won, cause)
+    return ({"trade_id": trade_id, "points_returned_won": trade.points_used_won,
+             "personal_clawback_won": trade.personal_won,
+             "common_clawback_won": trade.common_won}, trade.buyer_complex_id)
