@@ -14,14 +14,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, CanMutateProtocol, Snapshot
 from eventsourcing.persistence import (
     JSONTranscoder,
@@ -63,6 +64,7 @@ from ledger.policy import (
 )
 from ledger.request import RequestRecord, fingerprint, request_record_id
 from ledger.resident import Resident
+from ledger.trade import Trade
 from ledger.unit import Handler, Result, UnitOfWork
 
 A = TypeVar("A", bound=Aggregate)
@@ -116,7 +118,7 @@ class Ledger(Application[UUID]):
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         settings = dict(env or {})
-        settings.setdefault("AGGREGATE_CACHE_MAXSIZE", str(limits.aggregate_cache_size_default))
+        settings.setdefault("AGGREGATE_CACHE_MAXSIZE", str(aggregate_cache_size()))
         super().__init__(settings)
         self.engine = Engine(self, Outcome)
         self._last_position = 0
@@ -167,17 +169,60 @@ class Ledger(Application[UUID]):
     # Loading -----------------------------------------------------------------------------
 
     def load(self, aggregate_id: UUID) -> Aggregate | None:
-        try:
-            return self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
+        """The aggregate from the cache, else as stored (and then cached, if it is of a
+        kind that is touched again)."""
+        cache = self.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                return cast(Aggregate, cache.get(aggregate_id))
+        found = self.load_fresh(aggregate_id)
+        if found is not None and cache is not None and cacheable(found):
+            cache.put(aggregate_id, found)
+        return found
 
     def load_fresh(self, aggregate_id: UUID) -> Aggregate | None:
-        """The aggregate as stored (snapshot and later events), bypassing the cache."""
-        try:
-            return self.repository.get(aggregate_id, version=limits.position_max)
-        except AggregateNotFoundError:
-            return None
+        """The aggregate as stored (snapshot and later events, one round trip), bypassing
+        the cache."""
+        return self.load_many([aggregate_id]).get(aggregate_id)
+
+    def load_many(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]:
+        """Aggregates as stored, many in one round trip; ids not stored are left out."""
+        recorder = self.recorder
+        assert isinstance(recorder, LedgerRecorder)
+        snapshots = self.snapshots
+        snapshots_table = (None if snapshots is None else
+                           snapshots.recorder.events_table_name)  # type: ignore[attr-defined]
+        found: dict[UUID, Aggregate] = {}
+        aggregate: Any = None
+        current: UUID | None = None
+        for is_snapshot, stored in recorder.select_aggregates(aggregate_ids, snapshots_table):
+            if stored.originator_id != current:
+                if current is not None and aggregate is not None:
+                    found[current] = aggregate
+                current, aggregate = cast(UUID, stored.originator_id), None
+            event = self.mapper.to_domain_event(stored)
+            assert isinstance(event, CanMutateProtocol)
+            assert is_snapshot or aggregate is not None or stored.originator_version == 1
+            aggregate = event.mutate(aggregate)
+        if current is not None and aggregate is not None:
+            found[current] = aggregate
+        return found
+
+    def prefetch(self, commands: list[c.Command]) -> None:
+        """Load into the cache, in one round trip, what the commands name and the cache
+        lacks: a batch whose aggregates outgrew the cache then pays one round trip, not
+        one (or two) per command."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        missing = list({aggregate_id for command in commands
+                        for aggregate_id in command.named_ids()
+                        if not self.cached(aggregate_id)})
+        if len(missing) < limits.prefetch_ids_min:
+            return
+        for aggregate_id, aggregate in self.load_many(missing).items():
+            if cacheable(aggregate):
+                cache.put(aggregate_id, aggregate)
 
     def cached(self, aggregate_id: UUID) -> bool:
         cache = self.repository.cache
@@ -270,7 +315,7 @@ class Ledger(Application[UUID]):
     def saved(self, batch: Batch) -> None:
         cache = self.repository.cache
         for aggregate_id, aggregate in batch.created.items():
-            if cache is not None and not isinstance(aggregate, RequestRecord):
+            if cache is not None and cacheable(aggregate):
                 cache.put(aggregate_id, aggregate)
         self._take_due_snapshots(batch)
 
@@ -560,6 +605,27 @@ class Ledger(Application[UUID]):
 
     def position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+
+def aggregate_cache_size() -> int:
+    """How many aggregates a writer process keeps in memory: LEDGER_AGGREGATE_CACHE_SIZE,
+    else a share of the machine's memory (`limits.aggregate_cache_memory_fraction`)."""
+    configured = os.environ.get("LEDGER_AGGREGATE_CACHE_SIZE", "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            msg = f"LEDGER_AGGREGATE_CACHE_SIZE must be a positive integer, not {configured!r}"
+            raise ValueError(msg)
+        return int(configured)
+    memory_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    size = memory_bytes // limits.aggregate_cache_memory_fraction // limits.aggregate_bytes_estimate
+    return max(limits.aggregate_cache_size_min, min(limits.aggregate_cache_size_max, size))
+
+
+def cacheable(aggregate: Aggregate) -> bool:
+    """Whether an aggregate is kept in the cache: what commands touch again (wallets,
+    households, funds, merchants, the policy), not trades, payment locators or request
+    records, which are read again once at most."""
+    return not isinstance(aggregate, Trade | RentPaymentLocator | RequestRecord)
 
 
 def now() -> datetime:

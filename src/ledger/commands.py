@@ -22,6 +22,12 @@ class Command:
         # Shallow on purpose: fields are primitives, and asdict() deep-copies each one.
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def named_ids(self) -> list[UUID]:
+        """The aggregate ids the command names (households, residents, complexes, sellers):
+        what it will read first, so a batch can load them together (`Ledger.prefetch`)."""
+        return [value for f in dataclasses.fields(self)
+                if isinstance(value := getattr(self, f.name), UUID)]
+
 
 @dataclass(frozen=True)
 class RegisterComplex(Command):

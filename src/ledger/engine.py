@@ -135,6 +135,9 @@ class Ledgerlike(Protocol):
     def evict(self, aggregate_ids: list[UUID]) -> None:
         """Drop these aggregates from the cache (they may be stale or half-changed)."""
 
+    def prefetch(self, commands: list[c.Command]) -> None:
+        """Load into the cache, together, what the commands name and the cache lacks."""
+
     def rejection_stands(self, rejected: Rejected) -> bool:
         """Whether a rejection computed from memory holds against committed state: every
         aggregate it read is still at the version it read, and its request id was not
@@ -310,6 +313,11 @@ class Engine:
         another writer changed what the batch read runs the batch once more as a whole,
         with what it read evicted (so read anew), before each command is run alone."""
         staging = Batch()
+        if not fresh and len(batch) > 1:
+            try:
+                self.ledger.prefetch([pending.command for pending in batch])
+            except DATABASE_ERRORS:  # only a shortcut: staging meets the error on its own
+                logger.debug("prefetch failed", exc_info=True)
         for index, pending in enumerate(batch):
             pending.attempts += 1
             try:

@@ -76,8 +76,21 @@ contended_seconds = 10.0
 command_attempts_max = 5
 """Times a command is retried after a concurrent writer changed the same aggregate."""
 
-aggregate_cache_size_default = 200_000
-"""Aggregates kept in memory by one writer process."""
+aggregate_cache_memory_fraction = 8
+"""By default a writer process's aggregate cache may take 1/8 of the machine's memory
+(LEDGER_AGGREGATE_CACHE_SIZE sets the number of aggregates instead)."""
+
+aggregate_bytes_estimate = 4096
+"""Memory one cached aggregate is reckoned to take: measured at about 0.4 KiB for a new
+wallet and 2.2 KiB for a household with its command, doubled for growth."""
+
+aggregate_cache_size_min = 10_000
+aggregate_cache_size_max = 4_000_000
+"""Bounds of the default cache size (a nationwide registry is about 3.2 M aggregates)."""
+
+prefetch_ids_min = 2
+"""A batch loads the aggregates its commands name in one round trip when at least this
+many are missing from the cache (one alone is loaded when first read, at the same cost)."""
 
 policy_reload_seconds = 5.0
 """How stale a process's cached accrual policy may get before it is read again."""

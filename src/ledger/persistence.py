@@ -293,6 +293,42 @@ class LedgerRecorder(PostgresApplicationRecorder):
         ).format(schema=schema, table=table)
         self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
 
+    def select_aggregates(self, ids: Sequence[UUID], snapshots_table: str | None
+                          ) -> list[tuple[bool, StoredEvent]]:
+        """Each aggregate's latest snapshot (if any) and its events after it, for many
+        aggregates in one statement: (is_snapshot, stored event) ordered by aggregate,
+        the snapshot first, then the events by version."""
+        if not ids:
+            return []
+        schema = Identifier(self.datastore.schema)
+        events = Identifier(self.events_table_name)
+        if snapshots_table is None:
+            statement = SQL(
+                "SELECT false AS snapshot, originator_id, originator_version, topic, state "
+                "FROM {schema}.{events} WHERE originator_id = ANY(%(ids)s) "
+                "ORDER BY originator_id, originator_version"
+            ).format(schema=schema, events=events)
+        else:
+            statement = SQL(
+                "WITH latest AS ("
+                " SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic,"
+                " state FROM {schema}.{snapshots} WHERE originator_id = ANY(%(ids)s)"
+                " ORDER BY originator_id, originator_version DESC) "
+                "SELECT true AS snapshot, originator_id, originator_version, topic, state "
+                "FROM latest "
+                "UNION ALL "
+                "SELECT false, e.originator_id, e.originator_version, e.topic, e.state "
+                "FROM {schema}.{events} e LEFT JOIN latest s USING (originator_id) "
+                "WHERE e.originator_id = ANY(%(ids)s) "
+                "AND e.originator_version > COALESCE(s.originator_version, 0) "
+                "ORDER BY originator_id, snapshot DESC, originator_version"
+            ).format(schema=schema, events=events, snapshots=Identifier(snapshots_table))
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute(statement, {"ids": list(ids)}, prepare=True).fetchall()
+        return [(row["snapshot"], StoredEvent(
+            originator_id=row["originator_id"], originator_version=row["originator_version"],
+            topic=row["topic"], state=bytes(row["state"]))) for row in rows]
+
     def unchanged(self, versions: Mapping[UUID, int]) -> bool:
         """Whether every aggregate is still at the given version (0: does not exist)."""
         with self.datastore.get_connection() as conn:
