@@ -40,6 +40,9 @@ def test_balances_as_of_position_equal_a_fold_up_to_it(world: World) -> None:
     people = workload(world, rng, 150)
     events = events_with_positions(world)
     positions = sorted(rng.sample([position for position, _ in events], 8))
+    complex_at = {event.originator_id: at for at, event in events
+                  if type(event).__name__ == "Registered" and event.originator_id in
+                  people.complexes}
     for position in positions:
         accounts = fold(event for at, event in events if at <= position).accounts
         for resident, _ in rng.sample(people.residents, 3):
@@ -54,6 +57,10 @@ def test_balances_as_of_position_equal_a_fold_up_to_it(world: World) -> None:
         for complex_id in people.complexes:
             found = balances_as_of(world.database_url, world.schema, AsOf(position=position),
                                    complex_id=complex_id)
+            if found["fund"] is None:  # not yet registered at that position
+                assert f"fund:{complex_id}" not in accounts
+                assert all(at < complex_at[complex_id] for at, _ in events if at <= position)
+                continue
             assert found["fund"]["balance_won"] == accounts.get(f"fund:{complex_id}", 0)
         platform = balances_as_of(world.database_url, world.schema, AsOf(position=position))
         by_kind: dict[str, int] = {}

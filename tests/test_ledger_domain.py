@@ -328,7 +328,7 @@ def test_self_enrolment_has_no_on_behalf_of(world: World, pilot: dict) -> None:
     outcome = world.run(c.EnrolResident(pilot["home"], "app-consent", resident_id=me),
                         actor=me, role="resident")
     assert outcome["resident_id"] == str(me)
-    enrolled = world.events_after(outcome.position - 2)[0]
+    enrolled = world.events_after(outcome.position - 1)[0]
     assert (enrolled.actor_id, enrolled.on_behalf_of) == (me, None)
 
 

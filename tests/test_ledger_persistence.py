@@ -30,24 +30,31 @@ def populated(world: World) -> World:
     return world
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE ledger_events SET state = 'x'",
-    "DELETE FROM ledger_events",
-    "TRUNCATE ledger_events",
+@pytest.mark.parametrize(("table", "statement"), [
+    ("ledger_events", "UPDATE ledger_events SET state = 'x'"),
+    ("ledger_events", "DELETE FROM ledger_events"),
+    ("ledger_events", "TRUNCATE ledger_events"),
+    ("ledger_requests", "UPDATE ledger_requests SET outcome = '{}'"),
+    ("ledger_requests", "DELETE FROM ledger_requests"),
+    ("ledger_requests", "TRUNCATE ledger_requests"),
 ])
-def test_events_cannot_be_changed_even_by_the_owner(populated: World, statement: str) -> None:
+def test_events_and_request_records_cannot_be_changed_even_by_the_owner(
+        populated: World, table: str, statement: str) -> None:
     """The immutability trigger refuses UPDATE, DELETE and TRUNCATE, whoever asks."""
     with populated.connect() as conn:
-        before = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+        before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert before is not None and before[0] > 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="immutable"):
             conn.execute(statement)
         conn.rollback()
-        assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == before
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == before
 
 
 @pytest.mark.parametrize("statement", [
     "UPDATE ledger_events SET state = 'x'",
     "DELETE FROM ledger_events",
+    "UPDATE ledger_requests SET outcome = '{}'",
+    "DELETE FROM ledger_requests",
 ])
 def test_the_application_role_has_no_update_or_delete_privilege(populated: World,
                                                                 statement: str) -> None:
@@ -131,11 +138,12 @@ def test_embedded_postgresql_starts_in_a_data_directory() -> None:
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 timeout=120, check=False)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "2"
+        assert result.stdout.strip() == "1"
         url = start_embedded(data_dir)
         with psycopg.connect(ConnectionSettings.from_url(url).conninfo()) as conn:
             count = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
-        assert count == (2,)
+            requests = conn.execute("SELECT count(*) FROM ledger_requests").fetchone()
+        assert (count, requests) == ((1,), (1,))
     finally:
         stop_embedded(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)

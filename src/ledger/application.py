@@ -12,7 +12,7 @@ what it read, and the aggregate cache.
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
 import os
 import time
@@ -30,7 +30,6 @@ from eventsourcing.persistence import (
     Transcoder,
     Transcoding,
 )
-from psycopg.sql import SQL, Identifier
 
 from ledger import commands as c
 from ledger import errors, limits, trading
@@ -62,7 +61,7 @@ from ledger.policy import (
     POLICY_ID,
     AccrualPolicy,
 )
-from ledger.request import RequestRecord, fingerprint, request_record_id
+from ledger.request import RequestRecord, RequestRow, fingerprint, request_record_id
 from ledger.resident import Resident
 from ledger.trade import Trade
 from ledger.unit import Handler, Result, UnitOfWork
@@ -288,26 +287,38 @@ class Ledger(Application[UUID]):
         except BaseException:
             batch.in_flight.update(unit.touched)  # evicted by the engine
             raise
-        record = RequestRecord.accept(
-            pending.command.name,
-            fingerprint(pending.command.name, pending.command.content()),
-            result, complex_id, pending.cause)
         events: list[Any] = []
-        for aggregate in [*unit.touched.values(), record]:
+        for aggregate in unit.touched.values():
             new_events = aggregate.collect_events()
             events.extend(new_events)
             batch.in_flight[aggregate.id] = aggregate
             if new_events and new_events[0].originator_version == 1:
                 batch.created[aggregate.id] = aggregate
-        batch.staged.append(Staged(pending, events, result))
+        if not events:  # every accepted command records a fact
+            msg = f"{pending.command.name} accepted without an event"
+            raise AssertionError(msg)
+        request = RequestRow(
+            pending.cause.actor_id, pending.cause.request_id, pending.command.name,
+            fingerprint(pending.command.name, pending.command.content()), result, complex_id,
+            last_event=-1)  # placed when the batch is saved
+        batch.staged.append(Staged(pending, events, result, request))
 
     def save_batch(self, batch: Batch) -> list[int]:
         all_events = [event for stage in batch.staged for event in stage.events]
+        requests: list[RequestRow] = []
+        count = 0
+        for stage in batch.staged:
+            count += len(stage.events)
+            requests.append(dataclasses.replace(stage.request, last_event=count - 1))
         written = {event.originator_id for event in all_events}
         read_only = {aggregate_id: version
                      for aggregate_id, version in batch.read_versions.items()
                      if aggregate_id not in written}
-        recordings = self.events.put(all_events, read_versions=read_only)
+        # A log written before request records had their table holds them as events: a
+        # request id accepted then must not be accepted again (a primary-key probe each).
+        for request in requests:
+            read_only[request_record_id(request.actor_id, request.request_id)] = 0
+        recordings = self.events.put(all_events, read_versions=read_only, requests=requests)
         positions = [recording.notification.id for recording in recordings]
         self._last_position = positions[-1] if positions else 0
         return positions
@@ -362,11 +373,12 @@ class Ledger(Application[UUID]):
                 self._last_position if self._last_position != saved_before else None)
 
     def rejection_stands(self, rejected: Rejected) -> bool:
-        record_id = request_record_id(rejected.pending.cause.actor_id,
-                                      rejected.pending.cause.request_id)
+        cause = rejected.pending.cause
         recorder = self.recorder
         assert isinstance(recorder, LedgerRecorder)
-        return recorder.unchanged({**rejected.read, record_id: 0})
+        legacy_record = request_record_id(cause.actor_id, cause.request_id)
+        return recorder.unchanged({**rejected.read, legacy_record: 0},
+                                  request=(cause.actor_id, cause.request_id))
 
     def _take_due_snapshots(self, batch: Batch) -> None:
         """Snapshot aggregates whose version just reached a multiple of their interval."""
@@ -388,25 +400,15 @@ class Ledger(Application[UUID]):
 
     def _replay(self, pending: Pending) -> Outcome | DomainError | None:
         """The recorded outcome of an earlier run of this request, if there was one."""
-        row = self.request_record_row(pending.cause.actor_id, pending.cause.request_id)
-        if row is None:
+        recorder = self.recorder
+        assert isinstance(recorder, LedgerRecorder)
+        found = recorder.find_request(pending.cause.actor_id, pending.cause.request_id)
+        if found is None:
             return None
-        position, state = row
-        if state["fingerprint"] != fingerprint(pending.command.name, pending.command.content()):
+        position, recorded_fingerprint, outcome = found
+        if recorded_fingerprint != fingerprint(pending.command.name, pending.command.content()):
             return DomainError(errors.request_id_reused, pending.cause.request_id)
-        return Outcome(state["outcome"], position, replayed=True)
-
-    def request_record_row(self, actor_id: UUID, request_id: str) -> tuple[int, Any] | None:
-        statement = SQL(
-            "SELECT notification_id, state FROM {schema}.{table} "
-            "WHERE originator_id = %s AND originator_version = 1"
-        ).format(schema=Identifier(self.schema), table=Identifier(self.events_table))
-        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
-            row = conn.execute(statement, (request_record_id(actor_id, request_id),),
-                               prepare=True).fetchone()
-        if row is None:
-            return None
-        return int(row["notification_id"]), json.loads(bytes(row["state"]))
+        return Outcome(outcome, position, replayed=True)
 
     # Handlers: validate everything first, then change. ----------------------------------
 

@@ -95,6 +95,8 @@ class Staged:
     pending: Pending
     events: list[Any]
     result: dict[str, Any]
+    request: Any = None
+    """Its request record (`ledger.request.RequestRow`), saved with its events."""
 
 
 @dataclass
@@ -316,8 +318,13 @@ class Engine:
         if not fresh and len(batch) > 1:
             try:
                 self.ledger.prefetch([pending.command for pending in batch])
-            except DATABASE_ERRORS:  # only a shortcut: staging meets the error on its own
-                logger.debug("prefetch failed", exc_info=True)
+            except DATABASE_ERRORS as error:  # nothing decided: each may retry at once
+                logger.warning("a batch of %d commands: database unavailable: %s",
+                               len(batch), error)
+                for pending in batch:
+                    if not pending.finished:
+                        pending.answer(error=DatabaseUnavailable(str(error)))
+                return
         for index, pending in enumerate(batch):
             pending.attempts += 1
             try:

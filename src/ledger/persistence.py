@@ -17,6 +17,7 @@ What this adds to `eventsourcing.postgres.PostgresApplicationRecorder`:
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -36,6 +37,7 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from ledger import limits
 from ledger.database import IdleCheck
+from ledger.request import RequestRow, request_record_id
 
 APP_ROLE = "ledger_app"
 """The role writes run as: SELECT and INSERT on the events table, nothing else."""
@@ -201,8 +203,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
             connect_timeout=limits.database_connect_seconds_max,
             options=f"-c statement_timeout={limits.database_statement_seconds_max * 1000}")
         self.append_function_name = f"{self.events_table_name}_append"
+        self.requests_table_name = requests_table_name(self.events_table_name)
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.events_table_name)
+        requests = Identifier(self.requests_table_name)
         qualified = f"{self.datastore.schema}.{self.events_table_name}"
         trigger_function = Identifier(f"{self.events_table_name}_immutable")
         self.sql_create_statements.extend([
@@ -223,6 +227,24 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{function}()"
             ).format(trigger=Identifier(f"{self.events_table_name}_no_truncate"), schema=schema,
                      table=table, function=trigger_function),
+            # Request records: one row per accepted command, forever, immutable like the log.
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{requests} ("
+                "actor_id uuid NOT NULL, request_id text NOT NULL, command text NOT NULL, "
+                "fingerprint text NOT NULL, outcome json NOT NULL, position bigint NOT NULL, "
+                "complex_id uuid, recorded_at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (actor_id, request_id))"
+            ).format(schema=schema, requests=requests),
+            SQL(
+                "CREATE OR REPLACE TRIGGER {trigger} BEFORE UPDATE OR DELETE ON "
+                "{schema}.{requests} FOR EACH ROW EXECUTE FUNCTION {schema}.{function}()"
+            ).format(trigger=Identifier(f"{self.requests_table_name}_no_change"),
+                     schema=schema, requests=requests, function=trigger_function),
+            SQL(
+                "CREATE OR REPLACE TRIGGER {trigger} BEFORE TRUNCATE ON {schema}.{requests} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{function}()"
+            ).format(trigger=Identifier(f"{self.requests_table_name}_no_truncate"),
+                     schema=schema, requests=requests, function=trigger_function),
             SQL(
                 "DO $$ BEGIN CREATE ROLE {role} NOLOGIN; "
                 "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
@@ -235,6 +257,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
             # TRUNCATE; the trigger refuses TRUNCATE itself. Never UPDATE or DELETE.
             SQL("GRANT SELECT, INSERT, TRUNCATE ON {schema}.{table} TO {role}").format(
                 schema=schema, table=table, role=Identifier(APP_ROLE)),
+            SQL("REVOKE ALL ON {schema}.{requests} FROM {role}").format(
+                schema=schema, requests=requests, role=Identifier(APP_ROLE)),
+            SQL("GRANT SELECT, INSERT ON {schema}.{requests} TO {role}").format(
+                schema=schema, requests=requests, role=Identifier(APP_ROLE)),
             SQL("GRANT USAGE, SELECT, UPDATE ON SEQUENCE {sequence} TO {role}").format(
                 sequence=Identifier(self.datastore.schema,
                                     f"{self.events_table_name}_notification_id_seq"),
@@ -244,9 +270,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
             # insert. It runs with its owner's rights: the write path is `ledger_app`.
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{append}(ids uuid[], versions bigint[], "
-                "topics text[], states bytea[], read_ids uuid[], read_versions bigint[]) "
+                "topics text[], states bytea[], read_ids uuid[], read_versions bigint[], "
+                "request_actors uuid[], request_ids text[], request_commands text[], "
+                "request_fingerprints text[], request_outcomes text[], "
+                "request_complexes uuid[], request_last_events int[]) "
                 "RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER "
-                "SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
+                "SET search_path = pg_catalog, pg_temp AS $$ DECLARE positions bigint[]; BEGIN "
                 "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
                 "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
                 # One primary-key probe per aggregate read (a join could scan the table).
@@ -256,23 +285,54 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "RAISE EXCEPTION {stale} USING ERRCODE = 'serialization_failure'; END IF; "
                 "END LOOP; "
                 "PERFORM pg_notify({channel}, ''); "
-                "RETURN QUERY INSERT INTO {schema}.{table} "
+                # Positions come from the sequence in the order of the rows (the table is
+                # locked), so sorted they are the events' positions in order.
+                "WITH inserted AS (INSERT INTO {schema}.{table} "
                 "(originator_id, originator_version, topic, state) "
                 "SELECT * FROM unnest(ids, versions, topics, states) "
-                "RETURNING notification_id; "
+                "RETURNING notification_id) "
+                "SELECT array_agg(notification_id ORDER BY notification_id) INTO positions "
+                "FROM inserted; "
+                "INSERT INTO {schema}.{requests} (actor_id, request_id, command, fingerprint, "
+                "outcome, position, complex_id) "
+                "SELECT r.actor, r.request, r.command, r.fingerprint, r.outcome::json, "
+                "positions[r.last_event + 1], r.complex "
+                "FROM unnest(request_actors, request_ids, request_commands, "
+                "request_fingerprints, request_outcomes, request_complexes, "
+                "request_last_events) AS r(actor, request, command, fingerprint, outcome, "
+                "complex, last_event); "
+                "RETURN QUERY SELECT unnest(positions); "
                 "END $$"
             ).format(schema=schema, append=Identifier(self.append_function_name), table=table,
+                     requests=requests,
                      lock_timeout=Literal(f"{self.datastore.lock_timeout}s"),
                      channel=Literal(self.channel_name), stale=Literal(STALE_READ)),
             SQL("ALTER FUNCTION {schema}.{append}(uuid[], bigint[], text[], bytea[], uuid[], "
-                "bigint[]) OWNER TO {role}").format(
+                "bigint[], uuid[], text[], text[], text[], text[], uuid[], int[]) "
+                "OWNER TO {role}").format(
                 schema=schema, append=Identifier(self.append_function_name),
                 role=Identifier(APP_ROLE)),
         ])
         self.append_statement = SQL(
-            "SELECT {schema}.{append}(%b, %b, %b, %b, %s::uuid[], %s::bigint[])"
-            " AS notification_id").format(
+            "SELECT {schema}.{append}(%b, %b, %b, %b, %s::uuid[], %s::bigint[], "
+            "%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::uuid[], "
+            "%s::int[]) AS notification_id").format(
             schema=schema, append=Identifier(self.append_function_name))
+        self.insert_requests_statement = SQL(
+            "INSERT INTO {schema}.{requests} (actor_id, request_id, command, fingerprint, "
+            "outcome, position, complex_id) SELECT * FROM unnest(%s::uuid[], %s::text[], "
+            "%s::text[], %s::text[], %s::json[], %s::bigint[], %s::uuid[])").format(
+            schema=schema, requests=requests)
+        # A request's record: in its table, else (logs written before it) in the log.
+        self.find_request_statement = SQL(
+            "(SELECT position, fingerprint, outcome::text AS outcome, NULL::bytea AS state "
+            "FROM {schema}.{requests} WHERE actor_id = %(actor)s AND request_id = %(request)s) "
+            "UNION ALL (SELECT notification_id, NULL, NULL, state FROM {schema}.{table} "
+            "WHERE originator_id = %(record)s AND originator_version = 1) LIMIT 1").format(
+            schema=schema, requests=requests, table=table)
+        self.request_exists_statement = SQL(
+            "SELECT 1 FROM {schema}.{requests} WHERE actor_id = %s AND request_id = %s"
+        ).format(schema=schema, requests=requests)
         self.changed_statement = SQL(
             "SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS r(id, version), LATERAL "
             "(SELECT 1 FROM {schema}.{table} e WHERE e.originator_id = r.id "
@@ -329,17 +389,40 @@ class LedgerRecorder(PostgresApplicationRecorder):
             originator_id=row["originator_id"], originator_version=row["originator_version"],
             topic=row["topic"], state=bytes(row["state"]))) for row in rows]
 
-    def unchanged(self, versions: Mapping[UUID, int]) -> bool:
-        """Whether every aggregate is still at the given version (0: does not exist)."""
+    def unchanged(self, versions: Mapping[UUID, int],
+                  request: tuple[UUID, str] | None = None) -> bool:
+        """Whether every aggregate is still at the given version (0: does not exist) and,
+        given `request` (actor, request id), no command was accepted with that request id
+        (one round trip)."""
+        statement = self.changed_statement
+        params: tuple[Any, ...] = (list(versions), list(versions.values()))
+        if request is not None:
+            statement = SQL("({0}) UNION ALL ({1}) LIMIT 1").format(
+                self.changed_statement, self.request_exists_statement)
+            params = (*params, *request)
         with self.datastore.get_connection() as conn:
-            row = conn.execute(self.changed_statement,
-                               (list(versions), list(versions.values())),
-                               prepare=True).fetchone()
+            row = conn.execute(statement, params, prepare=True).fetchone()
         return row is None
+
+    def find_request(self, actor_id: UUID, request_id: str
+                     ) -> tuple[int, str, dict[str, Any]] | None:
+        """(position, fingerprint, outcome) of the command accepted with this request id:
+        from the requests table, else from a request-record event of an older log."""
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(self.find_request_statement, {
+                "actor": actor_id, "request": request_id,
+                "record": request_record_id(actor_id, request_id)}, prepare=True).fetchone()
+        if row is None:
+            return None
+        if row["state"] is None:
+            return int(row["position"]), str(row["fingerprint"]), json.loads(row["outcome"])
+        state = json.loads(bytes(row["state"]))
+        return int(row["position"]), str(state["fingerprint"]), dict(state["outcome"])
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], *,
-        read_versions: Mapping[UUID, int] | None = None, **_: Any
+        read_versions: Mapping[UUID, int] | None = None,
+        requests: Sequence[RequestRow] = (), **_: Any
     ) -> Sequence[int] | None:
         """Insert the events in one transaction, after checking that each aggregate of
         `read_versions` is still at that version (IntegrityError if not, as for a
@@ -349,13 +432,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
             return []
         reads = read_versions or {}
         if len(stored_events) >= COPY_THRESHOLD_EVENTS:
-            return self._copy_events(stored_events, reads)
-        return self._pipelined_insert(stored_events, reads)
+            return self._copy_events(stored_events, reads, requests)
+        return self._pipelined_insert(stored_events, reads, requests)
 
     def _pipelined_insert(self, stored_events: Sequence[StoredEvent],
-                          reads: Mapping[UUID, int]) -> list[int]:
+                          reads: Mapping[UUID, int],
+                          requests: Sequence[RequestRow]) -> list[int]:
         """One statement, one round trip: the append function locks, checks what was read,
-        notifies, inserts."""
+        notifies, inserts the events and the request records."""
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
@@ -363,6 +447,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
             [e.state for e in stored_events],
             list(reads),
             list(reads.values()),
+            [r.actor_id for r in requests],
+            [r.request_id for r in requests],
+            [r.command for r in requests],
+            [r.fingerprint for r in requests],
+            [_outcome_json(r) for r in requests],
+            [r.complex_id for r in requests],
+            [r.last_event for r in requests],
         )
         try:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -378,7 +469,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
         return notification_ids
 
     def _copy_events(self, stored_events: Sequence[StoredEvent],
-                     reads: Mapping[UUID, int]) -> list[int]:
+                     reads: Mapping[UUID, int],
+                     requests: Sequence[RequestRow]) -> list[int]:
         count = len(stored_events)
         try:
             with self.datastore.get_connection() as conn, conn.transaction(), \
@@ -404,9 +496,25 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     for offset, event in enumerate(stored_events):
                         copy.write_row((event.originator_id, event.originator_version,
                                         event.topic, event.state, first + offset))
+                if requests:
+                    curs.execute(self.insert_requests_statement, (
+                        [r.actor_id for r in requests], [r.request_id for r in requests],
+                        [r.command for r in requests], [r.fingerprint for r in requests],
+                        [_outcome_json(r) for r in requests],
+                        [first + r.last_event for r in requests],
+                        [r.complex_id for r in requests]))
         except psycopg.errors.UniqueViolation as e:
             raise IntegrityError(str(e)) from e
         return list(range(first, first + count))
+
+
+def requests_table_name(events_table_name: str) -> str:
+    """The request records' table beside an events table (`ledger_requests`)."""
+    return f"{events_table_name.removesuffix('_events')}_requests"
+
+
+def _outcome_json(request: RequestRow) -> str:
+    return json.dumps(request.outcome, separators=(",", ":"), ensure_ascii=False)
 
 
 class LedgerFactory(PostgresFactory):
