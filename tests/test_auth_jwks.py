@@ -426,7 +426,8 @@ def test_a_jwks_answer_that_cannot_be_used_keeps_the_cached_keys(
     elif fault == "not_json":
         server.raw_body = b"<html>maintenance</html>"
     elif fault == "too_large":
-        server.publish(cached.jwk, {"kty": "oct", "k": "A" * limits.jwks_bytes_max})
+        server.document = {"keys": [cached.jwk, SigningKey("new").jwk],
+                           "padding": "A" * limits.jwks_bytes_max}
     elif fault == "no_eddsa_key":
         server.publish(rsa_key.jwk)
     else:
