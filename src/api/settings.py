@@ -113,7 +113,6 @@ class ApiSettings(BaseSettings):
             return tuple(entry for entry in entries if entry != "")
         return value
 
-
     @field_validator("jwt_jwks_url")
     @classmethod
     def _check_jwks_url(cls, value: str) -> str:
