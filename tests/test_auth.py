@@ -36,7 +36,8 @@ COMPLEX_ID = uuid.UUID("5b0c1f3e-2a44-4d7e-9a51-0c7d1e2f3a4b")
 
 def make_settings(tmp_path: Path, **changes: Any) -> ApiSettings:
     # Explicit values win over the environment, so a developer's variables cannot leak in.
-    values: dict[str, Any] = {"dev_key_dir": tmp_path / "dev-keys", "jwt_public_keys": ()}
+    values: dict[str, Any] = {"dev_key_dir": tmp_path / "dev-keys", "jwt_public_keys": (),
+                              "jwt_jwks_url": "", "jwt_dev_key_allowed": True}
     values.update(changes)
     return ApiSettings(**values)
 

@@ -156,6 +156,11 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # First, so that a deployment without token keys refuses to start before it
+        # touches the database; the JWKS is fetched in the background meanwhile.
+        token_verifier = TokenVerifier.from_settings(settings)
+        if token_verifier.jwks is not None:
+            token_verifier.jwks.prefetch()
         url = settings.database_url or database_url()
         the_ledger = ledger or Ledger.connect(url, settings.schema_name)
         pool = _read_pool(url, settings.schema_name, settings.read_pool_size_max)
@@ -177,7 +182,7 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
                 settings=settings, ledger=the_ledger, pool=pool, runner=the_runner,
                 limiter=WriteRateLimiter(settings.rate_limit_writes_per_minute),
                 service_limiter=WriteRateLimiter(settings.rate_limit_service_writes_per_minute))
-            app.state.token_verifier = TokenVerifier.from_settings(settings)
+            app.state.token_verifier = token_verifier
             yield
         finally:
             for work in reversed(started):

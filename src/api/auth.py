@@ -10,15 +10,23 @@ caller's id (resident, merchant or staff) as a UUID; `complex_id`, a UUID, is
 required for managers and coordinators and may be carried by any other role;
 `jti` becomes the principal's token id (empty when the token has none).
 
-Demo and test mode: with `LEDGER_JWT_PUBLIC_KEYS` empty, the verifier trusts
-the development key pair in `LEDGER_DEV_KEY_DIR`, created on first use, and
-`mint_token` signs with it. Production must set `LEDGER_JWT_PUBLIC_KEYS` to the
-identity provider's public keys; the development private key then signs
-nothing the API accepts.
+Keys: the identity provider's JWKS URL (`LEDGER_JWT_JWKS_URL`; keys matched by
+the token's `kid`, cached and refetched within bounds, see `api.jwks`) and static
+public keys (`LEDGER_JWT_PUBLIC_KEYS`), either or both. Static keys are tried
+first, whatever the token's `kid`; then the JWKS key its `kid` names.
+
+Demo and test mode: with neither set, the verifier trusts the development key
+pair in `LEDGER_DEV_KEY_DIR`, created on first use, and `mint_token` signs with
+it, unless `LEDGER_JWT_DEV_KEY_ALLOWED` is false: then the API refuses to start
+(production). Once either is set, the development private key signs nothing
+the API accepts.
 
 Failures raise `AuthenticationError` with a stable code (`token_missing`,
 `token_invalid`, `token_expired`); `problem_for_authentication_error` turns it
-into the 401 problem response.
+into the 401 problem response. When no JWKS key could ever be fetched and no
+static key verifies the token, `IdentityProviderUnavailable` is raised instead:
+503 `identity_provider_unavailable` with Retry-After
+(`problem_for_identity_provider_unavailable`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import math
 import os
 import tempfile
 import time
@@ -36,15 +45,21 @@ from typing import Any, Final, Literal
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from api.jwks import (
+    Algorithm,
+    IdentityProviderUnavailable,
+    JwksKeys,
+    PublicKey,
+    check_key_fits_algorithm,
+)
 from api.settings import ApiSettings, get_settings
 from ledger import limits
 
 AuthenticationErrorCode = Literal["token_missing", "token_invalid", "token_expired"]
-PublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | rsa.RSAPublicKey
 
 DEV_PRIVATE_KEY_FILE: Final = "dev-ed25519-private.pem"
 DEV_PUBLIC_KEY_FILE: Final = "dev-ed25519-public.pem"
@@ -154,7 +169,8 @@ def mint_token(
 ) -> str:
     """Sign an access token with the development key (EdDSA), for demos and tests.
 
-    The API accepts it only in demo mode, when `LEDGER_JWT_PUBLIC_KEYS` is empty.
+    The API accepts it only in demo mode, when neither `LEDGER_JWT_PUBLIC_KEYS` nor
+    `LEDGER_JWT_JWKS_URL` is set.
     """
     settings = settings or get_settings()
     role = Role(role)
@@ -193,27 +209,49 @@ class TokenVerifier:
     def __init__(
         self,
         *,
-        algorithm: Literal["EdDSA", "RS256"],
+        algorithm: Algorithm,
         issuer: str,
         audience: str,
-        public_keys: tuple[PublicKey, ...],
+        public_keys: tuple[PublicKey, ...] = (),
+        jwks: JwksKeys | None = None,
     ) -> None:
-        assert public_keys, "a verifier needs at least one key"
+        assert public_keys or jwks is not None, "a verifier needs at least one key source"
+        assert jwks is None or jwks.algorithm == algorithm
         for public_key in public_keys:
-            _check_key_fits_algorithm(public_key, algorithm)
-        self.algorithm = algorithm
+            check_key_fits_algorithm(public_key, algorithm)
+        self.algorithm: Algorithm = algorithm
         self.issuer = issuer
         self.audience = audience
         self.public_keys = public_keys
+        self.jwks = jwks
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> TokenVerifier:
-        """Load the configured keys, or the development key when none is configured."""
-        if settings.jwt_public_keys:
-            public_keys = tuple(_load_public_key(entry) for entry in settings.jwt_public_keys)
-        else:
+        """Load the configured keys, or the development key when none is configured.
+
+        Raises ValueError when the settings name no key source and the development
+        key is not allowed (or cannot sign the configured algorithm): the API then
+        refuses to start.
+        """
+        public_keys = tuple(_load_public_key(entry) for entry in settings.jwt_public_keys)
+        jwks = None
+        if settings.jwt_jwks_url:
+            jwks = JwksKeys(
+                settings.jwt_jwks_url,
+                algorithm=settings.jwt_algorithm,
+                cache_seconds=settings.jwt_jwks_cache_seconds,
+                refetch_seconds_min=settings.jwt_jwks_refetch_seconds_min,
+                fetch_timeout_seconds=settings.jwt_jwks_fetch_timeout_seconds,
+            )
+        elif not public_keys:
+            if not settings.jwt_dev_key_allowed:
+                msg = ("no token keys: set LEDGER_JWT_JWKS_URL or LEDGER_JWT_PUBLIC_KEYS "
+                       "(LEDGER_JWT_DEV_KEY_ALLOWED is false, so the development key "
+                       "is not trusted)")
+                raise ValueError(msg)
             if settings.jwt_algorithm != "EdDSA":
-                msg = "LEDGER_JWT_PUBLIC_KEYS must be set when LEDGER_JWT_ALGORITHM is not EdDSA"
+                msg = ("LEDGER_JWT_PUBLIC_KEYS or LEDGER_JWT_JWKS_URL must be set when "
+                       "LEDGER_JWT_ALGORITHM is not EdDSA")
                 raise ValueError(msg)
             _, public_path = ensure_dev_keypair(settings.dev_key_dir)
             public_keys = (_load_public_key(str(public_path)),)
@@ -222,63 +260,94 @@ class TokenVerifier:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             public_keys=public_keys,
+            jwks=jwks,
         )
 
     def verify(self, token: str) -> Principal:
-        """The principal the token names, if a trusted key signed it and its claims hold."""
+        """The principal the token names, if a trusted key signed it and its claims hold.
+
+        Blocks for at most the JWKS fetch timeout, and only when the token's `kid`
+        asks for keys the verifier does not hold: call it from a worker thread
+        (FastAPI runs the sync dependency `get_principal` on its thread pool).
+        """
         if not token or len(token) > limits.token_length_max:
             raise AuthenticationError("token_invalid", "The access token is malformed.")
         claims = self._decode(token)
         return _principal_from_claims(claims)
 
     def _decode(self, token: str) -> dict[str, Any]:
-        # PyJWT checks the signature before the claims, so a token is only ever
-        # reported as expired once a trusted key has been shown to sign it.
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthenticationError("token_invalid", "The access token is malformed.") from None
+        # The pinned algorithm is checked before any key is looked up, so a token
+        # naming another one never causes a JWKS fetch. (jwt.decode checks it again.)
+        if header.get("alg") != self.algorithm:
+            raise AuthenticationError(
+                "token_invalid", f"The access token must be signed with {self.algorithm}."
+            )
         for public_key in self.public_keys:
-            try:
-                return jwt.decode(
-                    token,
-                    public_key,
-                    algorithms=[self.algorithm],
-                    audience=self.audience,
-                    issuer=self.issuer,
-                    leeway=limits.clock_leeway_seconds,
-                    options={"require": ["exp", "iss", "aud", "sub", "role"]},
-                )
-            except jwt.InvalidSignatureError:
-                continue
-            except jwt.ExpiredSignatureError:
-                raise AuthenticationError(
-                    "token_expired", "The access token has expired."
-                ) from None
-            except jwt.InvalidAudienceError:
-                raise AuthenticationError(
-                    "token_invalid", "The access token is not meant for this API."
-                ) from None
-            except jwt.InvalidIssuerError:
-                raise AuthenticationError(
-                    "token_invalid",
-                    "The access token comes from an issuer this API does not trust.",
-                ) from None
-            except jwt.ImmatureSignatureError:
-                raise AuthenticationError(
-                    "token_invalid", "The access token is not valid yet."
-                ) from None
-            except jwt.InvalidAlgorithmError:
-                raise AuthenticationError(
-                    "token_invalid", f"The access token must be signed with {self.algorithm}."
-                ) from None
-            except jwt.MissingRequiredClaimError as error:
-                raise AuthenticationError(
-                    "token_invalid", f"The access token lacks the {error.claim!r} claim."
-                ) from None
-            except jwt.InvalidTokenError:
-                raise AuthenticationError(
-                    "token_invalid", "The access token is malformed."
-                ) from None
+            claims = self._decode_with(token, public_key)
+            if claims is not None:
+                return claims
+        kid = header.get("kid")
+        if self.jwks is not None and isinstance(kid, str) and kid:
+            # May raise IdentityProviderUnavailable (503): no JWKS key was ever fetched.
+            jwks_key = self.jwks.key_for(kid)
+            if jwks_key is not None:
+                claims = self._decode_with(token, jwks_key)
+                if claims is not None:
+                    return claims
         raise AuthenticationError(
             "token_invalid", "The access token is not signed by a trusted key."
         )
+
+    def _decode_with(self, token: str, public_key: PublicKey) -> dict[str, Any] | None:
+        """The token's claims if `public_key` signed it (None if it did not), once they hold."""
+        # PyJWT checks the signature before the claims, so a token is only ever
+        # reported as expired once a trusted key has been shown to sign it.
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                public_key,
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=limits.clock_leeway_seconds,
+                options={"require": ["exp", "iss", "aud", "sub", "role"]},
+            )
+        except jwt.InvalidSignatureError:
+            return None
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError(
+                "token_expired", "The access token has expired."
+            ) from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError(
+                "token_invalid", "The access token is not meant for this API."
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError(
+                "token_invalid",
+                "The access token comes from an issuer this API does not trust.",
+            ) from None
+        except jwt.ImmatureSignatureError:
+            raise AuthenticationError(
+                "token_invalid", "The access token is not valid yet."
+            ) from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthenticationError(
+                "token_invalid", f"The access token must be signed with {self.algorithm}."
+            ) from None
+        except jwt.MissingRequiredClaimError as error:
+            raise AuthenticationError(
+                "token_invalid", f"The access token lacks the {error.claim!r} claim."
+            ) from None
+        except jwt.InvalidTokenError:
+            raise AuthenticationError(
+                "token_invalid", "The access token is malformed."
+            ) from None
+        return claims
 
 
 def _principal_from_claims(claims: dict[str, Any]) -> Principal:
@@ -327,17 +396,6 @@ def _load_public_key(entry: str) -> PublicKey:
         msg = f"unsupported public key type {type(public_key).__name__}"
         raise TypeError(msg)
     return public_key
-
-
-def _check_key_fits_algorithm(public_key: PublicKey, algorithm: str) -> None:
-    if algorithm == "EdDSA":
-        fits = isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
-    else:
-        fits = (isinstance(public_key, rsa.RSAPublicKey)
-                and public_key.key_size >= limits.rsa_key_bits_min)
-    if not fits:
-        msg = f"a {type(public_key).__name__} cannot verify {algorithm} tokens"
-        raise ValueError(msg)
 
 
 @functools.lru_cache(maxsize=1)
@@ -399,3 +457,32 @@ async def authentication_error_handler(_request: Request, exc: Exception) -> JSO
     """Exception handler for `app.add_exception_handler(AuthenticationError, ...)`."""
     assert isinstance(exc, AuthenticationError)
     return problem_for_authentication_error(exc)
+
+
+def problem_for_identity_provider_unavailable(exc: IdentityProviderUnavailable) -> JSONResponse:
+    """The RFC 9457 problem response (503 with Retry-After) when no key of the identity
+    provider could be fetched yet: the token may be good, so the client should retry
+    it rather than discard it."""
+    code = "identity_provider_unavailable"
+    return JSONResponse(
+        status_code=503,
+        media_type="application/problem+json",
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_seconds))),
+                 "Cache-Control": "no-store"},
+        content={
+            "type": f"{PROBLEM_TYPE_PREFIX}{code}",
+            "title": "Identity provider unavailable",
+            "status": 503,
+            "detail": "The identity provider's signing keys could not be fetched yet; "
+                      "retry the request after the indicated time.",
+            "code": code,
+        },
+    )
+
+
+async def identity_provider_unavailable_handler(
+    _request: Request, exc: Exception
+) -> JSONResponse:
+    """Exception handler for `app.add_exception_handler(IdentityProviderUnavailable, ...)`."""
+    assert isinstance(exc, IdentityProviderUnavailable)
+    return problem_for_identity_provider_unavailable(exc)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import PROBLEM_TYPE_PREFIX, AuthenticationError, problem_for_authentication_error
+from api.jwks import IdentityProviderUnavailable
 from ledger import errors, limits
 from ledger.engine import DATABASE_ERRORS
 from ledger.errors import DatabaseUnavailable, DomainError
@@ -63,6 +64,11 @@ _HTTP_KINDS: dict[str, HttpKind] = {
                  "request (the same Idempotency-Key) after the indicated time.",
                  "원장 데이터베이스에 연결할 수 없어 아무것도 변경되지 않았습니다. 안내된 시간 후 "
                  "같은 요청(같은 Idempotency-Key)으로 다시 시도하세요."),
+        HttpKind("identity_provider_unavailable", 503,
+                 "The identity provider's signing keys could not be fetched yet; retry the "
+                 "request after the indicated time.",
+                 "인증 서버의 서명 키를 아직 가져오지 못했습니다. 안내된 시간 후 다시 "
+                 "시도하세요."),
         HttpKind("not_ready", 503,
                  "The service cannot serve yet: the database is unavailable or a follower "
                  "of the event log stopped.",
@@ -244,6 +250,20 @@ async def _database_unavailable_handler(request: Request, exc: Exception) -> JSO
         headers={"Retry-After": _retry_after(limits.retry_after_unavailable_seconds)})
 
 
+async def _identity_provider_unavailable_handler(request: Request,
+                                                exc: Exception) -> JSONResponse:
+    """No key of the identity provider was ever fetched: 503 with Retry-After, so the
+    client retries its (possibly good) token instead of discarding it."""
+    assert isinstance(exc, IdentityProviderUnavailable)
+    kind = _HTTP_KINDS["identity_provider_unavailable"]
+    language = preferred_language(request.headers.get("accept-language"))
+    message = _message(kind, language)
+    return problem_response(
+        request, kind.code, 503, message, message, language=language,
+        headers={"Retry-After": _retry_after(exc.retry_after_seconds),
+                 "Cache-Control": "no-store"})
+
+
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     kind = _HTTP_KINDS["internal_error"]
@@ -263,6 +283,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error_handler)
     app.add_exception_handler(ApiProblemError, _api_problem_handler)
     app.add_exception_handler(AuthenticationError, _authentication_error_handler)
+    app.add_exception_handler(IdentityProviderUnavailable,
+                              _identity_provider_unavailable_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     for unavailable in DATABASE_UNAVAILABLE:
@@ -281,9 +303,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The request body is too large.",
         422: "A field is missing, malformed, out of bounds or not allowed.",
         429: "Too many writes from this caller; see Retry-After.",
-        503: "The database is unavailable (`database_unavailable`), or the read side has "
-             "not caught up with `consistent_with` yet (`not_yet_consistent`); see "
-             "Retry-After.",
+        503: "The database is unavailable (`database_unavailable`), the read side has "
+             "not caught up with `consistent_with` yet (`not_yet_consistent`), or the "
+             "identity provider's keys could not be fetched yet "
+             "(`identity_provider_unavailable`); see Retry-After.",
     }
     return {status: {"model": Problem, "description": descriptions[status]}
             for status in statuses}

@@ -14,15 +14,24 @@ with the keys separated by commas:
     LEDGER_JWT_PUBLIC_KEYS=/etc/ledger/idp-2024.pem,/etc/ledger/idp-2025.pem
     LEDGER_JWT_PUBLIC_KEYS='["/etc/ledger/idp-2025.pem"]'
 
-When the list is empty, the API trusts only the development key pair in
+`LEDGER_JWT_JWKS_URL` is the identity provider's JWKS endpoint (https; plain
+http only to a loopback address). Its keys are matched to tokens by `kid` and
+cached for `LEDGER_JWT_JWKS_CACHE_SECONDS`; an unknown `kid` or stale keys cause
+a refetch, never sooner than `LEDGER_JWT_JWKS_REFETCH_SECONDS_MIN` after the
+previous attempt, each bounded by `LEDGER_JWT_JWKS_FETCH_TIMEOUT_SECONDS` (see
+`api.jwks`). Static keys and the JWKS URL may be used together.
+
+When neither is set, the API trusts only the development key pair in
 `LEDGER_DEV_KEY_DIR` (see `api.auth.ensure_dev_keypair`). That is the demo and
-test mode; production must set `LEDGER_JWT_PUBLIC_KEYS`.
+test mode; production sets `LEDGER_JWT_DEV_KEY_ALLOWED=false`, and the API then
+refuses to start without `LEDGER_JWT_JWKS_URL` or `LEDGER_JWT_PUBLIC_KEYS`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -44,6 +53,15 @@ class ApiSettings(BaseSettings):
     jwt_public_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), max_length=limits.jwt_public_keys_count_max
     )
+    jwt_jwks_url: str = Field(default="", max_length=limits.jwks_url_length_max)
+    # How long fetched JWKS keys are used before a refetch is due.
+    jwt_jwks_cache_seconds: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    # No JWKS fetch starts sooner than this after the previous one, whatever asks for it.
+    jwt_jwks_refetch_seconds_min: float = Field(default=30.0, ge=1.0, le=3600.0)
+    jwt_jwks_fetch_timeout_seconds: float = Field(default=3.0, gt=0.0, le=10.0)
+    # False in production: without a JWKS URL or public keys the API then refuses to start
+    # instead of trusting the development key pair.
+    jwt_dev_key_allowed: bool = True
     dev_key_dir: Path = Path("var/dev-keys")
 
     # The URL may carry a password, so it stays out of the settings' repr.
@@ -94,6 +112,28 @@ class ApiSettings(BaseSettings):
             entries = (entry.strip() if isinstance(entry, str) else entry for entry in value)
             return tuple(entry for entry in entries if entry != "")
         return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str) -> str:
+        """https, or plain http to a loopback address: whoever serves the keys can sign
+        any token, so the keys never travel unauthenticated over a network."""
+        value = value.strip()
+        if not value:
+            return value
+        parts = urllib.parse.urlsplit(value)
+        if not parts.hostname:
+            msg = "LEDGER_JWT_JWKS_URL must be an absolute https URL"
+            raise ValueError(msg)
+        if parts.scheme == "https":
+            return value
+        if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
+            return value
+        msg = "LEDGER_JWT_JWKS_URL must use https (plain http only to a loopback address)"
+        raise ValueError(msg)
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 @functools.lru_cache(maxsize=1)

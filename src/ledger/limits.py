@@ -250,6 +250,17 @@ rsa_key_bits_min = 2048
 jwt_public_keys_count_max = 16
 """Identity provider keys that may be trusted at once (LEDGER_JWT_PUBLIC_KEYS)."""
 
+jwks_bytes_max = 64 * 1024
+"""Bytes of one JWKS document; a larger answer is a failed fetch (a few keys take ~1 KiB)."""
+
+jwks_fetch_waiters_max = 8
+"""Requests that may wait for one JWKS fetch at once (each at most the fetch timeout); the
+others answer from the cached keys at once, so a flood of unknown `kid`s cannot take the
+whole thread pool while the identity provider is slow."""
+
+jwks_url_length_max = 2048
+"""Characters in LEDGER_JWT_JWKS_URL."""
+
 rate_limit_buckets_count_max = 100_000
 """Callers the write rate limiter tracks at once; the least recently seen are forgotten first
 (a forgotten caller starts again with a full bucket, which only ever errs towards allowing)."""
