@@ -354,6 +354,25 @@ def test_two_workers_every_scrape_counts_the_requests_of_both(
     assert not directory.exists(), "the run's metrics directory is removed"
 
 
+@pytest.mark.slow
+def test_one_worker_removes_its_metrics_directory_on_sigterm(
+        database_url: str, schema: str, tmp_path: Path) -> None:
+    """`ledger serve` with one worker (uvicorn ends it by the SIGTERM it caught) shuts
+    down cleanly and leaves no metrics directory behind."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    service = Service(key_dir=tmp_path / "keys", database_url=database_url, schema=schema,
+                      ledger_serve=True, environment={"TMPDIR": str(temporary)})
+    service.start()
+    try:
+        [directory] = temporary.glob("ledger-metrics-*")
+        assert httpx.get(f"{service.base}/metrics", timeout=10).status_code == 200
+    finally:
+        assert service.stop()
+    assert service.process is not None and service.process.returncode == -signal.SIGTERM
+    assert not directory.exists()
+
+
 def test_a_dead_process_live_gauges_are_forgotten_and_a_live_one_kept(tmp_path: Path) -> None:
     """Only the live gauges of processes that no longer exist are removed."""
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from cli.arguments import bounded_int
@@ -68,9 +69,19 @@ def _metrics_directory() -> Iterator[Path]:
     """
     directory = Path(tempfile.mkdtemp(prefix="ledger-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+    def remove_then_end(number: int, _frame: FrameType | None) -> None:
+        # A single uvicorn process, after its graceful shutdown, raises the SIGTERM it
+        # caught again, to end by it: `finally` would never run.
+        shutil.rmtree(directory, ignore_errors=True)
+        signal.signal(number, signal.SIG_DFL)
+        signal.raise_signal(number)
+
+    previous = signal.signal(signal.SIGTERM, remove_then_end)
     try:
         yield directory
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(directory, ignore_errors=True)
 
 
