@@ -95,6 +95,7 @@ BATCH_SECONDS = Histogram(
     "Time to run, save and answer one batch of the commit engine.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 
+
 class RequestMetrics:
     """Count and time every HTTP request; count every problem by its code.
 
