@@ -7,10 +7,6 @@ should. Every loop here is bounded in count and time and stops by itself.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,74 +22,18 @@ import pytest
 from api.auth import Role, mint_token
 from api.settings import ApiSettings
 from ledger.application import Ledger
-from private_postgres import PrivatePostgres, free_port
+from private_postgres import PrivatePostgres
+from running_service import Service
 from world import World
 
 pytestmark = pytest.mark.slow
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 ANSWER_SECONDS_MAX = 5.0
 """Every request is answered within this (the service's stated bound), outage or not."""
 SLACK_SECONDS = 1.5
 """For a loaded two-core machine: a bound is asserted as bound + slack."""
 OUTAGE_SECONDS = 10.0
 WRITERS = 4
-
-
-@dataclass
-class Service:
-    key_dir: Path
-    database_url: str
-    log: Path = Path("/dev/null")
-    process: subprocess.Popen[bytes] | None = None
-    port: int = field(default_factory=free_port)
-    workers: int = 1
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        environment = {
-            **os.environ, "LEDGER_DATABASE_URL": self.database_url, "LEDGER_SCHEMA": "public",
-            "LEDGER_DEV_KEY_DIR": str(self.key_dir), "LEDGER_EXPIRY_SWEEP_SECONDS": "0",
-            "PYTHONPATH": str(REPOSITORY / "src")}
-        self.log = self.key_dir.parent / f"service-{self.port}-{time.monotonic_ns()}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers), "--log-level", "info"],
-            env=environment, stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/v1/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, "the service exited at start"
-            time.sleep(0.2)
-        pytest.fail("the service did not become ready within 60 s")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> bool:
-        """SIGTERM; whether the service shut down cleanly by itself within 20 s (uvicorn
-        exits by the signal it caught, after its shutdown, so the log says whether)."""
-        if self.process is None or self.process.poll() is not None:
-            return False
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            return False
-        return b"Application shutdown complete" in self.log.read_bytes()
 
 
 @pytest.fixture

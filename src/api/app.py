@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import projections
-from api import problems, routes_audit, routes_money, routes_reads, routes_registry
+from api import metrics, problems, routes_audit, routes_money, routes_reads, routes_registry
 from api.auth import TokenVerifier
 from api.models import Health, Readiness, StoppedFollowerView
 from api.problems import PROBLEM_MEDIA_TYPE, ApiProblemError
@@ -163,6 +163,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
             token_verifier.jwks.prefetch()
         url = settings.database_url or database_url()
         the_ledger = ledger or Ledger.connect(url, settings.schema_name)
+        if settings.metrics_enabled:
+            the_ledger.engine.observer = metrics.ENGINE_METRICS
         pool = _read_pool(url, settings.schema_name, settings.read_pool_size_max)
         pool.open(wait=False)  # the service starts (and is live) while the database is away
         the_runner = runner
@@ -192,6 +194,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
             pool.close()
             if ledger is None:
                 the_ledger.close()
+            if settings.metrics_enabled:
+                metrics.process_stopped()
 
     app = FastAPI(
         title="Points ledger for public rental housing (내친구)",
@@ -208,6 +212,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
     app.state.settings = settings
     problems.install(app)
     app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
+    if settings.metrics_enabled:
+        metrics.install(app)  # outermost: it also counts what BodySizeLimit refuses
 
     @app.get("/v1/health", response_model=Health, tags=["service"],
              summary="Liveness: answers without touching the database")

@@ -28,6 +28,8 @@ from ledger.errors import DatabaseUnavailable, DomainError
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+PROBLEM_CODE_SCOPE_KEY: Final = "ledger.problem_code"
+"""Where a problem response leaves its code in the request's scope (for the metrics)."""
 LANGUAGES: Final = ("ko", "en")
 DEFAULT_LANGUAGE: Final = "ko"
 
@@ -151,6 +153,8 @@ def problem_response(request: Request, code: str, status: int, title: str, detai
                      *, language: str, headers: dict[str, str] | None = None,
                      field_problems: list[dict[str, str]] | None = None,
                      extensions: dict[str, Any] | None = None) -> JSONResponse:
+    # For the metrics middleware, which counts problems by code.
+    request.scope[PROBLEM_CODE_SCOPE_KEY] = code
     content: dict[str, Any] = {
         "type": f"{PROBLEM_TYPE_PREFIX}{code}", "title": title, "status": status,
         "detail": detail, "code": code, "instance": request.url.path,

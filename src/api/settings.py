@@ -99,6 +99,9 @@ class ApiSettings(BaseSettings):
     run_projections: bool = True
     # How often the sweeper releases rent holds whose deadline passed; 0 turns it off.
     expiry_sweep_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
+    # Count requests and serve GET /metrics (no token: see docs/api.md, "Metrics");
+    # false removes both, for a deployment that cannot keep /metrics off the public side.
+    metrics_enabled: bool = True
 
     @field_validator("jwt_public_keys", mode="before")
     @classmethod

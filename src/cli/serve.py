@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from cli.arguments import bounded_int
@@ -53,9 +59,36 @@ def _serve(host: str, port: int, workers: int, app: Any = None) -> None:
         uvicorn.run(app or create_app(), host=host, port=port, log_level="info")
 
 
+@contextmanager
+def _metrics_directory() -> Iterator[Path]:
+    """A directory, fresh for this run, where every worker process writes its metrics
+    (prometheus-client's multi-process mode), removed when the run ends.
+
+    Set before anything imports prometheus_client: the library picks its mode once, at
+    import. Fresh, so no counter of an earlier run (or of another service) is added in.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="ledger-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+    def remove_then_end(number: int, _frame: FrameType | None) -> None:
+        # A single uvicorn process, after its graceful shutdown, raises the SIGTERM it
+        # caught again, to end by it: `finally` would never run.
+        shutil.rmtree(directory, ignore_errors=True)
+        signal.signal(number, signal.SIG_DFL)
+        signal.raise_signal(number)
+
+    previous = signal.signal(signal.SIGTERM, remove_then_end)
+    try:
+        yield directory
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    _export(args, _url(args), run_projections=not args.no_projections)
-    _serve(args.host, args.port, args.workers)
+    with _metrics_directory():
+        _export(args, _url(args), run_projections=not args.no_projections)
+        _serve(args.host, args.port, args.workers)
     return 0
 
 

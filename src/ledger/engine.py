@@ -33,6 +33,10 @@ How:
   such a run is returned (see docs/ledger.md).
 - A database error answers `DatabaseUnavailable`; an error in the ledger's own code
   answers that command with the error and runs the rest of its batch again, alone.
+
+What it does is reported to an `EngineObserver` (the API's metrics): the queue's depth
+whenever it changes and each batch's size and duration. An observer that fails is
+logged and otherwise ignored: reporting never changes an answer.
 """
 
 from __future__ import annotations
@@ -151,6 +155,29 @@ class Ledgerlike(Protocol):
         lock is held (False: it could not be had in time, and the batch runs without)."""
 
 
+class EngineObserver(Protocol):
+    """Told what the engine does, for metrics. Called on the callers' threads, the queue
+    depth under the queue's lock: each call must be quick."""
+
+    def queue_depth_changed(self, depth: int) -> None:
+        """Commands now waiting to be taken into a batch."""
+
+    def batch_ran(self, commands: int, seconds: float) -> None:
+        """A batch of `commands` commands taken off the queue (or handed in by bulk
+        loading) was run and answered in `seconds`; re-runs inside it are not counted
+        again."""
+
+
+class Unobserved:
+    """The observer of an engine nobody watches."""
+
+    def queue_depth_changed(self, depth: int) -> None:
+        del depth
+
+    def batch_ran(self, commands: int, seconds: float) -> None:
+        del commands, seconds
+
+
 class Engine:
     """The queue, the leader and the batches of one writer process."""
 
@@ -165,6 +192,7 @@ class Engine:
         self._contended_until = 0.0
         self.batches = 0
         self.commands = 0
+        self.observer: EngineObserver = Unobserved()
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -186,6 +214,7 @@ class Engine:
             if self._closing:
                 raise DatabaseUnavailable("the ledger is shutting down")
             self._queue.append(pending)
+            self._queue_depth_changed()
         deadline = time.monotonic() + wait_seconds
         while not pending.finished:
             if self._write_lock.acquire(blocking=False):
@@ -241,6 +270,7 @@ class Engine:
             self._closing = True
             queued = list(self._queue)
             self._queue.clear()
+            self._queue_depth_changed()
         for pending in queued:
             pending.answer(error=DatabaseUnavailable("the ledger is shutting down"))
         if self._write_lock.acquire(timeout=wait_seconds):
@@ -253,7 +283,15 @@ class Engine:
                 self._queue.remove(pending)
             except ValueError:
                 return False
+            self._queue_depth_changed()
             return True
+
+    def _queue_depth_changed(self) -> None:
+        """Report the queue's depth; the caller holds the queue's lock."""
+        try:
+            self.observer.queue_depth_changed(len(self._queue))
+        except Exception:  # reporting never fails a command
+            logger.exception("the engine's observer failed")
 
     def _nudge_next(self) -> None:
         """After letting go of the write lock: a command queued meanwhile gets a leader."""
@@ -271,6 +309,7 @@ class Engine:
                     return
                 batch = [self._queue.popleft()
                          for _ in range(min(len(self._queue), limits.batch_commands_max))]
+                self._queue_depth_changed()
             self._run(batch)
             if own.finished:
                 return
@@ -285,8 +324,9 @@ class Engine:
         stages against state no other writer can change before it saves; alone, a
         process writes without it. Correctness never rests on the lock: the save's
         checks stay."""
+        began = time.monotonic()
         try:
-            if time.monotonic() < self._contended_until:
+            if began < self._contended_until:
                 with self.ledger.writing_alone():
                     self._attempt(batch, fresh=fresh, again_together=not fresh)
             else:
@@ -300,6 +340,10 @@ class Engine:
         self._answer_rest(batch, None)
         self.batches += 1
         self.commands += len(batch)
+        try:
+            self.observer.batch_ran(len(batch), time.monotonic() - began)
+        except Exception:  # reporting never fails a batch
+            logger.exception("the engine's observer failed")
 
     def _answer_rest(self, batch: list[Pending], error: BaseException | None) -> None:
         """The structure's guarantee: no command of a batch leaves it unanswered."""
