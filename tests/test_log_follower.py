@@ -22,6 +22,8 @@ from audit.chain import CHAIN_TABLE, ChainFollower
 from eventlog.follower import stopped_followers
 from eventlog.log import Event
 from ledger.application import Ledger
+from ledger.errors import DatabaseUnavailable
+from private_postgres import PrivatePostgres
 from projections.base import TradeFacts
 from projections.runner import ProjectionRunner, WalletBalances
 from test_api_fixtures import make_settings
@@ -160,5 +162,36 @@ def test_a_follower_started_before_the_log_exists_waits_for_it(
             world = World(ledger)
             world.trade(10_000, trade_id=f"T-{uuid.uuid4().hex[:6]}")
             assert runner.wait_for(ledger.position(), timeout=20)
+        finally:
+            ledger.close()
+
+
+@pytest.mark.slow
+def test_a_follower_idling_on_listen_follows_again_after_a_database_crash() -> None:
+    """The projection runner waits on LISTEN; PostgreSQL crashes and comes back: the runner
+    reconnects by itself and projects what is written afterwards (its thread must not die
+    with the listening connection)."""
+    with PrivatePostgres() as server:
+        ledger = Ledger.connect(server.url, "public")
+        try:
+            world = World(ledger)
+            with ProjectionRunner(server.url, "public") as runner:
+                world.trade(10_000, trade_id="T-before")
+                assert runner.wait_for(ledger.position(), timeout=20)
+                time.sleep(0.5)  # idle on LISTEN
+                server.crash()
+                time.sleep(2)
+                server.start()
+                deadline = time.monotonic() + 20
+                while True:  # the ledger's own pool recovers too; retry while it does
+                    try:
+                        world.trade(10_000, trade_id="T-after")
+                        break
+                    except DatabaseUnavailable:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.2)
+                assert runner.wait_for(ledger.position(), timeout=20), (
+                    runner.error, runner.stopped)
+                assert runner.stopped is None
         finally:
             ledger.close()

@@ -322,10 +322,15 @@ class Following:
                 if listener is None:  # a follower that does not listen: polls
                     self._stopping.wait(self.poll_seconds)
                     continue
-                for _ in listener.notifies(timeout=self.poll_seconds, stop_after=1):
-                    pass
-                for _ in listener.notifies(timeout=0):  # the next read covers them all
-                    pass
+                try:
+                    for _ in listener.notifies(timeout=self.poll_seconds, stop_after=1):
+                        pass
+                    for _ in listener.notifies(timeout=0):  # the next read covers them all
+                        pass
+                except psycopg.Error as error:  # the database went away while we idled
+                    log.warning("follower %s: listening connection lost, reconnecting: %s",
+                                self.follower.name, error)
+                    listener.close()  # reopened (with backoff, if still away) next turn
         finally:
             if listener is not None:
                 listener.close()
