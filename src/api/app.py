@@ -23,7 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import projections
-from api import metrics, problems, routes_audit, routes_money, routes_reads, routes_registry
+from api import (
+    docs,
+    metrics,
+    problems,
+    routes_audit,
+    routes_money,
+    routes_reads,
+    routes_registry,
+)
 from api.auth import TokenVerifier
 from api.models import Health, Readiness, StoppedFollowerView
 from api.problems import PROBLEM_MEDIA_TYPE, ApiProblemError
@@ -208,9 +216,12 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
             "are RFC 9457 problem details (`application/problem+json`) with a stable "
             "`code`, in Korean unless `Accept-Language` prefers English."),
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN; `docs` serves its own
+        redoc_url=None,
     )
     app.state.settings = settings
     problems.install(app)
+    docs.install(app)
     app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
     if settings.metrics_enabled:
         metrics.install(app)  # outermost: it also counts what BodySizeLimit refuses
