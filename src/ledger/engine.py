@@ -384,24 +384,25 @@ class Engine:
                 if not isinstance(error, Exception):
                     raise
                 return
-        saved = not staging.staged
+        if not fresh and staging.rejected and self._stale_rejection(batch, staging,
+                                                                    again_together):
+            return
         if staging.staged:
             try:
                 positions = self.ledger.save_batch(staging)
             except IntegrityError:
                 self._contended_until = time.monotonic() + limits.contended_seconds
                 # Another writer changed what these commands changed or read: again with
-                # that read anew, as a batch once (usually one aggregate was stale), then
-                # alone, reading fresh.
+                # that read anew, in the batch's order (rejections too: they may rest on
+                # what was stale), as a batch once (usually one aggregate was stale), then
+                # each alone, reading fresh.
                 self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
-                retry = [stage.pending for stage in staging.staged]
+                retry = [pending for pending in batch if not pending.finished]
                 if again_together:
-                    # Rejections too: they may rest on what was stale.
-                    retry += [rejected.pending for rejected in staging.rejected]
-                    staging.rejected = []
                     self._attempt(retry, fresh=False)
                 else:
                     self._each_alone(retry)
+                return
             except BaseException as error:
                 self.ledger.evict(list(staging.in_flight))
                 for stage in staging.staged:
@@ -412,34 +413,44 @@ class Engine:
                 if not isinstance(error, Exception):
                     raise
                 return
-            else:
-                index = 0
-                for stage in staging.staged:
-                    index += len(stage.events)
-                    stage.pending.answer(outcome=self.make_outcome(stage.result,
-                                                                   positions[index - 1]))
-                self.ledger.saved(staging)
-                saved = True
-        if fresh:
-            for rejected in staging.rejected:
-                rejected.pending.answer(error=rejected.error)
-            return
-        # A rejection from memory is checked against committed state before it is
-        # returned: when what it read is unchanged (the batch committed, so what it read
-        # within the batch is committed too) it stands; else it runs again, reading fresh.
-        again: list[Pending] = []
+            index = 0
+            for stage in staging.staged:
+                index += len(stage.events)
+                stage.pending.answer(outcome=self.make_outcome(stage.result,
+                                                               positions[index - 1]))
+            self.ledger.saved(staging)
+        # Each rejection stood against committed state (checked above, or staged fresh),
+        # and the save checked that nothing it read changed since.
         for rejected in staging.rejected:
-            try:
-                stands = saved and self.ledger.rejection_stands(rejected)
-            except DATABASE_ERRORS as error:  # not checked: nothing is decided
-                rejected.pending.answer(error=DatabaseUnavailable(str(error)))
-                continue
-            if stands:
-                rejected.pending.answer(error=rejected.error)
-            else:
-                self.ledger.evict(list(rejected.read))
-                again.append(rejected.pending)
-        self._each_alone(again)
+            rejected.pending.answer(error=rejected.error)
+
+    def _stale_rejection(self, batch: list[Pending], staging: Batch,
+                         again_together: bool) -> bool:
+        """Whether a rejection from memory does not stand against committed state (what it
+        read was changed by another writer, or its request id was accepted elsewhere); if
+        so the batch runs again, in its order, what it read read anew, and True.
+
+        Checked before the save, so that a stale rejection runs again in its place in the
+        order, never after the commands behind it (which `execute_many` keeps in order).
+        """
+        try:
+            stale = [rejected for rejected in staging.rejected
+                     if not self.ledger.rejection_stands(rejected)]
+        except DATABASE_ERRORS as error:  # not checked: nothing is decided
+            self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
+            for pending in batch:
+                if not pending.finished:
+                    pending.answer(error=DatabaseUnavailable(str(error)))
+            return True
+        if not stale:
+            return False
+        self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
+        retry = [pending for pending in batch if not pending.finished]
+        if again_together:
+            self._attempt(retry, fresh=False)
+        else:
+            self._each_alone(retry)
+        return True
 
     def _each_alone(self, batch: list[Pending]) -> None:
         """Run each command again by itself, every aggregate read fresh; once the database
