@@ -46,6 +46,22 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0 if summary.conserved else 1
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from seeding.importing import import_file  # noqa: PLC0415
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"ledger import: {path}: no such file", file=sys.stderr)
+        return 2
+    report = import_file(_url(args), args.schema, path, workers=args.workers,
+                         rejects_path=Path(args.rejects) if args.rejects else None,
+                         show_progress=not args.quiet)
+    print(report.summary())
+    return 0 if report.rejected == 0 else 1
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from audit.summary import summarise  # noqa: PLC0415
 
@@ -74,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="months of activity after enrolment (default 1)")
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     seed.set_defaults(handler=cmd_seed)
+
+    importing = commands.add_parser(
+        "import", help="commands from a JSON Lines file, one per line with its request id",
+        description="Load commands from a JSON Lines file through the ledger's commands: "
+                    "idempotent (each line's request id), resumable after a crash, in "
+                    "parallel processes by complex; every refused line goes to the rejects "
+                    "file with its code and reason. Exit status 1 when any line was refused.")
+    importing.add_argument("file", help="the JSON Lines file (see docs/import.md)")
+    importing.add_argument("--workers", type=bounded_int(1, limits.import_workers_max),
+                           default=2, help="worker processes (default 2)")
+    importing.add_argument("--rejects", default="",
+                           help="where refused lines go (default FILE.rejects.jsonl)")
+    importing.set_defaults(handler=cmd_import)
 
     summary = commands.add_parser("summary", help="events, points per account kind, "
                                                   "conservation check")

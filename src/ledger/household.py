@@ -183,13 +183,16 @@ class RentPaymentLocator(LedgerAggregate):
     if TYPE_CHECKING:  # state, declared for type checkers only: the library
         # would otherwise take annotations as constructor arguments.
         household_id: UUID
+        home_complex_id: UUID
 
     class Registered(LedgerAggregate.Created):
         payment_id: str
         household_id: UUID
 
         def apply(self, locator: RentPaymentLocator) -> None:
+            assert self.complex_id is not None
             locator.household_id = self.household_id
+            locator.home_complex_id = self.complex_id
 
     @classmethod
     def register(cls, payment_id: str, household_id: UUID, complex_id: UUID,

@@ -88,6 +88,18 @@ aggregate_cache_size_min = 10_000
 aggregate_cache_size_max = 4_000_000
 """Bounds of the default cache size (a nationwide registry is about 3.2 M aggregates)."""
 
+import_chunk_lines = 500
+"""Lines of an import a worker sends to the ledger together (and then records as done)."""
+
+import_lookup_ids_max = 10_000
+"""Ids an import looks up in the ledger in one statement, to place lines by complex."""
+
+import_unavailable_seconds_max = 60
+"""How long an import waits for an unavailable database before it stops (resumable)."""
+
+import_workers_max = 64
+"""Worker processes of one import."""
+
 prefetch_ids_min = 2
 """A batch loads the aggregates its commands name in one round trip when at least this
 many are missing from the cache (one alone is loaded when first read, at the same cost)."""

@@ -1,0 +1,565 @@
+"""`ledger import FILE`: commands from a JSON Lines file, through the ledger's own commands.
+
+One line, one command, with its request id:
+
+    {"request_id": "T-2026-000001", "command": "record_trade",
+     "actor_id": "…", "role": "platform", "occurred_at": "2026-03-02T10:15:00+09:00",
+     "body": {"trade_id": "T-1", "market": "sharing", "category": "childcare", ...}}
+
+`actor_id`, `role`, `on_behalf_of` and `occurred_at` are optional (the importing operator,
+`operator`, none, now). `body` holds the command's fields as the API names them in its
+commands (see `ledger.commands`); ids are UUID strings, times ISO 8601 with an offset.
+
+How it runs:
+- Each line belongs to a complex: the one it names, or the one of the household, resident,
+  trade or rent payment it names (from earlier lines of the file, else from the ledger).
+  Lines of one complex run in file order, in one worker process; complexes are spread over
+  `workers` processes. Lines that belong to no complex (the accrual policy, merchants) are
+  barriers: what comes before them runs first, then they run, in file order.
+- Idempotent: every line carries its request id, so running a file twice changes nothing.
+- Resumable: each worker records in `ledger_imports` (per file digest) the last line it
+  finished; a run after a crash skips what is done (a chunk cut short is run again, and its
+  accepted lines are replayed, not applied twice).
+- Nothing refused is dropped: every line that is not accepted (malformed, or refused by the
+  ledger) is written to the rejects file with its line number, code and reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import time
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import psycopg
+from psycopg.sql import SQL, Identifier
+
+from ledger import commands as c
+from ledger import limits
+from ledger.application import Ledger, Outcome, now
+from ledger.complex import complex_id_for
+from ledger.database import ConnectionSettings
+from ledger.errors import DatabaseUnavailable, DomainError
+from ledger.events import Cause
+from ledger.household import Household, RentPaymentLocator, rent_payment_locator_id
+from ledger.resident import Resident
+from ledger.trade import Trade, trade_aggregate_id
+
+IMPORTER_ID = uuid5(NAMESPACE_URL, "ledger:import")
+"""The actor recorded for lines that name none: the operator running the import."""
+ROLES = ("resident", "coordinator", "manager", "merchant", "auditor", "billing", "platform",
+         "operator")
+COMMANDS: dict[str, type[c.Command]] = {
+    cls.name: cls for cls in (
+        c.RegisterComplex, c.RegisterHousehold, c.EnrolResident, c.MoveOut, c.RegisterMerchant,
+        c.PayOutMerchant, c.SetAccrualPolicy, c.RecordTrade, c.RefundTrade,
+        c.IssueRentInvoice, c.PayRent, c.SettleRentPayment, c.ReleaseRentPayment,
+        c.ExpireRentPayment, c.SpendFund)}
+GLOBAL = -1
+"""The partition of lines that belong to no complex: run alone, as barriers."""
+INVALID_LINE = "invalid_line"
+TABLE = "ledger_imports"
+
+
+class LineError(ValueError):
+    """A line that cannot become a command (its reason is the message)."""
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    command: c.Command
+    cause: Cause
+
+
+def parse(number: int, text: str, default_actor: UUID, at: datetime) -> Line:
+    """One line of the file as a command and its cause; LineError says what is wrong."""
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise LineError(f"not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise LineError("not a JSON object")
+    request_id = document.get("request_id")
+    if (not isinstance(request_id, str) or not request_id.strip()
+            or len(request_id) > limits.identifier_length_max):
+        raise LineError(f"request_id: 1 to {limits.identifier_length_max} characters")
+    name = document.get("command")
+    cls = COMMANDS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise LineError(f"command: one of {', '.join(sorted(COMMANDS))}")
+    body = document.get("body")
+    if not isinstance(body, dict):
+        raise LineError("body: a JSON object with the command's fields")
+    role = document.get("role", "operator")
+    if role not in ROLES:
+        raise LineError(f"role: one of {', '.join(ROLES)}")
+    cause = Cause(_uuid("actor_id", document.get("actor_id", str(default_actor))), role,
+                  request_id, _time("occurred_at", document["occurred_at"])
+                  if "occurred_at" in document else at,
+                  _uuid("on_behalf_of", document["on_behalf_of"])
+                  if document.get("on_behalf_of") is not None else None)
+    return Line(number, _command(cls, body), cause)
+
+
+def _command(cls: type[c.Command], body: dict[str, Any]) -> c.Command:
+    if cls is c.SetAccrualPolicy:
+        rates = body.get("rates")
+        if set(body) != {"rates"} or not isinstance(rates, list) or not all(
+                isinstance(row, dict) for row in rates):
+            raise LineError("body: {\"rates\": [ {market, seller_kind, category, "
+                            "personal_bps, common_bps}, ... ]}")
+        return c.SetAccrualPolicy.of(rates)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(body) - set(fields)
+    if unknown:
+        raise LineError(f"body: unknown fields {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, spec in fields.items():
+        if name not in body:
+            if (spec.default is dataclasses.MISSING
+                    and spec.default_factory is dataclasses.MISSING):
+                raise LineError(f"body: {name} is missing")
+            continue
+        values[name] = _value(name, hints[name], body[name])
+    return cls(**values)
+
+
+def _value(name: str, hint: Any, value: Any) -> Any:
+    options = typing.get_args(hint) if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise LineError(f"body: {name} may not be null")
+    if UUID in options:
+        return _uuid(name, value)
+    if datetime in options:
+        return _time(name, value)
+    if int in options:
+        if type(value) is not int:
+            raise LineError(f"body: {name} must be a whole number")
+        return value
+    if str in options:
+        if not isinstance(value, str):
+            raise LineError(f"body: {name} must be a string")
+        return value
+    raise LineError(f"body: {name} has a type the importer cannot read")  # pragma: no cover
+
+
+def _uuid(name: str, value: Any) -> UUID:
+    try:
+        return UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        raise LineError(f"{name}: a UUID") from None
+
+
+def _time(name: str, value: Any) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise LineError(f"{name}: an ISO 8601 time with an offset") from None
+    if moment.tzinfo is None:
+        raise LineError(f"{name}: an ISO 8601 time with an offset")
+    return moment
+
+
+# Partitions ------------------------------------------------------------------------------
+
+@dataclass
+class Owners:
+    """Which complex each id belongs to, learnt from the file and, failing that, the ledger."""
+
+    ledger: Ledger
+    complexes: dict[UUID, UUID] = field(default_factory=dict)
+    """household, resident, trade-aggregate or payment-locator id -> complex id"""
+
+    def learn(self, command: c.Command, cause: Cause, complex_id: UUID | None) -> None:
+        if complex_id is None:
+            return
+        if isinstance(command, c.RegisterHousehold):
+            from ledger.household import household_id_for  # noqa: PLC0415
+
+            self.complexes[household_id_for(command.complex_id, command.unit)] = complex_id
+        elif isinstance(command, c.EnrolResident):
+            resident_id = command.resident_id or uuid5(
+                NAMESPACE_URL, f"ledger:resident:{cause.actor_id}:{cause.request_id}")
+            self.complexes[resident_id] = complex_id
+        elif isinstance(command, c.RecordTrade):
+            self.complexes[trade_aggregate_id(command.trade_id)] = complex_id
+        elif isinstance(command, c.PayRent):
+            self.complexes[rent_payment_locator_id(command.payment_id)] = complex_id
+
+    def owner_ids(self, command: c.Command) -> UUID | None:
+        """The id whose complex the line belongs to (None: the line names a complex or none)."""
+        match command:
+            case c.EnrolResident() | c.IssueRentInvoice() | c.PayRent():
+                return command.household_id
+            case c.MoveOut():
+                return command.resident_id
+            case c.RecordTrade():
+                return command.buyer_id
+            case c.RefundTrade():
+                return trade_aggregate_id(command.trade_id)
+            case c.SettleRentPayment() | c.ReleaseRentPayment() | c.ExpireRentPayment():
+                return rent_payment_locator_id(command.payment_id)
+        return None
+
+    def complex_of(self, command: c.Command) -> UUID | None:
+        match command:
+            case c.RegisterComplex():
+                return complex_id_for(command.code)
+            case c.RegisterHousehold() | c.SpendFund():
+                return command.complex_id
+        owner = self.owner_ids(command)
+        return None if owner is None else self.complexes.get(owner)
+
+    def look_up(self, ids: Sequence[UUID]) -> None:
+        """Learn from the ledger the complexes of ids the file did not define."""
+        missing = [aggregate_id for aggregate_id in ids if aggregate_id not in self.complexes]
+        for start in range(0, len(missing), limits.import_lookup_ids_max):
+            found = self.ledger.load_many(missing[start:start + limits.import_lookup_ids_max])
+            for aggregate_id, aggregate in found.items():
+                if isinstance(aggregate, Household | Resident | RentPaymentLocator):
+                    self.complexes[aggregate_id] = aggregate.home_complex_id
+                elif isinstance(aggregate, Trade):
+                    self.complexes[aggregate_id] = aggregate.buyer_complex_id
+
+
+def _partition(complex_id: UUID, workers: int) -> int:
+    return int.from_bytes(hashlib.blake2b(complex_id.bytes, digest_size=4).digest(),
+                          "big") % workers
+
+
+# Running ---------------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    lines: int = 0
+    accepted: int = 0
+    replayed: int = 0
+    skipped: int = 0
+    """Lines a previous run of the same file finished."""
+    rejected: int = 0
+    rejects_path: Path | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        text = (f"lines: {self.lines:,}; accepted {self.accepted:,}, already accepted "
+                f"{self.replayed:,}, done by an earlier run {self.skipped:,}, refused "
+                f"{self.rejected:,}")
+        if self.rejected and self.rejects_path is not None:
+            text += f" (see {self.rejects_path})"
+        return text + f"; {self.seconds:.1f} s"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _setup(conninfo: str, schema: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{table} (file_sha256 text NOT NULL, "
+            "part int NOT NULL, line_done bigint NOT NULL, "
+            "PRIMARY KEY (file_sha256, part))").format(
+            schema=Identifier(schema), table=Identifier(TABLE)))
+
+
+def _done(conninfo: str, schema: str, digest: str) -> dict[int, int]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(SQL("SELECT part, line_done FROM {schema}.{table} "
+                                "WHERE file_sha256 = %s").format(
+            schema=Identifier(schema), table=Identifier(TABLE)), (digest,)).fetchall()
+    return {int(part): int(line) for part, line in rows}
+
+
+def _mark(conn: psycopg.Connection[Any], schema: str, digest: str, part: int,
+          line: int) -> None:
+    conn.execute(SQL(
+        "INSERT INTO {schema}.{table} (file_sha256, part, line_done) VALUES (%s, %s, %s) "
+        "ON CONFLICT (file_sha256, part) DO UPDATE SET line_done = excluded.line_done").format(
+        schema=Identifier(schema), table=Identifier(TABLE)), (digest, part, line))
+    conn.commit()
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one worker process runs: its partition's lines within [first, last]."""
+
+    url: str
+    schema: str
+    path: str
+    digest: str
+    part: int
+    numbers: tuple[int, ...]
+    rejects: str
+    default_actor: UUID
+    started_at: datetime
+
+
+def _read_lines(path: str, wanted: set[int]) -> Iterator[tuple[int, str]]:
+    last = max(wanted, default=0)
+    with open(path, encoding="utf-8", errors="surrogateescape") as stream:
+        for number, text in enumerate(stream, start=1):
+            if number > last:
+                return
+            if number in wanted:
+                yield number, text
+
+
+def run_job(job: Job, progress: Any = None) -> tuple[int, int, int]:
+    """Run one partition's lines in order; (accepted, replayed, rejected)."""
+    ledger = Ledger.connect(job.url, job.schema)
+    conninfo = ConnectionSettings.from_url(job.url).conninfo()
+    accepted = replayed = rejected = 0
+    try:
+        with psycopg.connect(conninfo) as conn, open(job.rejects, "a", encoding="utf-8") as out:
+            chunk: list[tuple[Line, str]] = []
+
+            def flush() -> None:
+                nonlocal accepted, replayed, rejected
+                if not chunk:
+                    return
+                results = _execute(ledger, [line for line, _ in chunk])
+                for (line, text), result in zip(chunk, results, strict=True):
+                    if isinstance(result, Outcome):
+                        if result.replayed:
+                            replayed += 1
+                        else:
+                            accepted += 1
+                    else:
+                        rejected += 1
+                        out.write(_reject(line.number, line.cause.request_id, result.code,
+                                          result.detail, text))
+                out.flush()
+                _mark(conn, job.schema, job.digest, job.part, chunk[-1][0].number)
+                if progress is not None:
+                    with progress.get_lock():
+                        progress.value += len(chunk)
+                chunk.clear()
+
+            for number, text in _read_lines(job.path, set(job.numbers)):
+                line = parse(number, text, job.default_actor, job.started_at)
+                chunk.append((line, text))
+                if len(chunk) >= limits.import_chunk_lines:
+                    flush()
+            flush()
+    finally:
+        ledger.close()
+    return accepted, replayed, rejected
+
+
+def _execute(ledger: Ledger, lines: list[Line]) -> list[Outcome | DomainError]:
+    """The chunk through `execute_many`, retried while the database is briefly away."""
+    deadline = time.monotonic() + limits.import_unavailable_seconds_max
+    while True:
+        try:
+            results = ledger.execute_many([(line.command, line.cause) for line in lines])
+        except DatabaseUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+            continue
+        unavailable = [i for i, r in enumerate(results) if isinstance(r, DatabaseUnavailable)]
+        if not unavailable:
+            return results
+        if time.monotonic() > deadline:
+            msg = f"database unavailable for {limits.import_unavailable_seconds_max} s"
+            raise DatabaseUnavailable(msg)
+        time.sleep(1)
+        again = _execute(ledger, [lines[i] for i in unavailable])
+        for index, result in zip(unavailable, again, strict=True):
+            results[index] = result
+        return results
+
+
+def _reject(number: int, request_id: str | None, code: str, reason: str, text: str) -> str:
+    return json.dumps({"line": number, "request_id": request_id, "code": code,
+                       "reason": reason, "text": text.rstrip("\n")}, ensure_ascii=False) + "\n"
+
+
+_progress: Any = None
+
+
+def _init_worker(progress: Any) -> None:
+    global _progress  # noqa: PLW0603  (one per worker process)
+    _progress = progress
+
+
+def _run_in_worker(job: Job) -> tuple[int, int, int]:
+    return run_job(job, _progress)
+
+
+def import_file(url: str, schema: str, path: Path, *, workers: int = 2,
+                rejects_path: Path | None = None, default_actor: UUID = IMPORTER_ID,
+                show_progress: bool = True) -> Report:
+    """Import the file; see the module's docstring."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    started = time.monotonic()
+    started_at = now()
+    rejects_path = rejects_path or path.with_name(path.name + ".rejects.jsonl")
+    conninfo = ConnectionSettings.from_url(url).conninfo()
+    ledger = Ledger.connect(url, schema)  # creates the ledger's tables on a new database
+    report = Report(rejects_path=rejects_path)
+    try:
+        _setup(conninfo, schema)
+        # Partitions follow the number of workers: a resumed run with another number
+        # starts afresh (and replays what is done: idempotent, only slower).
+        digest = f"{file_digest(path)}:{workers}"
+        done = _done(conninfo, schema, digest)
+        segments, invalid, report.lines = _plan(ledger, path, workers, default_actor,
+                                                started_at, show_progress)
+    finally:
+        ledger.close()
+    parts_dir = rejects_path.with_name(rejects_path.name + ".parts")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    with (parts_dir / "invalid.jsonl").open("w", encoding="utf-8") as out:
+        for number, request_id, reason, text in invalid:
+            out.write(_reject(number, request_id, INVALID_LINE, reason, text))
+    report.rejected += len(invalid)
+    context = multiprocessing.get_context("spawn")
+    progress = context.Value("q", len(invalid))
+    with tqdm(total=report.lines, desc="importing", unit="line",
+              disable=not show_progress) as bar, context.Pool(
+            workers, initializer=_init_worker, initargs=(progress,)) as pool:
+        for segment in segments:
+            jobs: list[Job] = []
+            for part, numbers in sorted(segment.items()):
+                after = done.get(part, 0)
+                todo = tuple(n for n in numbers if n > after)
+                skipped = len(numbers) - len(todo)
+                report.skipped += skipped
+                with progress.get_lock():
+                    progress.value += skipped
+                if todo:
+                    jobs.append(Job(url, schema, str(path), digest, part, todo,
+                                    str(parts_dir / f"part-{part}.jsonl"), default_actor,
+                                    started_at))
+            pending = pool.map_async(_run_in_worker, jobs) if jobs else None
+            while pending is not None and not pending.ready():
+                pending.wait(0.5)
+                bar.n = progress.value
+                bar.refresh()
+            if pending is not None:
+                for accepted, replayed, rejected in pending.get():
+                    report.accepted += accepted
+                    report.replayed += replayed
+                    report.rejected += rejected
+            bar.n = progress.value
+            bar.refresh()
+    kept = _earlier_rejects(rejects_path, segments, done)
+    report.rejected = _merge_rejects(parts_dir, rejects_path, kept)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _earlier_rejects(rejects_path: Path, segments: list[dict[int, list[int]]],
+                     done: dict[int, int]) -> dict[int, str]:
+    """Entries of the rejects file an earlier run of this file wrote for lines this run
+    skipped as done (lines run again are judged again)."""
+    if not rejects_path.exists():
+        return {}
+    earlier: dict[int, str] = {}
+    for text in rejects_path.read_text(encoding="utf-8").splitlines():
+        if text.strip():
+            earlier[int(json.loads(text)["line"])] = text + "\n"
+    kept: dict[int, str] = {}
+    for segment in segments:
+        for part, numbers in segment.items():
+            watermark = done.get(part, 0)
+            for number in numbers:
+                if number <= watermark and number in earlier:
+                    kept[number] = earlier[number]
+    return kept
+
+
+def _merge_rejects(parts_dir: Path, rejects_path: Path, kept: dict[int, str]) -> int:
+    """The parts' rejects and those `kept` from an earlier run, one per line number (a
+    chunk run again after a crash may have written a line twice), in file order, into the
+    rejects file."""
+    by_line: dict[int, str] = dict(kept)
+    for part in sorted(parts_dir.glob("*.jsonl")):
+        for text in part.read_text(encoding="utf-8").splitlines():
+            if text.strip():
+                by_line[json.loads(text)["line"]] = text + "\n"
+    with rejects_path.open("w", encoding="utf-8") as out:
+        for number in sorted(by_line):
+            out.write(by_line[number])
+    for part in parts_dir.glob("*.jsonl"):
+        part.unlink()
+    parts_dir.rmdir()
+    return len(by_line)
+
+
+def _plan(ledger: Ledger, path: Path, workers: int, default_actor: UUID, at: datetime,
+          show_progress: bool
+          ) -> tuple[list[dict[int, list[int]]], list[tuple[int, str | None, str, str]], int]:
+    """Read the file once: each line's partition, cut into segments at the barriers (lines
+    that belong to no complex, which get a segment of their own)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    owners = Owners(ledger)
+    parsed: list[tuple[int, c.Command, Cause]] = []
+    invalid: list[tuple[int, str | None, str, str]] = []
+    count = 0
+    with path.open(encoding="utf-8", errors="surrogateescape") as stream, tqdm(
+            desc="reading", unit="line", disable=not show_progress) as bar:
+        for number, text in enumerate(stream, start=1):
+            count = number
+            bar.update(1)
+            if not text.strip():
+                invalid.append((number, None, "an empty line", text))
+                continue
+            try:
+                line = parse(number, text, default_actor, at)
+            except LineError as error:
+                invalid.append((number, _request_id(text), str(error), text))
+                continue
+            parsed.append((number, line.command, line.cause))
+            owners.learn(line.command, line.cause, owners.complex_of(line.command))
+    # What the file did not define, from the ledger (bulk look-ups).
+    owners.look_up([owner for _, command, _ in parsed
+                    if (owner := owners.owner_ids(command)) is not None])
+    segments: list[dict[int, list[int]]] = []
+    current: dict[int, list[int]] = {}
+    for number, command, _ in parsed:
+        complex_id = owners.complex_of(command)
+        if complex_id is None and owners.owner_ids(command) is not None:
+            # Names what neither the file nor the ledger holds: the ledger will refuse it
+            # with its own code (unknown_household, unknown_resident, ...).
+            current.setdefault(0, []).append(number)
+            continue
+        if complex_id is None:  # a barrier
+            if current:
+                segments.append(current)
+                current = {}
+            segments.append({GLOBAL: [number]})
+            continue
+        current.setdefault(_partition(complex_id, workers), []).append(number)
+    if current:
+        segments.append(current)
+    return segments, invalid, count
+
+
+def _request_id(text: str) -> str | None:
+    try:
+        value = json.loads(text).get("request_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
