@@ -198,3 +198,27 @@ def test_a_policy_set_by_another_process_applies_within_the_reload_interval(
         c.RecordTrade("T-new-policy", "sharing", "x", funded["seller"], "resident",
                       funded["buyer"], 1_000, 0), cause(PLATFORM, "platform"))
     assert (outcome["policy_version"], outcome["personal_accrued_won"]) == (2, 100)
+
+
+def test_commands_sent_together_are_answered_as_if_sent_one_by_one(world: World) -> None:
+    """`execute_many` keeps order: a trade refused for want of points stays refused even
+    when a later command of the same batch brings the buyer points (the refusal is not
+    re-run after it)."""
+    world.policy()
+    complex_id = world.complex()
+    buyer = world.resident(world.household(complex_id))
+    other = world.resident(world.household(complex_id))
+    items = [
+        (c.RecordTrade("T-early", "sharing", "childcare", other, "resident", buyer, 1_000,
+                       500), cause(PLATFORM, "platform")),
+        (c.RecordTrade("T-earn", "sharing", "childcare", other, "resident", buyer, 100_000,
+                       0), cause(PLATFORM, "platform")),
+        (c.RecordTrade("T-late", "sharing", "childcare", other, "resident", buyer, 1_000,
+                       500), cause(PLATFORM, "platform")),
+    ]
+    results = world.ledger.execute_many(items)
+    assert isinstance(results[0], DomainError) and results[0].code == "insufficient_points"
+    assert isinstance(results[1], Outcome) and results[1]["personal_accrued_won"] == 3_000
+    assert isinstance(results[2], Outcome)
+    wallet = world.ledger.snapshot(Resident, buyer)
+    assert wallet is not None and wallet.available_won == 3_000 - 500 + 15
