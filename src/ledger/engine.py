@@ -23,14 +23,15 @@ How:
   only read is still at the version it read (`read_versions`): the events table's
   primary key catches a concurrent change of what a command changes, this catches a
   concurrent change of what it merely read (a seller who moved out in another process).
-  On either conflict every command of the batch runs again alone, reading fresh.
-- A rejection computed from memory may be stale (another process credited the wallet)
-  or may have seen the batch's uncommitted effects. So, after the batch, each rejection
-  is checked against committed state in one round trip: if the batch committed, its
-  request id was not accepted before, and every aggregate it read from outside the batch
-  is still at the version it read, it stands; otherwise the command runs again alone,
-  every aggregate read fresh from the database (`fresh=True`), and only a rejection from
-  such a run is returned (see docs/ledger.md).
+  On either conflict the batch runs again in its order, what it read read anew, once;
+  then every command alone, reading fresh.
+- A rejection computed from memory may be stale (another process credited the wallet).
+  So, before the batch saves, each rejection is checked against committed state in one
+  round trip: if its request id was not accepted before and every aggregate it read from
+  outside the batch is still at the version it read, it stands (and the save checks those
+  versions again); otherwise the whole batch runs again in its order, what it read read
+  anew, then each command alone, reading fresh (`fresh=True`). Commands sent together
+  are so answered as if sent one by one, in order (see docs/ledger.md).
 - A database error answers `DatabaseUnavailable`; an error in the ledger's own code
   answers that command with the error and runs the rest of its batch again, alone.
 
