@@ -98,8 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "parallel processes by complex; every refused line goes to the rejects "
                     "file with its code and reason. Exit status 1 when any line was refused.")
     importing.add_argument("file", help="the JSON Lines file (see docs/import.md)")
+    workers_default = max(1, min(limits.import_workers_default_max, (os.cpu_count() or 1) - 1))
     importing.add_argument("--workers", type=bounded_int(1, limits.import_workers_max),
-                           default=2, help="worker processes (default 2)")
+                           default=workers_default,
+                           help=f"worker processes (default {workers_default}: the cores but "
+                                "one, which PostgreSQL needs, at most "
+                                f"{limits.import_workers_default_max})")
     importing.add_argument("--rejects", default="",
                            help="where refused lines go (default FILE.rejects.jsonl)")
     importing.set_defaults(handler=cmd_import)

@@ -100,6 +100,9 @@ import_unavailable_seconds_max = 60
 import_workers_max = 64
 """Worker processes of one import."""
 
+import_workers_default_max = 4
+"""The default number of import workers is the machine's cores but one, at most this."""
+
 prefetch_ids_min = 2
 """A batch loads the aggregates its commands name in one round trip when at least this
 many are missing from the cache (one alone is loaded when first read, at the same cost)."""

@@ -119,8 +119,7 @@ def _command(cls: type[c.Command], body: dict[str, Any]) -> c.Command:
             raise LineError("body: {\"rates\": [ {market, seller_kind, category, "
                             "personal_bps, common_bps}, ... ]}")
         return c.SetAccrualPolicy.of(rates)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints, fields = _shape(cls)
     unknown = set(body) - set(fields)
     if unknown:
         raise LineError(f"body: unknown fields {', '.join(sorted(unknown))}")
@@ -133,6 +132,18 @@ def _command(cls: type[c.Command], body: dict[str, Any]) -> c.Command:
             continue
         values[name] = _value(name, hints[name], body[name])
     return cls(**values)
+
+
+_SHAPES: dict[str, tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]] = {}
+
+
+def _shape(cls: type[c.Command]) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A command's field types and fields (worked out once: `get_type_hints` is slow)."""
+    shape = _SHAPES.get(cls.name)
+    if shape is None:
+        shape = _SHAPES[cls.name] = (typing.get_type_hints(cls),
+                                     {f.name: f for f in dataclasses.fields(cls)})
+    return shape
 
 
 def _value(name: str, hint: Any, value: Any) -> Any:
