@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 
 import psycopg
@@ -174,3 +175,26 @@ def test_long_streams_load_from_snapshots(world: World) -> None:
     finally:
         fresh.close()
 
+
+
+def test_followers_are_notified_soon_after_a_commit_once_for_many(populated: World) -> None:
+    """A LISTENing follower hears of a commit within a few milliseconds (not by its poll);
+    commits in quick succession share notifications (none is sent inside the commit)."""
+    from eventlog.log import NOTIFY_CHANNEL  # noqa: PLC0415
+
+    recorder = populated.ledger.recorder
+    with psycopg.connect(ConnectionSettings.from_url(populated.database_url).conninfo(),
+                         autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        complex_id = populated.complexes[0]
+        started = time.monotonic()
+        populated.household(complex_id)
+        heard = list(listener.notifies(timeout=2, stop_after=1))
+        assert heard and time.monotonic() - started < 0.5
+        notifier = recorder.notifier  # type: ignore[attr-defined]
+        time.sleep(0.1)
+        sent_before = notifier.sent
+        for _ in range(200):  # as many commits as come in a few milliseconds
+            notifier.poke()
+        time.sleep(0.2)
+        assert 1 <= notifier.sent - sent_before <= 3

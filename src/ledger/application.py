@@ -259,6 +259,7 @@ class Ledger(Application[UUID]):
         recorder = self.recorder
         if isinstance(recorder, LedgerRecorder):
             recorder.writers_lock.close()
+            recorder.notifier.close()
         super().close()
 
     # What the engine asks of the application ------------------------------------------

@@ -88,6 +88,13 @@ aggregate_cache_size_min = 10_000
 aggregate_cache_size_max = 4_000_000
 """Bounds of the default cache size (a nationwide registry is about 3.2 M aggregates)."""
 
+notify_coalesce_seconds = 0.003
+"""A writer tells the log's followers about its commits at most this often (one NOTIFY
+covers every commit since the last)."""
+
+notify_retry_seconds = 1.0
+"""After a failed NOTIFY (the database away), the notifier waits this long before trying."""
+
 import_chunk_lines = 500
 """Lines of an import a worker sends to the ledger together (and then records as done)."""
 

@@ -3,8 +3,9 @@
 What this adds to `eventsourcing.postgres.PostgresApplicationRecorder`:
 
 * One network round trip per save: a single call of the `<table>_append` function,
-  which takes the table lock, notifies listeners and inserts, committed as one
-  statement. The EXCLUSIVE table lock is kept, so positions commit in order and a reader that
+  which takes the table lock, checks what was read and inserts the events and the
+  request records, committed as one statement. Followers are notified after the
+  commit, off the write path (`Notifier`). The EXCLUSIVE table lock is kept, so positions commit in order and a reader that
   tails by position never skips a late commit.
 * COPY for large saves (bulk seeding): positions are reserved from the sequence
   under the same table lock and written explicitly, so they stay ordered.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -158,6 +160,70 @@ class WritersLock:
         self._discard()
 
 
+class Notifier:
+    """Tells the log's followers that new events were committed: a NOTIFY on the log's
+    channel, sent off the write path by a thread of its own, at most once per
+    `limits.notify_coalesce_seconds` for however many commits happened meanwhile.
+
+    A NOTIFY in the committing transaction halved the rate of single commands (each
+    commit then queues a notification under a global lock and signals every listening
+    backend). Followers read everything after their position when woken, so one
+    notification covers any number of commits; they also poll, so a notification lost
+    while the database is away only delays them by their poll interval.
+    """
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self.conninfo = conninfo
+        self.statement = SQL("NOTIFY {0}").format(Identifier(channel))
+        self._due = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.sent = 0
+
+    def poke(self) -> None:
+        """New events are committed: notify soon (never blocks, never raises)."""
+        self._due.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopping.is_set():
+                    self._thread = threading.Thread(target=self._run, name="ledger-notifier",
+                                                    daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stopping.is_set():
+            self._due.wait()
+            if self._stopping.is_set():
+                break
+            self._stopping.wait(limits.notify_coalesce_seconds)
+            self._due.clear()
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(
+                        self.conninfo, autocommit=True,
+                        connect_timeout=limits.database_connect_seconds_max)
+                conn.execute(self.statement)
+                self.sent += 1
+            except psycopg.Error:  # the database is away: followers poll meanwhile
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                conn = None
+                self._stopping.wait(limits.notify_retry_seconds)
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._due.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=limits.database_connect_seconds_max + 1)
+
+
 class LedgerSnapshotRecorder(PostgresAggregateRecorder):
     """The library's snapshot recorder, its waits bounded (no retries)."""
 
@@ -266,7 +332,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
                                     f"{self.events_table_name}_notification_id_seq"),
                 role=Identifier(APP_ROLE)),
             # One statement, one round trip: lock, check that every aggregate the commands
-            # only read is still at the version they read (0: it did not exist), notify,
+            # only read is still at the version they read (0: it did not exist),
             # insert. It runs with its owner's rights: the write path is `ledger_app`.
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{append}(ids uuid[], versions bigint[], "
@@ -284,7 +350,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "AND originator_version > read_versions[i]) THEN "
                 "RAISE EXCEPTION {stale} USING ERRCODE = 'serialization_failure'; END IF; "
                 "END LOOP; "
-                "PERFORM pg_notify({channel}, ''); "
                 # Positions come from the sequence in the order of the rows (the table is
                 # locked), so sorted they are the events' positions in order.
                 "WITH inserted AS (INSERT INTO {schema}.{table} "
@@ -306,7 +371,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
             ).format(schema=schema, append=Identifier(self.append_function_name), table=table,
                      requests=requests,
                      lock_timeout=Literal(f"{self.datastore.lock_timeout}s"),
-                     channel=Literal(self.channel_name), stale=Literal(STALE_READ)),
+                     stale=Literal(STALE_READ)),
             SQL("ALTER FUNCTION {schema}.{append}(uuid[], bigint[], text[], bytea[], uuid[], "
                 "bigint[], uuid[], text[], text[], text[], text[], uuid[], int[]) "
                 "OWNER TO {role}").format(
@@ -351,7 +416,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "COPY {schema}.{table} (originator_id, originator_version, topic, state, "
             "notification_id) FROM STDIN (FORMAT BINARY)"
         ).format(schema=schema, table=table)
-        self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+        self.notifier = Notifier(self.writers_lock.conninfo, self.channel_name)
 
     def select_aggregates(self, ids: Sequence[UUID], snapshots_table: str | None
                           ) -> list[tuple[bool, StoredEvent]]:
@@ -432,14 +497,17 @@ class LedgerRecorder(PostgresApplicationRecorder):
             return []
         reads = read_versions or {}
         if len(stored_events) >= COPY_THRESHOLD_EVENTS:
-            return self._copy_events(stored_events, reads, requests)
-        return self._pipelined_insert(stored_events, reads, requests)
+            positions = self._copy_events(stored_events, reads, requests)
+        else:
+            positions = self._pipelined_insert(stored_events, reads, requests)
+        self.notifier.poke()  # committed: the followers may read
+        return positions
 
     def _pipelined_insert(self, stored_events: Sequence[StoredEvent],
                           reads: Mapping[UUID, int],
                           requests: Sequence[RequestRow]) -> list[int]:
         """One statement, one round trip: the append function locks, checks what was read,
-        notifies, inserts the events and the request records."""
+        inserts the events and the request records."""
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
@@ -486,7 +554,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     if curs.fetchone() is not None:
                         msg = f"{STALE_READ}: an aggregate read changed meanwhile"
                         raise IntegrityError(msg)
-                curs.execute(self.notify_statement)
                 curs.execute(self.reserve_positions_statement, (count,))
                 row = curs.fetchone()
                 assert row is not None
