@@ -239,6 +239,51 @@ def test_body_and_page_limits(api: ApiWorld) -> None:
     assert len(set(positions)) == len(positions)
 
 
+def test_body_that_is_not_utf8_is_refused_with_400_invalid_encoding(api: ApiWorld) -> None:
+    """A write whose body is not UTF-8 (a stray byte, or JSON in UTF-16) answers 400
+    invalid_encoding, in the caller's language, and stores nothing."""
+    platform = api.callers["platform"]
+    before = api.log_position()
+    bodies = [b'{"x": "\xff"}',
+              # A valid trade, apart from one byte that cannot start a UTF-8 sequence.
+              b'{"trade_id": "ENC-1", "market": "sharing", "category": "\xc0", '
+              b'"seller_id": "%s", "seller_kind": "resident", "buyer_id": "%s", '
+              b'"amount_won": 1000}' % (str(api.residents["a2"]).encode(),
+                                        str(api.residents["a1"]).encode()),
+              '{"trade_id": "ENC-2"}'.encode("utf-16")]
+    for number, body in enumerate(bodies):
+        for language, title in (
+                ("ko", "요청 본문이 UTF-8 텍스트가 아닙니다. JSON 본문은 UTF-8이어야 합니다."),
+                ("en", "The request body is not UTF-8 text; JSON bodies must be UTF-8.")):
+            response = api.client.post("/v1/trades", content=body, headers={
+                **platform.headers, "Idempotency-Key": f"enc-{number}-{language}",
+                "Content-Type": "application/json", "Accept-Language": language})
+            assert response.status_code == 400, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["content-language"] == language
+            problem = response.json()
+            assert set(problem) >= PROBLEM_KEYS
+            assert (problem["code"], problem["type"], problem["status"], problem["title"]) == (
+                "invalid_encoding", "/problems/invalid_encoding", 400, title)
+    assert api.log_position() == before
+    missing = api.get("/v1/me/wallet/entries", api.callers["resident"], limit=500).json()
+    assert not any(entry["trade_id"] == "ENC-1" for entry in missing["entries"])
+
+
+def test_json_the_parser_cannot_read_is_a_422_not_a_server_error(api: ApiWorld) -> None:
+    """UTF-8 JSON nested deeper than the parser goes answers 422 invalid_field at `body`,
+    like any body that is not acceptable JSON, and stores nothing."""
+    before = api.log_position()
+    deep = b"[" * 30_000 + b"]" * 30_000
+    response = api.client.post("/v1/trades", content=deep, headers={
+        **api.callers["platform"].headers, "Idempotency-Key": "deep",
+        "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_field"
+    assert response.json()["errors"][0]["location"] == "body"
+    assert api.log_position() == before
+
+
 def test_sweeper_expires_holds_past_their_deadline(api: ApiWorld) -> None:
     """A hold whose deadline passed is expired by the sweeper; its points are available
     again and the payment reads as expired."""

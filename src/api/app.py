@@ -61,11 +61,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 
-class BodySizeLimit:
-    """Refuse request bodies over `body_bytes_max` with 413, before anything parses them.
+class RequestBodyCheck:
+    """Refuse request bodies over `body_bytes_max` (413) and bodies that are not UTF-8
+    (400 `invalid_encoding`), before anything parses them or asks who is calling.
 
     The body is read here (at most `body_bytes_max` bytes are ever buffered) and handed
-    on whole, so a chunked body without Content-Length is bounded too.
+    on whole, so a chunked body without Content-Length is bounded too. Every body this
+    API accepts is JSON, and JSON between systems is UTF-8 (RFC 8259): bytes that do not
+    decode as UTF-8 (a UTF-16 body included) are refused whatever the route.
     """
 
     def __init__(self, app: ASGIApp, body_bytes_max: int) -> None:
@@ -83,7 +86,9 @@ class BodySizeLimit:
                 except ValueError:
                     declared = self.body_bytes_max + 1
                 if declared > self.body_bytes_max:
-                    await self._refuse(scope, receive, send)
+                    await self._refuse(scope, receive, send, ApiProblemError(
+                        "body_too_large", f"at most {self.body_bytes_max} bytes"),
+                        {"Connection": "close"})
                     return
         chunks: list[bytes] = []
         size = 0
@@ -95,22 +100,31 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.body_bytes_max:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, ApiProblemError(
+                    "body_too_large", f"at most {self.body_bytes_max} bytes"),
+                    {"Connection": "close"})
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        body = b"".join(chunks)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            await self._refuse(scope, receive, send, ApiProblemError(
+                "invalid_encoding", f"byte {error.start}"), {})
+            return
+        whole = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([whole], receive), send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send,
+                      error: ApiProblemError, headers: dict[str, str]) -> None:
         request = Request(scope)
         language = problems.preferred_language(request.headers.get("accept-language"))
-        error = ApiProblemError("body_too_large", f"at most {self.body_bytes_max} bytes")
         message = error.kind.korean if language == "ko" else error.kind.english
         response = problems.problem_response(
-            request, error.code, 413, message, f"{message} ({error.detail})",
-            language=language, headers={"Connection": "close"})
+            request, error.code, error.kind.status, message, f"{message} ({error.detail})",
+            language=language, headers=headers)
         await response(scope, receive, send)
 
 
@@ -202,7 +216,7 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
     )
     app.state.settings = settings
     problems.install(app)
-    app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
+    app.add_middleware(RequestBodyCheck, body_bytes_max=settings.body_bytes_max)
 
     @app.get("/v1/health", response_model=Health, tags=["service"],
              summary="Liveness: answers without touching the database")

@@ -43,6 +43,9 @@ class HttpKind:
 
 _HTTP_KINDS: dict[str, HttpKind] = {
     kind.code: kind for kind in (
+        HttpKind("invalid_encoding", 400,
+                 "The request body is not UTF-8 text; JSON bodies must be UTF-8.",
+                 "요청 본문이 UTF-8 텍스트가 아닙니다. JSON 본문은 UTF-8이어야 합니다."),
         HttpKind("token_missing", 401, "Authentication required.", "인증이 필요합니다."),
         HttpKind("token_invalid", 401, "The access token is not valid.",
                  "액세스 토큰이 올바르지 않습니다."),
@@ -221,8 +224,22 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
                             language=language, field_problems=field_problems)
 
 
+def _invalid_body(request: Request, message_detail: str) -> JSONResponse:
+    language = preferred_language(request.headers.get("accept-language"))
+    kind = errors.error_kind(errors.invalid_field)
+    message = _message(kind, language)
+    return problem_response(request, kind.code, kind.status, message, f"{message} (body)",
+                            language=language,
+                            field_problems=[{"location": "body", "message": message_detail}])
+
+
 async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body": UTF-8 that its JSON parser still refuses
+        # beyond syntax (nested too deeply, an integer of thousands of digits). Like a
+        # syntax error, it is a body that is not acceptable JSON: 422 at `body`.
+        return _invalid_body(request, "the body is not JSON this API can read")
     code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
         exc.status_code, "internal_error")
     kind = _HTTP_KINDS[code]
