@@ -270,6 +270,22 @@ def test_body_that_is_not_utf8_is_refused_with_400_invalid_encoding(api: ApiWorl
     assert not any(entry["trade_id"] == "ENC-1" for entry in missing["entries"])
 
 
+def test_method_not_allowed_lists_every_method_of_the_path(api: ApiWorld) -> None:
+    """OPTIONS, HEAD, or another method a path does not serve answers 405
+    method_not_allowed with an Allow header naming every method the path serves, also
+    where two routes share the path."""
+    operator = api.callers["operator"]
+    expected = {"/v1/accrual-policy": "GET, PUT", "/v1/trades": "POST",
+                f"/v1/wallets/{api.residents['a1']}": "GET"}
+    for path, allow in expected.items():
+        for method in ("OPTIONS", "DELETE", "PATCH", "HEAD"):
+            response = api.client.request(method, path, headers=operator.headers)
+            assert response.status_code == 405, (method, path)
+            assert response.headers["allow"] == allow, (method, path)
+            if method != "HEAD":  # a HEAD answer has no body
+                assert response.json()["code"] == "method_not_allowed"
+
+
 def test_json_the_parser_cannot_read_is_a_422_not_a_server_error(api: ApiWorld) -> None:
     """UTF-8 JSON nested deeper than the parser goes answers 422 invalid_field at `body`,
     like any body that is not acceptable JSON, and stores nothing."""

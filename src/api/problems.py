@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.auth import PROBLEM_TYPE_PREFIX, AuthenticationError, problem_for_authentication_error
 from ledger import errors, limits
@@ -224,6 +225,18 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
                             language=language, field_problems=field_problems)
 
 
+HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this request's path (RFC 9110: a 405's
+    `Allow` lists them all). Starlette's own 405 names only the first route that
+    matched the path, so a path served by two routes (GET and PUT) lost one."""
+    return [method for method in HTTP_METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.router.routes)]
+
+
 def _invalid_body(request: Request, message_detail: str) -> JSONResponse:
     language = preferred_language(request.headers.get("accept-language"))
     kind = errors.error_kind(errors.invalid_field)
@@ -246,6 +259,8 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     language = preferred_language(request.headers.get("accept-language"))
     message = _message(kind, language)
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return problem_response(request, code, exc.status_code, message, message,
                             language=language, headers=headers)
 
