@@ -122,7 +122,8 @@ def test_language_negotiation() -> None:
 
 
 def test_read_your_writes(api: ApiWorld) -> None:
-    """A read with consistent_with (query or header) sees the write that returned it."""
+    """A read with consistent_with (query or header) sees the write that returned it; a
+    position beyond the log's head is refused with 409 position_beyond_log."""
     written = api.ok("POST", "/v1/trades", api.callers["platform"],
                      trade_body(api, "RYW-1", 100_000))
     resident = api.callers["resident"]
@@ -134,9 +135,15 @@ def test_read_your_writes(api: ApiWorld) -> None:
     by_header = api.client.get("/v1/me/wallet", headers={
         **resident.headers, "X-Consistent-With": str(written["position"])})
     assert by_header.json()["accrued_total_won"] == 30_900 + 6_000
-    beyond = api.client.get("/v1/me/wallet", headers=resident.headers,
-                            params={"consistent_with": written["position"] + 1_000})
-    assert beyond.status_code == 422
+    # A position no write has reached answers at once: 409, the log's head in the detail.
+    head = api.log_position()
+    for beyond in (api.client.get("/v1/me/wallet", headers=resident.headers,
+                                  params={"consistent_with": head + 1}),
+                   api.client.get("/v1/me/wallet", headers={
+                       **resident.headers, "X-Consistent-With": str(2**63 - 1)})):
+        assert beyond.status_code == 409
+        assert beyond.json()["code"] == "position_beyond_log"
+        assert f"the log's head is {head}" in beyond.json()["detail"]
 
 
 def test_not_yet_consistent_answers_503(database_url: str, schema: str,

@@ -59,6 +59,11 @@ _HTTP_KINDS: dict[str, HttpKind] = {
                  "요청 본문이 너무 큽니다."),
         HttpKind("rate_limited", 429, "Too many writes; retry after the indicated time.",
                  "쓰기 요청이 너무 많습니다. 안내된 시간 후에 다시 시도하세요."),
+        HttpKind("position_beyond_log", 409,
+                 "No write has reached this log position: `consistent_with` must be a "
+                 "position a write of this ledger answered with.",
+                 "아직 어떤 쓰기도 이 로그 위치에 이르지 않았습니다. consistent_with에는 이 원장의 "
+                 "쓰기 응답이 준 위치를 넣어야 합니다."),
         HttpKind("not_yet_consistent", 503,
                  "The read side has not caught up with that position yet; retry shortly.",
                  "조회 데이터가 아직 해당 위치까지 반영되지 않았습니다. 잠시 후 다시 시도하세요."),
@@ -309,7 +314,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The caller's role may not use this operation.",
         404: "No such resource, or one the caller may not see (the two look the same).",
         409: "Conflicts with the ledger's state, or the Idempotency-Key was used for a "
-             "different request.",
+             "different request; for a read, `consistent_with` is beyond the log's head "
+             "(`position_beyond_log`).",
         413: "The request body is too large.",
         422: "A field is missing, malformed, out of bounds or not allowed.",
         429: "Too many writes from this caller; see Retry-After.",

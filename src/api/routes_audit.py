@@ -29,7 +29,7 @@ from ledger.errors import DomainError
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
-AUDIT_ERRORS = problem_responses(401, 403, 404, 422, 503)
+AUDIT_ERRORS = problem_responses(401, 403, 404, 409, 422, 503)
 
 Month = Annotated[str, Query(pattern=MONTH.pattern, description="Calendar month in KST "
                              "(by when things happened), written YYYY-MM.")]

@@ -57,9 +57,11 @@ class Services:
             return
         head = self.ledger.position()
         if position > head:
-            # No write ever answered with this position: waiting would not help.
-            raise DomainError(errors.invalid_field,
-                              f"consistent_with {position} is beyond the log ({head})")
+            # No write ever answered with this position (it may come from another ledger,
+            # or from before a restore): waiting would not help. The request is well
+            # formed; it conflicts with the log as it stands, hence 409, not 422.
+            raise ApiProblemError("position_beyond_log",
+                                  f"consistent_with {position}, the log's head is {head}")
         if self.runner is not None:
             if self.runner.wait_for(position, timeout=timeout):
                 return

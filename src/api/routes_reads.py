@@ -38,7 +38,7 @@ from ledger.policy import POLICY_ID, AccrualPolicy
 
 router = APIRouter(prefix="/v1")
 
-READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
+READ_ERRORS = problem_responses(401, 403, 404, 409, 422, 503)
 
 WalletAnyView = Annotated[WalletView | WalletStaffView, Field(discriminator="view")]
 Limit = Annotated[int, Query(ge=1, le=limits.page_size_max,
