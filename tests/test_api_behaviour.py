@@ -466,3 +466,17 @@ def test_residents_enrol_themselves_only_into_their_verified_household(api: ApiW
                         {"household_id": target, "consent_ref": "in-app"})
     assert response.status_code == 201
     assert response.json()["resident_id"] == str(verified.subject)
+
+
+def test_enrolling_an_enrolled_resident_again_is_a_conflict(api: ApiWorld) -> None:
+    """A resident already enrolled, enrolling again under a new Idempotency-Key or named
+    again by the platform, is refused with 409 resident_exists and records nothing."""
+    before = api.log_position()
+    again = api.send("POST", "/v1/residents", api.callers["resident"],
+                     {"household_id": str(api.households["a1"]), "consent_ref": "again"})
+    named = api.send("POST", "/v1/residents", api.callers["platform"],
+                     {"household_id": str(api.households["b1"]), "consent_ref": "again",
+                      "resident_id": str(api.residents["b1"])})
+    for response in (again, named):
+        assert (response.status_code, response.json()["code"]) == (409, "resident_exists")
+    assert api.log_position() == before
