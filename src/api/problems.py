@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.auth import PROBLEM_TYPE_PREFIX, AuthenticationError, problem_for_authentication_error
+from api.settings import ApiSettings
 from ledger import errors, limits
 from ledger.engine import DATABASE_ERRORS
 from ledger.errors import DatabaseUnavailable, DomainError
@@ -308,20 +309,37 @@ def install(app: FastAPI) -> None:
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses (problem+json bodies)."""
-    descriptions = {
-        401: "Missing, invalid or expired access token.",
-        403: "The caller's role may not use this operation.",
-        404: "No such resource, or one the caller may not see (the two look the same).",
-        409: "Conflicts with the ledger's state, or the Idempotency-Key was used for a "
-             "different request; for a read, `consistent_with` is beyond the log's head "
-             "(`position_beyond_log`).",
-        413: "The request body is too large.",
-        422: "A field is missing, malformed, out of bounds or not allowed.",
-        429: "Too many writes from this caller; see Retry-After.",
-        503: "The database is unavailable (`database_unavailable`), or the read side has "
-             "not caught up with `consistent_with` yet (`not_yet_consistent`); see "
-             "Retry-After.",
+    """OpenAPI `responses` entries for the given error statuses: problem+json bodies,
+    worded by `response_descriptions` when the document is built."""
+    return {status: {"model": Problem, "description": "A problem."} for status in statuses}
+
+
+def response_descriptions(settings: ApiSettings) -> dict[str, str]:
+    """What each error status means, with the limits this server enforces."""
+    writes, service_writes = (settings.rate_limit_writes_per_minute,
+                              settings.rate_limit_service_writes_per_minute)
+    return {
+        "400": "`invalid_encoding`: the request body is not UTF-8 (JSON between systems is "
+               "UTF-8, RFC 8259). Checked before anything else, authentication included.",
+        "401": "`token_missing`, `token_invalid` or `token_expired`: no valid bearer token "
+               f"(at most {limits.token_length_max} characters); see WWW-Authenticate.",
+        "403": "`forbidden`: the caller's role may never use this operation (or, "
+               "`resident_not_in_household`, act for that household).",
+        "404": "No such resource, or one the caller may not see (the two answer alike).",
+        "409": "Conflicts with the ledger's state, or the Idempotency-Key was used for a "
+               "different request (`request_id_reused`); for a read, `consistent_with` is "
+               "beyond the log's head (`position_beyond_log`).",
+        "413": f"`body_too_large`: the request body is over {settings.body_bytes_max} bytes "
+               "(refused before it is read to the end, whatever the operation).",
+        "422": "`invalid_field` (or a more specific code): a field is missing, malformed, out "
+               "of bounds or not allowed for the caller's role, an unknown field was sent, or "
+               "a rule across fields that this document states in words was broken. "
+               f"`errors` lists up to {limits.validation_errors_listed_max} fields.",
+        "429": f"`rate_limited`: over {writes:,} writes a minute for this caller "
+               f"({service_writes:,} for the platform and billing); wait Retry-After "
+               "seconds.",
+        "503": "`database_unavailable` (nothing changed; retry the same request after "
+               "Retry-After), `not_yet_consistent` (the read side did not reach "
+               f"`consistent_with` within {settings.read_wait_seconds_max:g} s) or, from the "
+               "readiness check, `not_ready`.",
     }
-    return {status: {"model": Problem, "description": descriptions[status]}
-            for status in statuses}
