@@ -64,9 +64,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 
+BODY_METHODS: Final = frozenset({"POST", "PUT"})
+"""The methods this API reads a body for (a body sent with another is never parsed)."""
+
+
 class RequestBodyCheck:
-    """Refuse request bodies over `body_bytes_max` (413) and bodies that are not UTF-8
-    (400 `invalid_encoding`), before anything parses them or asks who is calling.
+    """Refuse request bodies over `body_bytes_max` (413) and bodies of writes that are not
+    UTF-8 (400 `invalid_encoding`), before anything parses them or asks who is calling.
 
     The body is read here (at most `body_bytes_max` bytes are ever buffered) and handed
     on whole, so a chunked body without Content-Length is bounded too. Every body this
@@ -112,7 +116,8 @@ class RequestBodyCheck:
                 break
         body = b"".join(chunks)
         try:
-            body.decode("utf-8")
+            if scope["method"] in BODY_METHODS:
+                body.decode("utf-8")
         except UnicodeDecodeError as error:
             await self._refuse(scope, receive, send, ApiProblemError(
                 "invalid_encoding", f"byte {error.start}"), {})
