@@ -122,7 +122,8 @@ def test_language_negotiation() -> None:
 
 
 def test_read_your_writes(api: ApiWorld) -> None:
-    """A read with consistent_with (query or header) sees the write that returned it."""
+    """A read with consistent_with (query or header) sees the write that returned it; a
+    position beyond the log's head is refused with 409 position_beyond_log."""
     written = api.ok("POST", "/v1/trades", api.callers["platform"],
                      trade_body(api, "RYW-1", 100_000))
     resident = api.callers["resident"]
@@ -134,9 +135,15 @@ def test_read_your_writes(api: ApiWorld) -> None:
     by_header = api.client.get("/v1/me/wallet", headers={
         **resident.headers, "X-Consistent-With": str(written["position"])})
     assert by_header.json()["accrued_total_won"] == 30_900 + 6_000
-    beyond = api.client.get("/v1/me/wallet", headers=resident.headers,
-                            params={"consistent_with": written["position"] + 1_000})
-    assert beyond.status_code == 422
+    # A position no write has reached answers at once: 409, the log's head in the detail.
+    head = api.log_position()
+    for beyond in (api.client.get("/v1/me/wallet", headers=resident.headers,
+                                  params={"consistent_with": head + 1}),
+                   api.client.get("/v1/me/wallet", headers={
+                       **resident.headers, "X-Consistent-With": str(2**63 - 1)})):
+        assert beyond.status_code == 409
+        assert beyond.json()["code"] == "position_beyond_log"
+        assert f"the log's head is {head}" in beyond.json()["detail"]
 
 
 def test_not_yet_consistent_answers_503(database_url: str, schema: str,
@@ -237,6 +244,67 @@ def test_body_and_page_limits(api: ApiWorld) -> None:
     positions = [e["position"] for e in page["entries"] + rest["entries"]]
     assert positions == sorted(positions, reverse=True)
     assert len(set(positions)) == len(positions)
+
+
+def test_body_that_is_not_utf8_is_refused_with_400_invalid_encoding(api: ApiWorld) -> None:
+    """A write whose body is not UTF-8 (a stray byte, or JSON in UTF-16) answers 400
+    invalid_encoding, in the caller's language, and stores nothing."""
+    platform = api.callers["platform"]
+    before = api.log_position()
+    bodies = [b'{"x": "\xff"}',
+              # A valid trade, apart from one byte that cannot start a UTF-8 sequence.
+              b'{"trade_id": "ENC-1", "market": "sharing", "category": "\xc0", '
+              b'"seller_id": "%s", "seller_kind": "resident", "buyer_id": "%s", '
+              b'"amount_won": 1000}' % (str(api.residents["a2"]).encode(),
+                                        str(api.residents["a1"]).encode()),
+              '{"trade_id": "ENC-2"}'.encode("utf-16")]
+    for number, body in enumerate(bodies):
+        for language, title in (
+                ("ko", "요청 본문이 UTF-8 텍스트가 아닙니다. JSON 본문은 UTF-8이어야 합니다."),
+                ("en", "The request body is not UTF-8 text; JSON bodies must be UTF-8.")):
+            response = api.client.post("/v1/trades", content=body, headers={
+                **platform.headers, "Idempotency-Key": f"enc-{number}-{language}",
+                "Content-Type": "application/json", "Accept-Language": language})
+            assert response.status_code == 400, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["content-language"] == language
+            problem = response.json()
+            assert set(problem) >= PROBLEM_KEYS
+            assert (problem["code"], problem["type"], problem["status"], problem["title"]) == (
+                "invalid_encoding", "/problems/invalid_encoding", 400, title)
+    assert api.log_position() == before
+    missing = api.get("/v1/me/wallet/entries", api.callers["resident"], limit=500).json()
+    assert not any(entry["trade_id"] == "ENC-1" for entry in missing["entries"])
+
+
+def test_method_not_allowed_lists_every_method_of_the_path(api: ApiWorld) -> None:
+    """OPTIONS, HEAD, or another method a path does not serve answers 405
+    method_not_allowed with an Allow header naming every method the path serves, also
+    where two routes share the path."""
+    operator = api.callers["operator"]
+    expected = {"/v1/accrual-policy": "GET, PUT", "/v1/trades": "POST",
+                f"/v1/wallets/{api.residents['a1']}": "GET"}
+    for path, allow in expected.items():
+        for method in ("OPTIONS", "DELETE", "PATCH", "HEAD"):
+            response = api.client.request(method, path, headers=operator.headers)
+            assert response.status_code == 405, (method, path)
+            assert response.headers["allow"] == allow, (method, path)
+            if method != "HEAD":  # a HEAD answer has no body
+                assert response.json()["code"] == "method_not_allowed"
+
+
+def test_json_the_parser_cannot_read_is_a_422_not_a_server_error(api: ApiWorld) -> None:
+    """UTF-8 JSON nested deeper than the parser goes answers 422 invalid_field at `body`,
+    like any body that is not acceptable JSON, and stores nothing."""
+    before = api.log_position()
+    deep = b"[" * 30_000 + b"]" * 30_000
+    response = api.client.post("/v1/trades", content=deep, headers={
+        **api.callers["platform"].headers, "Idempotency-Key": "deep",
+        "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_field"
+    assert response.json()["errors"][0]["location"] == "body"
+    assert api.log_position() == before
 
 
 def test_sweeper_expires_holds_past_their_deadline(api: ApiWorld) -> None:
@@ -398,3 +466,17 @@ def test_residents_enrol_themselves_only_into_their_verified_household(api: ApiW
                         {"household_id": target, "consent_ref": "in-app"})
     assert response.status_code == 201
     assert response.json()["resident_id"] == str(verified.subject)
+
+
+def test_enrolling_an_enrolled_resident_again_is_a_conflict(api: ApiWorld) -> None:
+    """A resident already enrolled, enrolling again under a new Idempotency-Key or named
+    again by the platform, is refused with 409 resident_exists and records nothing."""
+    before = api.log_position()
+    again = api.send("POST", "/v1/residents", api.callers["resident"],
+                     {"household_id": str(api.households["a1"]), "consent_ref": "again"})
+    named = api.send("POST", "/v1/residents", api.callers["platform"],
+                     {"household_id": str(api.households["b1"]), "consent_ref": "again",
+                      "resident_id": str(api.residents["b1"])})
+    for response in (again, named):
+        assert (response.status_code, response.json()["code"]) == (409, "resident_exists")
+    assert api.log_position() == before

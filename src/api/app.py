@@ -17,7 +17,6 @@ from typing import Any, Final, Literal, Protocol
 
 import psycopg
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -34,7 +33,8 @@ from api import (
 )
 from api.auth import TokenVerifier
 from api.models import Health, Readiness, StoppedFollowerView
-from api.problems import PROBLEM_MEDIA_TYPE, ApiProblemError
+from api.openapi import introduction, openapi_document
+from api.problems import ApiProblemError
 from api.ratelimit import WriteRateLimiter
 from api.routes_common import Services
 from api.settings import ApiSettings, get_settings
@@ -47,9 +47,12 @@ from projections.runner import ProjectionRunner
 log = logging.getLogger(__name__)
 
 API_VERSION: Final = "1.0.0"
-retry_after_unready_seconds: Final = 5
 READINESS_PATH: Final = "/v1/ready"
 """Readiness, like liveness (/v1/health), answers without a token: load balancers ask."""
+
+ROUTERS: Final = (routes_registry.router, routes_money.router, routes_reads.router,
+                  routes_audit.router)
+
 
 class BackgroundWork(Protocol):
     """Work the service runs beside the API for its lifetime (a follower, a sweeper)."""
@@ -69,11 +72,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 
-class BodySizeLimit:
-    """Refuse request bodies over `body_bytes_max` with 413, before anything parses them.
+BODY_METHODS: Final = frozenset({"POST", "PUT"})
+"""The methods this API reads a body for (a body sent with another is never parsed)."""
+
+
+class RequestBodyCheck:
+    """Refuse request bodies over `body_bytes_max` (413) and bodies of writes that are not
+    UTF-8 (400 `invalid_encoding`), before anything parses them or asks who is calling.
 
     The body is read here (at most `body_bytes_max` bytes are ever buffered) and handed
-    on whole, so a chunked body without Content-Length is bounded too.
+    on whole, so a chunked body without Content-Length is bounded too. Every body this
+    API accepts is JSON, and JSON between systems is UTF-8 (RFC 8259): bytes that do not
+    decode as UTF-8 (a UTF-16 body included) are refused whatever the route.
     """
 
     def __init__(self, app: ASGIApp, body_bytes_max: int) -> None:
@@ -91,7 +101,9 @@ class BodySizeLimit:
                 except ValueError:
                     declared = self.body_bytes_max + 1
                 if declared > self.body_bytes_max:
-                    await self._refuse(scope, receive, send)
+                    await self._refuse(scope, receive, send, ApiProblemError(
+                        "body_too_large", f"at most {self.body_bytes_max} bytes"),
+                        {"Connection": "close"})
                     return
         chunks: list[bytes] = []
         size = 0
@@ -103,22 +115,32 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.body_bytes_max:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, ApiProblemError(
+                    "body_too_large", f"at most {self.body_bytes_max} bytes"),
+                    {"Connection": "close"})
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        body = b"".join(chunks)
+        try:
+            if scope["method"] in BODY_METHODS:
+                body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            await self._refuse(scope, receive, send, ApiProblemError(
+                "invalid_encoding", f"byte {error.start}"), {})
+            return
+        whole = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([whole], receive), send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send,
+                      error: ApiProblemError, headers: dict[str, str]) -> None:
         request = Request(scope)
         language = problems.preferred_language(request.headers.get("accept-language"))
-        error = ApiProblemError("body_too_large", f"at most {self.body_bytes_max} bytes")
         message = error.kind.korean if language == "ko" else error.kind.english
         response = problems.problem_response(
-            request, error.code, 413, message, f"{message} ({error.detail})",
-            language=language, headers={"Connection": "close"})
+            request, error.code, error.kind.status, message, f"{message} ({error.detail})",
+            language=language, headers=headers)
         await response(scope, receive, send)
 
 
@@ -208,13 +230,7 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
     app = FastAPI(
         title="Points ledger for public rental housing (내친구)",
         version=API_VERSION,
-        description=(
-            "Wallets, common funds, rent payments by points and market statistics of the "
-            "rental-housing points platform. Every write needs an `Idempotency-Key` header "
-            "and answers with the event-log `position` it reached; pass that position as "
-            "`consistent_with` (or `X-Consistent-With`) to a read to see your write. Errors "
-            "are RFC 9457 problem details (`application/problem+json`) with a stable "
-            "`code`, in Korean unless `Accept-Language` prefers English."),
+        description=introduction(settings),
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN; `docs` serves its own
         redoc_url=None,
@@ -222,11 +238,12 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
     app.state.settings = settings
     problems.install(app)
     docs.install(app)
-    app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
+    app.add_middleware(RequestBodyCheck, body_bytes_max=settings.body_bytes_max)
     if settings.metrics_enabled:
-        metrics.install(app)  # outermost: it also counts what BodySizeLimit refuses
+        metrics.install(app)  # outermost: it also counts what RequestBodyCheck refuses
 
     @app.get("/v1/health", response_model=Health, tags=["service"],
+             responses=problems.problem_responses(413),
              summary="Liveness: answers without touching the database")
     def health() -> Health:
         return Health(status="ok")
@@ -234,20 +251,16 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
     @app.get(READINESS_PATH, response_model=Readiness, tags=["service"],
              summary="Readiness: the database answers and no follower of the log is stopped; "
                      "answers without a token, like the health check",
-             responses={503: {"description": "Not ready: the database is unavailable or a "
-                                             "follower of the log stopped at a poison event "
-                                             "(`database`, `stopped_followers` say which)"}})
+             responses=problems.problem_responses(413, 503))
     def ready(request: Request) -> JSONResponse:
         return readiness(request, request.app.state.services)
 
-    app.include_router(routes_registry.router)
-    app.include_router(routes_money.router)
-    app.include_router(routes_reads.router)
-    app.include_router(routes_audit.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _openapi_with_problems(app)
+            app.openapi_schema = openapi_document(app, settings, ROUTERS)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -282,26 +295,6 @@ def readiness(request: Request, services: Services) -> JSONResponse:
         f"{s.name} stopped at position {s.position}" for s in stopped]
     return problems.problem_response(
         request, "not_ready", 503, message, f"{message} ({'; '.join(reasons)})",
-        language=language, headers={"Retry-After": str(retry_after_unready_seconds)},
+        language=language, headers={"Retry-After": str(limits.retry_after_unready_seconds)},
         extensions={"database": database,
                     "stopped_followers": body["stopped_followers"]})
-
-
-def _openapi_with_problems(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, with every error response declared as problem+json."""
-    document = get_openapi(title=app.title, version=app.version,
-                           description=app.description, routes=app.routes)
-    problem_ref = {"$ref": "#/components/schemas/Problem"}
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
-                if status[0] in "45":
-                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
-                    if status in ("429", "503"):
-                        response["headers"] = {"Retry-After": {
-                            "description": "Seconds to wait before retrying.",
-                            "schema": {"type": "integer"}}}
-    schemas = document.get("components", {}).get("schemas", {})
-    for unused in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(unused, None)
-    return document

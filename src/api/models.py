@@ -12,16 +12,90 @@ matches exactly one of its members.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ledger import limits
 from ledger.complex import FUND_PURPOSES
 from ledger.policy import MARKETS, MERCHANT_KINDS, SELLER_KINDS
+
+# Patterns, written so that the server (pydantic's regex engine) and a client reading the
+# OpenAPI document (ECMA-262 regular expressions) read them the same way: no `\d` or `\s`
+# (Unicode-aware in one, ASCII in the other), escapes of code points only.
+
+
+def _character_class(characters: Iterable[str]) -> str:
+    """A regular-expression class body naming these characters, as `\\uXXXX` ranges."""
+    points = sorted({ord(character) for character in characters})
+    assert points and points[-1] <= 0xFFFF
+    ranges: list[tuple[int, int]] = []
+    for point in points:
+        if ranges and ranges[-1][1] == point - 1:
+            ranges[-1] = (ranges[-1][0], point)
+        else:
+            ranges.append((point, point))
+    return "".join(f"\\u{first:04x}" if first == last else f"\\u{first:04x}-\\u{last:04x}"
+                   for first, last in ranges)
+
+
+def _number_range_pattern(low: int, high: int) -> str:
+    """A regular expression (no anchors) matching the decimal numbers low..high, which
+    are written with the same number of digits."""
+    return _digits_between(str(low), str(high))
+
+
+def _digits_between(low: str, high: str) -> str:
+    assert len(low) == len(high) and low <= high
+    rest = len(low) - 1
+    if low == high:
+        return low
+    if set(low) == {"0"} and set(high) == {"9"}:
+        return "[0-9]" + (f"{{{len(low)}}}" if len(low) > 1 else "")
+    if rest == 0:
+        return f"[{low}-{high}]"
+    if low[0] == high[0]:
+        return low[0] + _group(_digits_between(low[1:], high[1:]))
+    parts = [low[0] + _group(_digits_between(low[1:], "9" * rest))]
+    if int(low[0]) + 1 <= int(high[0]) - 1:
+        first, last = int(low[0]) + 1, int(high[0]) - 1
+        digit = str(first) if first == last else f"[{first}-{last}]"
+        parts.append(digit + _digits_between("0" * rest, "9" * rest))
+    parts.append(high[0] + _group(_digits_between("0" * rest, high[1:])))
+    return "|".join(parts)
+
+
+def _group(pattern: str) -> str:
+    return f"(?:{pattern})" if "|" in pattern else pattern
+
+
+CONTROL_CHARACTERS = "\\u0000-\\u001f\\u007f-\\u009f"
+"""Unicode's control characters (Cc): PostgreSQL text cannot hold NUL, and nothing a
+person types needs the others."""
+# What str.strip() removes, which the ledger's text checks ignore (every such character
+# is in the Basic Multilingual Plane).
+WHITESPACE = _character_class(chr(point) for point in range(0x10000)
+                              if chr(point).isspace() and unicodedata.category(chr(point)) != "Cc")
+TEXT_PATTERN = (f"^[^{CONTROL_CHARACTERS}]*[^{CONTROL_CHARACTERS}{WHITESPACE}]"
+                f"[^{CONTROL_CHARACTERS}]*$")
+"""Some character that is not white space, and no control character."""
+IDENTIFIER_PATTERN = r"^[\x21-\x7e]+$"
+"""Printable ASCII without spaces: client-chosen ids and Idempotency-Key."""
+YEAR = _number_range_pattern(limits.calendar_year_earliest, limits.calendar_year_latest)
+MONTH_PATTERN = f"^(?:{YEAR})-(?:0[1-9]|1[0-2])$"
+"""A calendar month YYYY-MM between the calendar limits."""
+DAY_PATTERN = f"^(?:{YEAR})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
+"""A calendar day YYYY-MM-DD between the calendar limits (the day must also exist)."""
+DATE_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$")
+"""RFC 3339 date-time, the JSON Schema `date-time` format, offset required."""
+CALENDAR_YEARS = f"{limits.calendar_year_earliest}–{limits.calendar_year_latest}"
 
 
 def _no_control_characters(value: str) -> str:
@@ -32,40 +106,82 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON has one kind of number: to JSON Schema, 1000.0 and 1e3 are the integer 1000,
+    so they are taken as such. A fraction, a string or a boolean is not an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _date_time_text(value: Any) -> Any:
+    """Only an RFC 3339 string is a date-time (pydantic alone would also take numbers,
+    as Unix times, and a few other spellings)."""
+    if not isinstance(value, str) or DATE_TIME.match(value) is None:
+        msg = "a date-time written as in RFC 3339, with its offset (2026-11-30T09:00:00+09:00)"
+        raise ValueError(msg)
+    return value
+
+
 def _occurred_at_in_bounds(value: datetime) -> datetime:
     latest = datetime.now(UTC) + timedelta(seconds=limits.occurred_at_ahead_seconds_max)
     if not limits.occurred_at_earliest <= value <= latest:
-        msg = "occurred_at must be after 2020-01-01 and not in the future"
+        msg = (f"occurred_at must be from {limits.occurred_at_earliest.isoformat()} and at "
+               f"most {limits.occurred_at_ahead_seconds_max} seconds ahead of the server's clock")
         raise ValueError(msg)
     return value
 
 
 def _due_at_in_bounds(value: datetime) -> datetime:
     if not limits.due_at_earliest <= value < limits.due_at_latest:
-        msg = "due_at must be between 2020 and 2100"
+        msg = (f"due_at must be from {limits.due_at_earliest.isoformat()} and before "
+               f"{limits.due_at_latest.isoformat()}")
         raise ValueError(msg)
     return value
 
 
-_VISIBLE = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
-_IDENTIFIER = r"^[\x21-\x7e]+$"
+WHOLE_NUMBER = BeforeValidator(_whole_number)
+"""With `strict` and the bounds in the Field before it: an integer as JSON Schema has it
+(1000.0 is 1000; "1000", true and 1000.5 are not integers), and the document shows the
+bounds as `minimum` and `maximum`."""
 
-Text = Annotated[str, Field(min_length=1, max_length=limits.string_length_max,
-                            pattern=_VISIBLE), AfterValidator(_no_control_characters)]
-Identifier = Annotated[str, Field(min_length=1, max_length=limits.identifier_length_max,
-                                  pattern=_IDENTIFIER,
-                                  description="Client-chosen id: printable ASCII, no spaces.")]
-AmountWon = Annotated[int, Field(strict=True, ge=1, le=limits.amount_won_max,
-                                 description="Whole won (1 point = 1 won).")]
-AmountWonOrZero = Annotated[int, Field(strict=True, ge=0, le=limits.amount_won_max)]
-Bps = Annotated[int, Field(strict=True, ge=0, le=limits.rate_bps_max,
-                           description="Basis points: 100 = 1 %.")]
-BillingPeriod = Annotated[str, Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
-                                     examples=["2026-11"], description="YYYY-MM")]
-OccurredAt = Annotated[AwareDatetime, AfterValidator(_occurred_at_in_bounds), Field(
-    description="When it happened on the platform (e.g. the time of the sale); "
-                "default: when the request arrives.")]
-DueAt = Annotated[AwareDatetime, AfterValidator(_due_at_in_bounds)]
+Text = Annotated[str, Field(
+    min_length=1, max_length=limits.string_length_max, pattern=TEXT_PATTERN,
+    description=f"1–{limits.string_length_max} characters, not only white space; no control "
+                "characters or lone surrogates."), AfterValidator(_no_control_characters)]
+Identifier = Annotated[str, Field(
+    min_length=1, max_length=limits.identifier_length_max, pattern=IDENTIFIER_PATTERN,
+    description=f"Client-chosen id: 1–{limits.identifier_length_max} printable ASCII "
+                "characters, no spaces.")]
+AmountWon = Annotated[int, Field(
+    strict=True, ge=1, le=limits.amount_won_max,
+    description=f"Whole won (1 point = 1 won), 1–{limits.amount_won_max:,}."), WHOLE_NUMBER]
+AmountWonOrZero = Annotated[int, Field(strict=True, ge=0, le=limits.amount_won_max),
+                            WHOLE_NUMBER]
+Bps = Annotated[int, Field(
+    strict=True, ge=0, le=limits.rate_bps_max,
+    description=f"Basis points (100 = 1 %), 0–{limits.rate_bps_max:,}."), WHOLE_NUMBER]
+PolicyVersion = Annotated[int, Field(
+    strict=True, ge=1, le=limits.policy_version_max,
+    description="Omitted: the current version."), WHOLE_NUMBER]
+HoldSeconds = Annotated[int, Field(
+    strict=True, ge=limits.hold_seconds_min, le=limits.hold_seconds_max,
+    description="How long billing has to settle or release the hold, in seconds; default "
+                f"{limits.hold_seconds_default}."), WHOLE_NUMBER]
+BillingPeriod = Annotated[str, Field(
+    pattern=MONTH_PATTERN, examples=["2026-11"],
+    description=f"The month billed, YYYY-MM, in {CALENDAR_YEARS}.")]
+OccurredAt = Annotated[AwareDatetime, BeforeValidator(_date_time_text),
+                       AfterValidator(_occurred_at_in_bounds), Field(
+    description="When it happened on the platform (e.g. the time of the sale), RFC 3339 "
+                "with offset; default: when the request arrives. From "
+                f"{limits.occurred_at_earliest.isoformat()} to at most "
+                f"{limits.occurred_at_ahead_seconds_max} seconds ahead of the server's clock "
+                "(a rule JSON Schema cannot state; else 422).")]
+DueAt = Annotated[AwareDatetime, BeforeValidator(_date_time_text),
+                  AfterValidator(_due_at_in_bounds), Field(
+    description=f"RFC 3339 with offset, from {limits.due_at_earliest.isoformat()} and before "
+                f"{limits.due_at_latest.isoformat()} (else 422).")]
 Position = Annotated[int, Field(ge=0, le=limits.position_max,
                                 description="Event log position this write reached; pass "
                                             "it as `consistent_with` to read your write.")]
@@ -110,8 +226,9 @@ class EnrolResidentRequest(RequestBody):
     resident_id: UUID | None = Field(
         default=None,
         description="The resident's identity-provider id, when enrolled by a coordinator or "
-                    "the platform. A resident enrolling themself must not send it: their id "
-                    "is the token's subject.")
+                    "the platform. A resident enrolling themself must not send it (422 "
+                    "`invalid_field`): their id is the token's subject. An id already "
+                    "enrolled is refused (409).")
 
 
 class RegisterMerchantRequest(RequestBody):
@@ -132,20 +249,26 @@ class RateRow(RequestBody):
 
 
 class AccrualPolicyRequest(RequestBody):
-    rates: list[RateRow] = Field(min_length=1, max_length=limits.policy_rates_count_max)
+    rates: list[RateRow] = Field(
+        min_length=1, max_length=limits.policy_rates_count_max,
+        description=f"1–{limits.policy_rates_count_max} rows, each (market, seller_kind, "
+                    "category) at most once, an omitted category counting as `*` (a rule "
+                    "JSON Schema cannot state; else 422 `invalid_field`).")
 
 
 class TradeRequest(RequestBody):
     trade_id: Identifier
     market: Market
     category: Text
-    seller_id: UUID
+    seller_id: UUID = Field(description=(
+        "A registered seller of `seller_kind` (else 422 `seller_kind_mismatch`); a resident "
+        "seller is not the buyer (else 422 `seller_is_buyer`)."))
     seller_kind: SellerKind
     buyer_id: UUID
     amount_won: AmountWon
-    points_used_won: AmountWonOrZero = 0
-    policy_version: int | None = Field(default=None, ge=1, le=limits.policy_version_max,
-                                       description="Omitted: the current version.")
+    points_used_won: AmountWonOrZero = Field(default=0, description=(
+        "Points the buyer paid with, at most `amount_won` (else 422 `points_exceed_amount`)."))
+    policy_version: PolicyVersion | None = None
     occurred_at: OccurredAt | None = None
 
 
@@ -168,11 +291,11 @@ class RentPaymentRequest(RequestBody):
     invoice_id: Identifier
     billing_period: BillingPeriod
     amount_won: AmountWon
-    hold_seconds: int | None = Field(
-        default=None, ge=limits.hold_seconds_min, le=limits.hold_seconds_max,
-        description="How long billing has to settle or release the hold; default 3 days.")
+    hold_seconds: HoldSeconds | None = None
     resident_id: UUID | None = Field(
-        default=None, description="Only for a coordinator paying on a resident's behalf.")
+        default=None, description="Required from a coordinator, who pays on this resident's "
+                                  "behalf; not allowed from a resident, who pays as the "
+                                  "token's subject (else 422 `invalid_field`).")
 
 
 class FundSpendRequest(RequestBody):

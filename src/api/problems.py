@@ -18,9 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.auth import PROBLEM_TYPE_PREFIX, AuthenticationError, problem_for_authentication_error
 from api.jwks import IdentityProviderUnavailable
+from api.settings import ApiSettings
 from ledger import errors, limits
 from ledger.engine import DATABASE_ERRORS
 from ledger.errors import DatabaseUnavailable, DomainError
@@ -46,6 +48,9 @@ class HttpKind:
 
 _HTTP_KINDS: dict[str, HttpKind] = {
     kind.code: kind for kind in (
+        HttpKind("invalid_encoding", 400,
+                 "The request body is not UTF-8 text; JSON bodies must be UTF-8.",
+                 "요청 본문이 UTF-8 텍스트가 아닙니다. JSON 본문은 UTF-8이어야 합니다."),
         HttpKind("token_missing", 401, "Authentication required.", "인증이 필요합니다."),
         HttpKind("token_invalid", 401, "The access token is not valid.",
                  "액세스 토큰이 올바르지 않습니다."),
@@ -58,6 +63,11 @@ _HTTP_KINDS: dict[str, HttpKind] = {
                  "요청 본문이 너무 큽니다."),
         HttpKind("rate_limited", 429, "Too many writes; retry after the indicated time.",
                  "쓰기 요청이 너무 많습니다. 안내된 시간 후에 다시 시도하세요."),
+        HttpKind("position_beyond_log", 409,
+                 "No write has reached this log position: `consistent_with` must be a "
+                 "position a write of this ledger answered with.",
+                 "아직 어떤 쓰기도 이 로그 위치에 이르지 않았습니다. consistent_with에는 이 원장의 "
+                 "쓰기 응답이 준 위치를 넣어야 합니다."),
         HttpKind("not_yet_consistent", 503,
                  "The read side has not caught up with that position yet; retry shortly.",
                  "조회 데이터가 아직 해당 위치까지 반영되지 않았습니다. 잠시 후 다시 시도하세요."),
@@ -231,14 +241,42 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
                             language=language, field_problems=field_problems)
 
 
+HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this request's path (RFC 9110: a 405's
+    `Allow` lists them all). Starlette's own 405 names only the first route that
+    matched the path, so a path served by two routes (GET and PUT) lost one."""
+    return [method for method in HTTP_METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.router.routes)]
+
+
+def _invalid_body(request: Request, message_detail: str) -> JSONResponse:
+    language = preferred_language(request.headers.get("accept-language"))
+    kind = errors.error_kind(errors.invalid_field)
+    message = _message(kind, language)
+    return problem_response(request, kind.code, kind.status, message, f"{message} (body)",
+                            language=language,
+                            field_problems=[{"location": "body", "message": message_detail}])
+
+
 async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body": UTF-8 that its JSON parser still refuses
+        # beyond syntax (nested too deeply, an integer of thousands of digits). Like a
+        # syntax error, it is a body that is not acceptable JSON: 422 at `body`.
+        return _invalid_body(request, "the body is not JSON this API can read")
     code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
         exc.status_code, "internal_error")
     kind = _HTTP_KINDS[code]
     language = preferred_language(request.headers.get("accept-language"))
     message = _message(kind, language)
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return problem_response(request, code, exc.status_code, message, message,
                             language=language, headers=headers)
 
@@ -297,20 +335,38 @@ def install(app: FastAPI) -> None:
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses (problem+json bodies)."""
-    descriptions = {
-        401: "Missing, invalid or expired access token.",
-        403: "The caller's role may not use this operation.",
-        404: "No such resource, or one the caller may not see (the two look the same).",
-        409: "Conflicts with the ledger's state, or the Idempotency-Key was used for a "
-             "different request.",
-        413: "The request body is too large.",
-        422: "A field is missing, malformed, out of bounds or not allowed.",
-        429: "Too many writes from this caller; see Retry-After.",
-        503: "The database is unavailable (`database_unavailable`), the read side has "
-             "not caught up with `consistent_with` yet (`not_yet_consistent`), or the "
-             "identity provider's keys could not be fetched yet "
-             "(`identity_provider_unavailable`); see Retry-After.",
+    """OpenAPI `responses` entries for the given error statuses: problem+json bodies,
+    worded by `response_descriptions` when the document is built."""
+    return {status: {"model": Problem, "description": "A problem."} for status in statuses}
+
+
+def response_descriptions(settings: ApiSettings) -> dict[str, str]:
+    """What each error status means, with the limits this server enforces."""
+    writes, service_writes = (settings.rate_limit_writes_per_minute,
+                              settings.rate_limit_service_writes_per_minute)
+    return {
+        "400": "`invalid_encoding`: the request body is not UTF-8 (JSON between systems is "
+               "UTF-8, RFC 8259). Checked before anything else, authentication included.",
+        "401": "`token_missing`, `token_invalid` or `token_expired`: no valid bearer token "
+               f"(at most {limits.token_length_max} characters); see WWW-Authenticate.",
+        "403": "`forbidden`: the caller's role may never use this operation (or, "
+               "`resident_not_in_household`, act for that household).",
+        "404": "No such resource, or one the caller may not see (the two answer alike).",
+        "409": "Conflicts with the ledger's state, or the Idempotency-Key was used for a "
+               "different request (`request_id_reused`); for a read, `consistent_with` is "
+               "beyond the log's head (`position_beyond_log`).",
+        "413": f"`body_too_large`: the request body is over {settings.body_bytes_max} bytes "
+               "(refused before it is read to the end, whatever the operation).",
+        "422": "`invalid_field` (or a more specific code): a field is missing, malformed, out "
+               "of bounds or not allowed for the caller's role, an unknown field was sent, or "
+               "a rule across fields that this document states in words was broken. "
+               f"`errors` lists up to {limits.validation_errors_listed_max} fields.",
+        "429": f"`rate_limited`: over {writes:,} writes a minute for this caller "
+               f"({service_writes:,} for the platform and billing); wait Retry-After "
+               "seconds.",
+        "503": "`database_unavailable` (nothing changed; retry the same request after "
+               "Retry-After), `not_yet_consistent` (the read side did not reach "
+               f"`consistent_with` within {settings.read_wait_seconds_max:g} s), "
+               "`identity_provider_unavailable` (no key of the identity provider could be "
+               "fetched yet) or, from the readiness check, `not_ready`.",
     }
-    return {status: {"model": Problem, "description": descriptions[status]}
-            for status in statuses}

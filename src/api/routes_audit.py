@@ -17,10 +17,11 @@ from psycopg.sql import SQL, Identifier
 from pydantic import BaseModel, Field
 
 from api.auth import Role
+from api.models import CALENDAR_YEARS, MONTH_PATTERN
 from api.problems import ApiProblemError, problem_responses
 from api.routes_common import Read, in_complex, reader
 from audit.chain import CHECKPOINTS_TABLE, read_checkpoints
-from audit.history import MONTH, statement_from
+from audit.history import statement_from
 from audit.verification import last_verification
 from eventlog.log import EVENTS_TABLE
 from feed.public_events import to_public
@@ -29,10 +30,10 @@ from ledger.errors import DomainError
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
-AUDIT_ERRORS = problem_responses(401, 403, 404, 422, 503)
+AUDIT_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 503)
 
-Month = Annotated[str, Query(pattern=MONTH.pattern, description="Calendar month in KST "
-                             "(by when things happened), written YYYY-MM.")]
+Month = Annotated[str, Query(pattern=MONTH_PATTERN, description="Calendar month in KST "
+                             f"(by when things happened), YYYY-MM in {CALENDAR_YEARS}.")]
 
 
 class AuditEventsPage(BaseModel):
@@ -111,7 +112,9 @@ class StatementView(BaseModel):
     totals: dict[str, int]
 
 
-Limit = Annotated[int, Query(ge=1, le=limits.audit_events_page_size_max)]
+Limit = Annotated[int, Query(ge=1, le=limits.audit_events_page_size_max,
+                             description=f"Page size, 1–{limits.audit_events_page_size_max} "
+                                         f"(default {limits.audit_events_page_size_default}).")]
 After = Annotated[int, Query(ge=0, le=limits.position_max,
                              description="Log position to start after.")]
 

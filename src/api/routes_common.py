@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
 from api.auth import Principal, Role, get_principal
+from api.models import IDENTIFIER_PATTERN
 from api.problems import ApiProblemError
 from api.ratelimit import WriteRateLimiter
 from api.settings import ApiSettings
@@ -57,9 +58,11 @@ class Services:
             return
         head = self.ledger.position()
         if position > head:
-            # No write ever answered with this position: waiting would not help.
-            raise DomainError(errors.invalid_field,
-                              f"consistent_with {position} is beyond the log ({head})")
+            # No write ever answered with this position (it may come from another ledger,
+            # or from before a restore): waiting would not help. The request is well
+            # formed; it conflicts with the log as it stands, hence 409, not 422.
+            raise ApiProblemError("position_beyond_log",
+                                  f"consistent_with {position}, the log's head is {head}")
         if self.runner is not None:
             if self.runner.wait_for(position, timeout=timeout):
                 return
@@ -95,9 +98,13 @@ def forbid_unless(principal: Principal, roles: tuple[Role, ...]) -> None:
         raise DomainError(errors.forbidden, principal.role.value)
 
 
+ROLES_OF: dict[Callable[..., Any], tuple[Role, ...]] = {}
+"""The roles each `writer` and `reader` dependency lets through, for the OpenAPI document."""
+
+
 # Writes ----------------------------------------------------------------------------------
 
-IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x21-\x7e]+$"
+IDEMPOTENCY_KEY_PATTERN: Final = IDENTIFIER_PATTERN
 SERVICE_ROLES: Final = frozenset({Role.PLATFORM, Role.BILLING})
 """Service principals: one caller writes for every complex, so it has a limit of its own."""
 
@@ -146,12 +153,15 @@ def writer(*roles: Role) -> Callable[..., Write]:
         idempotency_key: Annotated[str, Header(
             alias="Idempotency-Key", min_length=1, max_length=limits.identifier_length_max,
             pattern=IDEMPOTENCY_KEY_PATTERN,
-            description="Client-chosen id of this request (printable ASCII). A retry with "
-                        "the same key and body returns the first response; the same key "
-                        "with another body is refused with 409 `request_id_reused`.")],
+            description=f"Client-chosen id of this request: 1–{limits.identifier_length_max} "
+                        "printable ASCII characters, no spaces. A retry with the same key "
+                        "and body returns the first response (with `Idempotent-Replayed: "
+                        "true`); the same key with another body is refused with 409 "
+                        "`request_id_reused`.")],
     ) -> Write:
         return Write(principal, idempotency_key, found, response)
 
+    ROLES_OF[dependency] = roles
     return dependency
 
 
@@ -191,7 +201,10 @@ def reader(*roles: Role) -> Callable[..., Read]:
         consistent_with: Annotated[int | None, Query(
             ge=0, le=limits.position_max,
             description="A `position` from a write's response: answer only once the read "
-                        "side reflects it (waits a few seconds at most, else 503).")] = None,
+                        "side reflects it (waits a few seconds at most, else 503 "
+                        "`not_yet_consistent`). A position beyond the log's head, which no "
+                        "write has reached, is refused at once with 409 "
+                        "`position_beyond_log`.")] = None,
         x_consistent_with: Annotated[int | None, Header(
             alias="X-Consistent-With", ge=0, le=limits.position_max,
             description="Same as the `consistent_with` query parameter.")] = None,
@@ -200,6 +213,7 @@ def reader(*roles: Role) -> Callable[..., Read]:
         found.wait_until_visible(wanted)
         return Read(principal, found)
 
+    ROLES_OF[dependency] = roles
     return dependency
 
 

@@ -32,7 +32,7 @@ from ledger.resident import Resident
 
 router = APIRouter(prefix="/v1")
 
-WRITE_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
+WRITE_ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 ClientId = Annotated[str, Path(min_length=1, max_length=limits.identifier_length_max,
                                pattern=IDEMPOTENCY_KEY_PATTERN)]

@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 import projections
 from api.auth import Principal, Role
 from api.models import (
+    CALENDAR_YEARS,
+    DAY_PATTERN,
     AccrualPolicyView,
     FundView,
     HouseholdRentView,
@@ -38,11 +40,12 @@ from ledger.policy import POLICY_ID, AccrualPolicy
 
 router = APIRouter(prefix="/v1")
 
-READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
+READ_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 503)
 
 WalletAnyView = Annotated[WalletView | WalletStaffView, Field(discriminator="view")]
 Limit = Annotated[int, Query(ge=1, le=limits.page_size_max,
-                             description=f"Page size, at most {limits.page_size_max}.")]
+                             description=f"Page size, 1–{limits.page_size_max} (default "
+                                         f"{limits.page_size_default}).")]
 Cursor = Annotated[int | None, Query(ge=1, le=limits.position_max,
                                      description="`next_cursor` of the previous page.")]
 
@@ -208,6 +211,17 @@ def get_settlement(merchant_id: Annotated[UUID, Path()],
     return MerchantSettlementView(**row)
 
 
+def _day(name: str, text: str | None) -> date | None:
+    """A calendar day; its pattern let through only YYYY-MM-DD, so a day that does not
+    exist (February 30th) is all that can fail here."""
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise DomainError(errors.invalid_field, f"{name}: no such day") from None
+
+
 @router.get("/markets/stats", response_model=MarketStatsView, responses=READ_ERRORS,
             tags=["markets"],
             summary="Trades and accrued points between two KST dates, with breakdowns by "
@@ -216,10 +230,17 @@ def get_settlement(merchant_id: Annotated[UUID, Path()],
 def get_market_stats(
     read: Annotated[Read, Depends(reader(
         Role.OPERATOR, Role.PLATFORM, Role.AUDITOR, Role.MANAGER, Role.COORDINATOR))],
-    from_date: Annotated[date | None, Query(
-        alias="from", description="First KST day (default: six days before `to`).")] = None,
-    to_date: Annotated[date | None, Query(
-        alias="to", description="Last KST day, included (default: today).")] = None,
+    from_text: Annotated[str | None, Query(
+        alias="from", pattern=DAY_PATTERN, json_schema_extra={"format": "date"},
+        description=f"First KST day, YYYY-MM-DD in {CALENDAR_YEARS} (default: "
+                    f"{limits.stats_days_default - 1} days before `to`, or the first day of "
+                    f"{limits.calendar_year_earliest}, whichever is later). At most "
+                    f"{limits.stats_days_max} days from `from` to `to`, both included, and "
+                    "`from` not after `to` (a rule JSON Schema cannot state; else 422).")] = None,
+    to_text: Annotated[str | None, Query(
+        alias="to", pattern=DAY_PATTERN, json_schema_extra={"format": "date"},
+        description=f"Last KST day, included, YYYY-MM-DD in {CALENDAR_YEARS} "
+                    "(default: today).")] = None,
     complex_id: Annotated[UUID | None, Query(
         description="Only this complex (managers and coordinators: their own, the "
                     "default).")] = None,
@@ -231,12 +252,13 @@ def get_market_stats(
             complex_id = principal.complex_id
         elif not in_complex(principal, complex_id):
             raise DomainError(errors.unknown_complex, str(complex_id))
-    to_date = to_date or datetime.now(KST).date()
-    if not limits.stats_date_earliest <= to_date <= limits.stats_date_latest:
-        raise DomainError(errors.invalid_field, "to: a date between 2000 and 2100")
-    from_date = from_date or to_date - timedelta(days=limits.stats_days_default - 1)
-    if not limits.stats_date_earliest <= from_date <= limits.stats_date_latest:
-        raise DomainError(errors.invalid_field, "from: a date between 2000 and 2100")
+    to_date = _day("to", to_text) or datetime.now(KST).date()
+    # By default the week up to `to`, but not before the first day statistics cover.
+    from_date = _day("from", from_text) or max(
+        limits.stats_date_earliest, to_date - timedelta(days=limits.stats_days_default - 1))
+    for name, day in (("to", to_date), ("from", from_date)):
+        if not limits.stats_date_earliest <= day <= limits.stats_date_latest:
+            raise DomainError(errors.invalid_field, f"{name}: a day in {CALENDAR_YEARS}")
     if not 0 <= (to_date - from_date).days < limits.stats_days_max:
         raise DomainError(errors.invalid_field,
                           f"from..to: at most {limits.stats_days_max} days, from not after to")

@@ -40,7 +40,7 @@ from ledger.resident import Resident
 
 router = APIRouter(prefix="/v1")
 
-WRITE_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 429)
+WRITE_ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
 @router.post("/complexes", status_code=201, response_model=ComplexRegistered,

@@ -91,7 +91,8 @@ class ApiSettings(BaseSettings):
         default="public", min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         validation_alias=AliasChoices("LEDGER_SCHEMA", "schema_name"))
     # Largest request body accepted; larger ones are refused with 413 before parsing.
-    body_bytes_max: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    body_bytes_max: int = Field(default=limits.body_bytes_max_default, ge=1024,
+                                le=16 * 1024 * 1024)
     # Connections the read pool may open (reads run on the server's thread pool).
     read_pool_size_max: int = Field(default=8, ge=1, le=200)
     # Run the projection runner inside the API process (`ledger serve --no-projections`

@@ -443,7 +443,7 @@ class Ledger(Application[UUID]):
         resident_id = command.resident_id or uuid5(
             NAMESPACE_URL, f"ledger:resident:{cause.actor_id}:{cause.request_id}")
         if unit.exists(resident_id):
-            raise DomainError(errors.invalid_field, "resident_id: already enrolled")
+            raise DomainError(errors.resident_exists, str(resident_id))
         if cause.actor_id != resident_id and cause.on_behalf_of is None:
             cause = Cause(cause.actor_id, cause.actor_role, cause.request_id,
                           cause.occurred_at, on_behalf_of=resident_id)

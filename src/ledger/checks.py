@@ -37,9 +37,12 @@ def check_identifier(name: str, value: object) -> str:
 def check_billing_period(value: object) -> str:
     text = check_text("billing_period", value, BILLING_PERIOD_LENGTH)
     try:
-        datetime.strptime(text, "%Y-%m")
+        year = datetime.strptime(text, "%Y-%m").year
     except ValueError:
         raise DomainError(errors.invalid_field, "billing_period: YYYY-MM") from None
+    if not limits.calendar_year_earliest <= year <= limits.calendar_year_latest:
+        raise DomainError(errors.invalid_field, f"billing_period: a month of "
+                          f"{limits.calendar_year_earliest}..{limits.calendar_year_latest}")
     return text
 
 

@@ -72,6 +72,9 @@ complex_exists = _kind(
 household_exists = _kind(
     "household_exists", 409, "This unit is already registered in the complex.",
     "이 세대는 이미 단지에 등록되어 있습니다.")
+resident_exists = _kind(
+    "resident_exists", 409, "This resident is already enrolled.",
+    "이미 등록된 입주민입니다.")
 wallet_closed = _kind(
     "wallet_closed", 409, "The resident has moved out; the wallet is closed.",
     "입주민이 퇴거하여 지갑이 닫혔습니다.")

@@ -19,6 +19,12 @@ rate_bps_max = 10_000
 string_length_max = 200
 """Names, purposes, decision references and categories."""
 
+calendar_year_earliest = 2000
+"""The earliest year a billing period, a statement month or a day of market statistics names."""
+
+calendar_year_latest = 2100
+"""The latest year a billing period, a statement month or a day of market statistics names."""
+
 identifier_length_max = 64
 """Client-generated identifiers: request ids, trade ids, invoice ids, payment ids."""
 
@@ -244,6 +250,12 @@ audit_events_page_size_default = 100
 retry_after_unavailable_seconds = 2
 """What a 503 `database_unavailable` tells the caller to wait before retrying."""
 
+retry_after_unready_seconds = 5
+"""What a 503 `not_ready` from the readiness check tells the caller to wait."""
+
+body_bytes_max_default = 64 * 1024
+"""Largest request body the API reads, unless LEDGER_BODY_BYTES_MAX says otherwise (413)."""
+
 rate_limit_writes_per_minute_default = 600
 """Writes a resident or a member of staff may make per minute (a burst of as many)."""
 
@@ -299,10 +311,10 @@ stats_days_max = 366
 stats_days_default = 7
 """Days of market statistics when the caller gives no start date."""
 
-stats_date_earliest = date(2000, 1, 1)
+stats_date_earliest = date(calendar_year_earliest, 1, 1)
 """The earliest day market statistics may be asked for."""
 
-stats_date_latest = date(2100, 12, 31)
+stats_date_latest = date(calendar_year_latest, 12, 31)
 """The latest day market statistics may be asked for."""
 
 validation_errors_listed_max = 20

@@ -5,8 +5,9 @@ What this adds to `eventsourcing.postgres.PostgresApplicationRecorder`:
 * One network round trip per save: a single call of the `<table>_append` function,
   which takes the table lock, checks what was read and inserts the events and the
   request records, committed as one statement. Followers are notified after the
-  commit, off the write path (`Notifier`). The EXCLUSIVE table lock is kept, so positions commit in order and a reader that
-  tails by position never skips a late commit.
+  commit, off the write path (`Notifier`). The EXCLUSIVE table lock is kept, so
+  positions commit in order and a reader that tails by position never skips a late
+  commit.
 * COPY for large saves (bulk seeding): positions are reserved from the sequence
   under the same table lock and written explicitly, so they stay ordered.
 * Immutability enforced by the database: a trigger rejects UPDATE, DELETE and
