@@ -393,16 +393,9 @@ class Engine:
                 positions = self.ledger.save_batch(staging)
             except IntegrityError:
                 self._contended_until = time.monotonic() + limits.contended_seconds
-                # Another writer changed what these commands changed or read: again with
-                # that read anew, in the batch's order (rejections too: they may rest on
-                # what was stale), as a batch once (usually one aggregate was stale), then
-                # each alone, reading fresh.
-                self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
-                retry = [pending for pending in batch if not pending.finished]
-                if again_together:
-                    self._attempt(retry, fresh=False)
-                else:
-                    self._each_alone(retry)
+                # Another writer changed what these commands changed or read (rejections
+                # too may rest on what was stale).
+                self._again(batch, staging, again_together)
                 return
             except BaseException as error:
                 self.ledger.evict(list(staging.in_flight))
@@ -445,13 +438,19 @@ class Engine:
             return True
         if not stale:
             return False
+        self._again(batch, staging, again_together)
+        return True
+
+    def _again(self, batch: list[Pending], staging: Batch, again_together: bool) -> None:
+        """Run the batch's unanswered commands again, in their order, with what it changed
+        and read dropped from the cache (so read anew): as a batch once (usually one
+        aggregate was stale), then each alone, reading fresh."""
         self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
         retry = [pending for pending in batch if not pending.finished]
         if again_together:
             self._attempt(retry, fresh=False)
         else:
             self._each_alone(retry)
-        return True
 
     def _each_alone(self, batch: list[Pending]) -> None:
         """Run each command again by itself, every aggregate read fresh; once the database
