@@ -5,7 +5,7 @@ object-level checks that make a forbidden object look exactly like a missing one
 
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,9 +15,11 @@ from uuid import UUID
 import psycopg
 from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import pq
 from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, Role, get_principal
+from api.auth import Principal, Role, get_principal_async
 from api.models import IDENTIFIER_PATTERN
 from api.problems import ApiProblemError
 from api.ratelimit import WriteRateLimiter
@@ -80,17 +82,22 @@ class Services:
                          retry_after_seconds=limits.retry_after_not_consistent_seconds)
 
 
-def services(request: Request) -> Services:
+# The dependencies below are async and never block: FastAPI runs a sync dependency on
+# its thread pool, and each hop there and back costs more than what these do. What may
+# block (verifying a token seen for the first time, waiting for read consistency) goes
+# to the thread pool explicitly; the routes themselves stay sync.
+
+async def services(request: Request) -> Services:
     found = getattr(request.app.state, "services", None)
     assert isinstance(found, Services), "the API's lifespan did not run"
     return found
 
 
-def caller(request: Request,
-           _credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                   Security(bearer)] = None) -> Principal:
+async def caller(request: Request,
+                 _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                         Security(bearer)] = None) -> Principal:
     """The verified caller (the Security dependency declares the scheme in OpenAPI)."""
-    return get_principal(request)
+    return await get_principal_async(request)
 
 
 def forbid_unless(principal: Principal, roles: tuple[Role, ...]) -> None:
@@ -129,7 +136,7 @@ class Write:
         return outcome
 
 
-def writer(*roles: Role) -> Callable[..., Write]:
+def writer(*roles: Role) -> Callable[..., Awaitable[Write]]:
     """Dependency for a write the given roles may make.
 
     The role is checked (403) and the caller's write budget taken (429) before the
@@ -137,16 +144,17 @@ def writer(*roles: Role) -> Callable[..., Write]:
     not make.
     """
 
-    def gate(principal: Annotated[Principal, Depends(caller)],
-             found: Annotated[Services, Depends(services)]) -> Principal:
+    async def gate(principal: Annotated[Principal, Depends(caller)],
+                   found: Annotated[Services, Depends(services)]) -> Principal:
         forbid_unless(principal, roles)
+        # The limiter's lock is held for a few arithmetic operations, never across a wait.
         limiter = found.service_limiter if principal.role in SERVICE_ROLES else found.limiter
         wait_seconds = limiter.take((principal.role, principal.subject))
         if wait_seconds > 0:
             raise ApiProblemError("rate_limited", retry_after_seconds=wait_seconds)
         return principal
 
-    def dependency(
+    async def dependency(
         response: Response,
         principal: Annotated[Principal, Depends(gate)],
         found: Annotated[Services, Depends(services)],
@@ -176,8 +184,24 @@ class Read:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A read connection whose statements share one read-only transaction."""
         with self.services.pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def statement_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A read connection for a read of one statement, which needs no transaction
+        around it: one round trip instead of three (BEGIN, the statement, and the pool's
+        ROLLBACK when the connection comes back). Still read-only: the pool's sessions
+        default to read-only transactions."""
+        with self.services.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                # A broken connection is not idle; the pool discards it on its return.
+                if conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+                    conn.autocommit = False
 
     def resident_home(self, resident_id: UUID) -> Resident | None:
         """A resident's aggregate (its household and complex never change)."""
@@ -188,14 +212,14 @@ class Read:
         return None if household is None else household.home_complex_id
 
 
-def reader(*roles: Role) -> Callable[..., Read]:
+def reader(*roles: Role) -> Callable[..., Awaitable[Read]]:
     """Dependency for a read the given roles may make, after read-your-writes waiting."""
 
-    def gate(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def gate(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         forbid_unless(principal, roles)
         return principal
 
-    def dependency(
+    async def dependency(
         principal: Annotated[Principal, Depends(gate)],
         found: Annotated[Services, Depends(services)],
         consistent_with: Annotated[int | None, Query(
@@ -210,7 +234,8 @@ def reader(*roles: Role) -> Callable[..., Read]:
             description="Same as the `consistent_with` query parameter.")] = None,
     ) -> Read:
         wanted = max(consistent_with or 0, x_consistent_with or 0)
-        found.wait_until_visible(wanted)
+        if wanted > 0:  # may wait (bounded): on the thread pool, never on the event loop
+            await run_in_threadpool(found.wait_until_visible, wanted)
         return Read(principal, found)
 
     ROLES_OF[dependency] = roles
