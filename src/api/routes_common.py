@@ -82,22 +82,10 @@ class Services:
                          retry_after_seconds=limits.retry_after_not_consistent_seconds)
 
 
-# The dependencies below are async and never block: FastAPI runs a sync dependency on
-# its thread pool, and each hop there and back costs more than what these do. What may
-# block (verifying a token seen for the first time, waiting for read consistency) goes
-# to the thread pool explicitly; the routes themselves stay sync.
-
-async def services(request: Request) -> Services:
+def services(request: Request) -> Services:
     found = getattr(request.app.state, "services", None)
     assert isinstance(found, Services), "the API's lifespan did not run"
     return found
-
-
-async def caller(request: Request,
-                 _credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                         Security(bearer)] = None) -> Principal:
-    """The verified caller (the Security dependency declares the scheme in OpenAPI)."""
-    return await get_principal_async(request)
 
 
 def forbid_unless(principal: Principal, roles: tuple[Role, ...]) -> None:
@@ -136,6 +124,14 @@ class Write:
         return outcome
 
 
+# The `writer` and `reader` dependencies are async and never block: FastAPI runs a sync
+# dependency on its thread pool, and each hop there and back costs more than what they
+# do; each level of dependencies costs FastAPI's resolving too, so there are two: the
+# gate (who is calling: 401; may they: 403; the rate limit: 429), then the request's
+# headers and parameters (422). What may block (verifying a token seen for the first
+# time, waiting for read consistency) goes to the thread pool explicitly; the routes
+# themselves stay sync. The Security(bearer) parameter declares the scheme in OpenAPI.
+
 def writer(*roles: Role) -> Callable[..., Awaitable[Write]]:
     """Dependency for a write the given roles may make.
 
@@ -144,9 +140,12 @@ def writer(*roles: Role) -> Callable[..., Awaitable[Write]]:
     not make.
     """
 
-    async def gate(principal: Annotated[Principal, Depends(caller)],
-                   found: Annotated[Services, Depends(services)]) -> Principal:
+    async def gate(request: Request,
+                   _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                           Security(bearer)] = None) -> Principal:
+        principal = await get_principal_async(request)
         forbid_unless(principal, roles)
+        found = services(request)
         # The limiter's lock is held for a few arithmetic operations, never across a wait.
         limiter = found.service_limiter if principal.role in SERVICE_ROLES else found.limiter
         wait_seconds = limiter.take((principal.role, principal.subject))
@@ -155,9 +154,9 @@ def writer(*roles: Role) -> Callable[..., Awaitable[Write]]:
         return principal
 
     async def dependency(
+        request: Request,
         response: Response,
         principal: Annotated[Principal, Depends(gate)],
-        found: Annotated[Services, Depends(services)],
         idempotency_key: Annotated[str, Header(
             alias="Idempotency-Key", min_length=1, max_length=limits.identifier_length_max,
             pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -167,7 +166,7 @@ def writer(*roles: Role) -> Callable[..., Awaitable[Write]]:
                         "true`); the same key with another body is refused with 409 "
                         "`request_id_reused`.")],
     ) -> Write:
-        return Write(principal, idempotency_key, found, response)
+        return Write(principal, idempotency_key, services(request), response)
 
     ROLES_OF[dependency] = roles
     return dependency
@@ -215,13 +214,16 @@ class Read:
 def reader(*roles: Role) -> Callable[..., Awaitable[Read]]:
     """Dependency for a read the given roles may make, after read-your-writes waiting."""
 
-    async def gate(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def gate(request: Request,
+                   _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                           Security(bearer)] = None) -> Principal:
+        principal = await get_principal_async(request)
         forbid_unless(principal, roles)
         return principal
 
     async def dependency(
+        request: Request,
         principal: Annotated[Principal, Depends(gate)],
-        found: Annotated[Services, Depends(services)],
         consistent_with: Annotated[int | None, Query(
             ge=0, le=limits.position_max,
             description="A `position` from a write's response: answer only once the read "
@@ -233,6 +235,7 @@ def reader(*roles: Role) -> Callable[..., Awaitable[Read]]:
             alias="X-Consistent-With", ge=0, le=limits.position_max,
             description="Same as the `consistent_with` query parameter.")] = None,
     ) -> Read:
+        found = services(request)
         wanted = max(consistent_with or 0, x_consistent_with or 0)
         if wanted > 0:  # may wait (bounded): on the thread pool, never on the event loop
             await run_in_threadpool(found.wait_until_visible, wanted)
