@@ -30,6 +30,7 @@ from api.auth import (
     mint_token,
 )
 from api.settings import ApiSettings
+from ledger import limits
 
 COMPLEX_ID = uuid.UUID("5b0c1f3e-2a44-4d7e-9a51-0c7d1e2f3a4b")
 
@@ -267,6 +268,40 @@ def test_an_expired_token_is_token_expired(settings: ApiSettings, client: TestCl
     response = get_whoami(client, token)
 
     assert_unauthorized(response, "token_expired")
+
+
+def test_a_token_verified_before_is_remembered_only_until_it_expires(
+    settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token the verifier remembers as verified answers from memory until its `exp` plus
+    the clock leeway, the instant PyJWT starts refusing it; then it takes the full path
+    (where PyJWT's own clock decides, `token_expired` as the test above shows)."""
+    verifier = TokenVerifier.from_settings(settings)
+    now = int(time.time())
+    token = sign_with_dev_key(settings, claims_for(settings, iat=now, nbf=now, exp=now + 60))
+    principal = verifier.verify(token)
+    assert verifier.cached(token) == principal
+
+    leeway = limits.clock_leeway_seconds
+    monkeypatch.setattr(time, "time", lambda: now + 60 + leeway - 0.5)
+    assert verifier.verify(token) == principal
+    monkeypatch.setattr(time, "time", lambda: now + 60 + leeway)
+    assert verifier.cached(token) is None
+
+
+def test_the_verified_tokens_remembered_are_bounded(
+    settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond `verified_tokens_max`, the oldest token is forgotten (and verified in full
+    when it comes back)."""
+    monkeypatch.setattr(limits, "verified_tokens_max", 3)
+    verifier = TokenVerifier.from_settings(settings)
+    tokens = [mint_token(Role.RESIDENT, uuid.uuid4(), settings=settings) for _ in range(4)]
+    for token in tokens:
+        verifier.verify(token)
+    assert verifier.cached(tokens[0]) is None
+    assert all(verifier.cached(token) is not None for token in tokens[1:])
+    assert verifier.verify(tokens[0]).subject == verifier.verify(tokens[0]).subject
 
 
 def test_an_expired_token_from_an_untrusted_key_is_not_called_expired(

@@ -301,6 +301,30 @@ def test_a_rotated_key_is_fetched_once_and_a_removed_key_stops_after_cache_expir
     assert server.requests == 3
 
 
+def test_a_token_verified_before_stops_verifying_once_its_key_is_removed(
+    server: JwksServer,
+) -> None:
+    """The very same token, remembered as verified, is refused after the identity provider
+    removed its key and the cache expired: the verified-token cache never outlives a key."""
+    clock = Clock()
+    old, new = SigningKey("2026-01"), SigningKey("2026-02")
+    server.publish(old.jwk, new.jwk)
+    verifier = make_verifier(server, clock)
+    token = old.token()
+    assert accepted(verifier, token)
+    assert verifier.cached(token) is not None
+
+    server.publish(new.jwk)
+    clock.advance(CACHE_SECONDS - 1)
+    assert accepted(verifier, token), "fresh keys are not fetched again"
+    assert server.requests == 1
+    clock.advance(1)
+    assert verifier.cached(token) is None, "stale keys send the token to a full check"
+    assert not accepted(verifier, token)
+    assert server.requests == 2
+    assert verifier.cached(token) is None
+
+
 def test_a_new_kid_inside_the_refetch_interval_waits_for_the_interval(server: JwksServer) -> None:
     """Right after a fetch, a kid the cache lacks is refused without a fetch; once the
     interval has passed, one refetch finds it."""

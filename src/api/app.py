@@ -168,7 +168,10 @@ def _read_pool(url: str, schema: str, size_max: int
     idle_check = IdleCheck()
     return ConnectionPool(
         ConnectionSettings.from_url(url).conninfo(),
-        kwargs={"options": f"-c search_path={schema} -c statement_timeout={statement_ms}",
+        # Read-only by default also outside the transactions psycopg begins READ ONLY:
+        # a one-statement read runs without a transaction (`Read.statement_connection`).
+        kwargs={"options": f"-c search_path={schema} -c statement_timeout={statement_ms}"
+                           " -c default_transaction_read_only=on",
                 "connect_timeout": limits.database_connect_seconds_max},
         min_size=min(2, size_max), max_size=size_max, configure=configure,
         check=idle_check.check, reset=idle_check.reset,

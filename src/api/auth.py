@@ -37,6 +37,7 @@ import functools
 import math
 import os
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.jwks import (
     Algorithm,
@@ -203,6 +205,18 @@ def mint_token(
 # Verification.
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A token a verifier accepted: whom it names, until when, and which key signed it."""
+
+    principal: Principal
+    valid_until: float
+    """The token's `exp` plus the clock leeway, in seconds since the epoch."""
+    kid: str | None
+    """The JWKS `kid` of the key that signed it; None for a static key."""
+    key: PublicKey
+
+
 class TokenVerifier:
     """Turns a bearer token into a `Principal`, or raises `AuthenticationError`."""
 
@@ -224,6 +238,10 @@ class TokenVerifier:
         self.audience = audience
         self.public_keys = public_keys
         self.jwks = jwks
+        # Tokens verified before, by their text (see `cached`). Read without the lock (a
+        # dictionary look-up is atomic); changed only under it.
+        self._verified: dict[str, _Verified] = {}
+        self._verified_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> TokenVerifier:
@@ -268,14 +286,51 @@ class TokenVerifier:
 
         Blocks for at most the JWKS fetch timeout, and only when the token's `kid`
         asks for keys the verifier does not hold: call it from a worker thread
-        (FastAPI runs the sync dependency `get_principal` on its thread pool).
+        (`get_principal_async` runs it on the thread pool when `cached` has no answer).
         """
         if not token or len(token) > limits.token_length_max:
             raise AuthenticationError("token_invalid", "The access token is malformed.")
-        claims = self._decode(token)
-        return _principal_from_claims(claims)
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        claims, kid, key = self._decode(token)
+        principal = _principal_from_claims(claims)
+        self._remember(token, _Verified(
+            principal, valid_until=int(claims["exp"]) + limits.clock_leeway_seconds,
+            kid=kid, key=key))
+        return principal
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token this verifier accepted before and would accept now,
+        without checking its signature again; None when that takes a full verification.
+        Never blocks: safe on the event loop.
+
+        A verification depends only on the token's text, the key that signed it and the
+        time, so an entry is good while the token has not expired (its `exp` plus the
+        clock leeway, exactly when PyJWT would start refusing it) and, for a JWKS key,
+        while the JWKS holds that very key, fresh. A key the identity provider removed,
+        or keys whose cache time ran out, send the token through `verify`'s full path
+        (which refetches the keys as it always did). Static keys never change in a
+        process. Each uvicorn worker has its own cache; none depends on another's.
+        """
+        entry = self._verified.get(token)
+        if entry is None or time.time() >= entry.valid_until:
+            return None
+        if entry.kid is not None and (
+                self.jwks is None or self.jwks.fresh_key(entry.kid) is not entry.key):
+            return None
+        return entry.principal
+
+    def _remember(self, token: str, entry: _Verified) -> None:
+        """Keep `entry`, forgetting the oldest entry beyond `limits.verified_tokens_max`."""
+        with self._verified_lock:
+            while len(self._verified) >= limits.verified_tokens_max:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = entry
+
+    def _decode(self, token: str) -> tuple[dict[str, Any], str | None, PublicKey]:
+        """The token's claims, the JWKS `kid` of the key that signed it (None for a
+        static key) and that key."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -289,7 +344,7 @@ class TokenVerifier:
         for public_key in self.public_keys:
             claims = self._decode_with(token, public_key)
             if claims is not None:
-                return claims
+                return claims, None, public_key
         kid = header.get("kid")
         if self.jwks is not None and isinstance(kid, str) and kid:
             # May raise IdentityProviderUnavailable (503): no JWKS key was ever fetched.
@@ -297,7 +352,7 @@ class TokenVerifier:
             if jwks_key is not None:
                 claims = self._decode_with(token, jwks_key)
                 if claims is not None:
-                    return claims
+                    return claims, kid, jwks_key
         raise AuthenticationError(
             "token_invalid", "The access token is not signed by a trusted key."
         )
@@ -407,12 +462,8 @@ def default_token_verifier() -> TokenVerifier:
 # FastAPI.
 
 
-def get_principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller named by the `Authorization: Bearer` header.
-
-    Uses `request.app.state.token_verifier` when the application set one at
-    start-up, else the verifier built once from the environment.
-    """
+def bearer_token(request: Request) -> str:
+    """The token of the request's `Authorization: Bearer` header."""
     header = request.headers.get("authorization")
     if header is None:
         raise AuthenticationError("token_missing", "The request has no Authorization header.")
@@ -421,11 +472,38 @@ def get_principal(request: Request) -> Principal:
         raise AuthenticationError(
             "token_missing", "The Authorization header is not a Bearer token."
         )
+    return token.strip()
+
+
+def token_verifier(request: Request) -> TokenVerifier:
+    """`request.app.state.token_verifier` when the application set one at start-up, else
+    the verifier built once from the environment."""
     verifier = getattr(request.app.state, "token_verifier", None)
     if verifier is None:
         verifier = default_token_verifier()
     assert isinstance(verifier, TokenVerifier)
-    return verifier.verify(token.strip())
+    return verifier
+
+
+def get_principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller named by the `Authorization: Bearer` header.
+
+    Sync, so FastAPI runs it on its thread pool; `get_principal_async` is the same
+    answer without the thread hop when the token was verified before.
+    """
+    return token_verifier(request).verify(bearer_token(request))
+
+
+async def get_principal_async(request: Request) -> Principal:
+    """`get_principal` for async dependencies: a token verified before (see
+    `TokenVerifier.cached`) is answered on the event loop, a dictionary look-up; any
+    other is verified on the thread pool, since verifying may wait for a JWKS fetch."""
+    token = bearer_token(request)
+    verifier = token_verifier(request)
+    principal = verifier.cached(token)
+    if principal is not None:
+        return principal
+    return await run_in_threadpool(verifier.verify, token)
 
 
 _problem_titles: Final[dict[AuthenticationErrorCode, str]] = {

@@ -177,6 +177,14 @@ class JwksKeys:
                 raise IdentityProviderUnavailable(self._retry_after_seconds(self._clock()))
             return self._keys.get(kid)
 
+    def fresh_key(self, kid: str) -> PublicKey | None:
+        """The key published under `kid` if the keys held are fresh, else None; never
+        fetches and never waits (a verified-token cache asks whether its key still holds)."""
+        with self._lock:
+            fresh = (self._fetched_at is not None
+                     and self._clock() - self._fetched_at < self._cache_seconds)
+            return self._keys.get(kid) if fresh else None
+
     def prefetch(self) -> None:
         """Start a fetch, if one may start now, without waiting for it (at start-up)."""
         with self._lock:

@@ -5,7 +5,7 @@ object-level checks that make a forbidden object look exactly like a missing one
 
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,9 +15,11 @@ from uuid import UUID
 import psycopg
 from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import pq
 from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, Role, get_principal
+from api.auth import Principal, Role, get_principal_async
 from api.models import IDENTIFIER_PATTERN
 from api.problems import ApiProblemError
 from api.ratelimit import WriteRateLimiter
@@ -86,13 +88,6 @@ def services(request: Request) -> Services:
     return found
 
 
-def caller(request: Request,
-           _credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                   Security(bearer)] = None) -> Principal:
-    """The verified caller (the Security dependency declares the scheme in OpenAPI)."""
-    return get_principal(request)
-
-
 def forbid_unless(principal: Principal, roles: tuple[Role, ...]) -> None:
     if principal.role not in roles:
         raise DomainError(errors.forbidden, principal.role.value)
@@ -129,7 +124,15 @@ class Write:
         return outcome
 
 
-def writer(*roles: Role) -> Callable[..., Write]:
+# The `writer` and `reader` dependencies are async and never block: FastAPI runs a sync
+# dependency on its thread pool, and each hop there and back costs more than what they
+# do; each level of dependencies costs FastAPI's resolving too, so there are two: the
+# gate (who is calling: 401; may they: 403; the rate limit: 429), then the request's
+# headers and parameters (422). What may block (verifying a token seen for the first
+# time, waiting for read consistency) goes to the thread pool explicitly; the routes
+# themselves stay sync. The Security(bearer) parameter declares the scheme in OpenAPI.
+
+def writer(*roles: Role) -> Callable[..., Awaitable[Write]]:
     """Dependency for a write the given roles may make.
 
     The role is checked (403) and the caller's write budget taken (429) before the
@@ -137,19 +140,23 @@ def writer(*roles: Role) -> Callable[..., Write]:
     not make.
     """
 
-    def gate(principal: Annotated[Principal, Depends(caller)],
-             found: Annotated[Services, Depends(services)]) -> Principal:
+    async def gate(request: Request,
+                   _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                           Security(bearer)] = None) -> Principal:
+        principal = await get_principal_async(request)
         forbid_unless(principal, roles)
+        found = services(request)
+        # The limiter's lock is held for a few arithmetic operations, never across a wait.
         limiter = found.service_limiter if principal.role in SERVICE_ROLES else found.limiter
         wait_seconds = limiter.take((principal.role, principal.subject))
         if wait_seconds > 0:
             raise ApiProblemError("rate_limited", retry_after_seconds=wait_seconds)
         return principal
 
-    def dependency(
+    async def dependency(
+        request: Request,
         response: Response,
         principal: Annotated[Principal, Depends(gate)],
-        found: Annotated[Services, Depends(services)],
         idempotency_key: Annotated[str, Header(
             alias="Idempotency-Key", min_length=1, max_length=limits.identifier_length_max,
             pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -159,7 +166,7 @@ def writer(*roles: Role) -> Callable[..., Write]:
                         "true`); the same key with another body is refused with 409 "
                         "`request_id_reused`.")],
     ) -> Write:
-        return Write(principal, idempotency_key, found, response)
+        return Write(principal, idempotency_key, services(request), response)
 
     ROLES_OF[dependency] = roles
     return dependency
@@ -176,8 +183,24 @@ class Read:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A read connection whose statements share one read-only transaction."""
         with self.services.pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def statement_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A read connection for a read of one statement, which needs no transaction
+        around it: one round trip instead of three (BEGIN, the statement, and the pool's
+        ROLLBACK when the connection comes back). Still read-only: the pool's sessions
+        default to read-only transactions."""
+        with self.services.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                # A broken connection is not idle; the pool discards it on its return.
+                if conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+                    conn.autocommit = False
 
     def resident_home(self, resident_id: UUID) -> Resident | None:
         """A resident's aggregate (its household and complex never change)."""
@@ -188,16 +211,19 @@ class Read:
         return None if household is None else household.home_complex_id
 
 
-def reader(*roles: Role) -> Callable[..., Read]:
+def reader(*roles: Role) -> Callable[..., Awaitable[Read]]:
     """Dependency for a read the given roles may make, after read-your-writes waiting."""
 
-    def gate(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def gate(request: Request,
+                   _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                           Security(bearer)] = None) -> Principal:
+        principal = await get_principal_async(request)
         forbid_unless(principal, roles)
         return principal
 
-    def dependency(
+    async def dependency(
+        request: Request,
         principal: Annotated[Principal, Depends(gate)],
-        found: Annotated[Services, Depends(services)],
         consistent_with: Annotated[int | None, Query(
             ge=0, le=limits.position_max,
             description="A `position` from a write's response: answer only once the read "
@@ -209,8 +235,10 @@ def reader(*roles: Role) -> Callable[..., Read]:
             alias="X-Consistent-With", ge=0, le=limits.position_max,
             description="Same as the `consistent_with` query parameter.")] = None,
     ) -> Read:
+        found = services(request)
         wanted = max(consistent_with or 0, x_consistent_with or 0)
-        found.wait_until_visible(wanted)
+        if wanted > 0:  # may wait (bounded): on the thread pool, never on the event loop
+            await run_in_threadpool(found.wait_until_visible, wanted)
         return Read(principal, found)
 
     ROLES_OF[dependency] = roles

@@ -63,7 +63,7 @@ def _wallet_row(read: Read, resident_id: UUID, *, staff_roles: tuple[Role, ...]
     missing = DomainError(errors.unknown_resident, str(resident_id))
     if principal.role == Role.RESIDENT and principal.subject != resident_id:
         raise missing
-    with read.connection() as conn:
+    with read.statement_connection() as conn:
         row = projections.wallet(conn, resident_id)
     if row is None:
         raise missing
@@ -81,7 +81,7 @@ def _wallet_view(principal: Principal, row: dict[str, Any]) -> WalletView | Wall
 
 def _entries(read: Read, resident_id: UUID, cursor: int | None, limit: int
              ) -> WalletEntriesPage:
-    with read.connection() as conn:
+    with read.statement_connection() as conn:
         page = projections.wallet_entries(conn, resident_id, cursor, limit)
     return WalletEntriesPage(**page)
 

@@ -272,6 +272,11 @@ token_length_max = 8192
 token_id_length_max = 256
 """Characters in a token's `jti` claim, which becomes the principal's token id."""
 
+verified_tokens_max = 10_000
+"""Tokens each API process remembers as verified (each at most `token_length_max`
+characters, so at most about 80 MiB, typically 5 MiB); the oldest are forgotten first and
+are verified again, in full, when they come back."""
+
 token_ttl_seconds_max = 24 * 60 * 60
 """Longest lifetime of a development token: one day."""
 

@@ -275,23 +275,48 @@ def _full_rows(table: Table, rows: list[Row]) -> list[tuple[Any, ...]]:
     return [tuple(row.get(c, 0 if c in adds else None) for c in names) for row in rows]
 
 
+_UPSERT_STATEMENTS: dict[tuple[Table, str, int, str], bytes] = {}
+_UPSERT_STATEMENTS_MAX = 256
+
+
+def _upsert_statement(conn: psycopg.Connection[Any], table: Table, suffix: str,
+                      count: int) -> bytes:
+    """The multi-row upsert of `count` rows into `table`, as the bytes psycopg sends.
+
+    Composing it cost more than a small batch's database work (profiled under a stream of
+    single trades); it depends only on the table, the row count and the connection's
+    encoding, so it is composed once per such key (at most `_UPSERT_STATEMENTS_MAX` kept;
+    when full, the cache starts again)."""
+    key = (table, suffix, count, conn.info.encoding)
+    statement = _UPSERT_STATEMENTS.get(key)
+    if statement is None:
+        names = table.column_names
+        placeholders = SQL("({})").format(SQL(", ").join(
+            SQL("%s::{}").format(SQL(table.sql_type(c).split(maxsplit=1)[0]))
+            for c in names))
+        statement = (SQL("INSERT INTO {} AS t ({}) VALUES {}").format(
+            Identifier(table.name + suffix), SQL(", ").join(map(Identifier, names)),
+            SQL(", ").join([placeholders] * count)) + _conflict_clause(table, names)
+                     ).as_bytes(conn)
+        if len(_UPSERT_STATEMENTS) >= _UPSERT_STATEMENTS_MAX:
+            _UPSERT_STATEMENTS.clear()
+        _UPSERT_STATEMENTS[key] = statement
+    return statement
+
+
 def upsert_rows(conn: psycopg.Connection[Any], table: Table, rows: list[Row],
                 suffix: str = "") -> None:
     if not rows:
+        return
+    values = _full_rows(table, rows)
+    if len(values) < limits.projection_stage_rows_min:
+        statement = _upsert_statement(conn, table, suffix, len(values))
+        conn.execute(statement, [v for row in values for v in row])
         return
     target = Identifier(table.name + suffix)
     names = table.column_names
     column_list = SQL(", ").join(map(Identifier, names))
     conflict = _conflict_clause(table, names)
-    values = _full_rows(table, rows)
-    if len(values) < limits.projection_stage_rows_min:
-        placeholders = SQL("({})").format(SQL(", ").join(
-            SQL("%s::{}").format(SQL(table.sql_type(c).split(maxsplit=1)[0]))
-            for c in names))
-        statement = SQL("INSERT INTO {} AS t ({}) VALUES {}").format(
-            target, column_list, SQL(", ").join([placeholders] * len(values))) + conflict
-        conn.execute(statement, [v for row in values for v in row])
-        return
     stage = Identifier(f"_stage_{table.name}")
     conn.execute(SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS")
                  .format(stage, target))
