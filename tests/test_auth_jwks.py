@@ -8,9 +8,6 @@ and the refetch interval run on a clock the test moves, so no test sleeps for th
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -43,6 +40,7 @@ from api.auth import (
 from api.jwks import IdentityProviderUnavailable, JwksKeys
 from api.settings import ApiSettings
 from ledger import limits
+from test_auth import hand_made_token
 
 ISSUER = "https://idp.naechingu.example/"
 AUDIENCE = "ledger-api"
@@ -170,21 +168,6 @@ class SigningKey:
 @pytest.fixture(scope="module")
 def rsa_key() -> SigningKey:
     return SigningKey("rsa-1", "RS256")
-
-
-def base64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def hand_made_token(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None) -> str:
-    """A token built without PyJWT, which refuses to make these forgeries itself."""
-    signing_input = (
-        f"{base64url(json.dumps(header).encode())}.{base64url(json.dumps(claims).encode())}"
-    )
-    if secret is None:
-        return f"{signing_input}."
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{base64url(signature)}"
 
 
 def make_verifier(server: JwksServer, clock: Clock, *, algorithm: Any = "EdDSA",
