@@ -161,6 +161,36 @@ def measure_server(arguments: list[str], environment: dict[str, str], args: argp
                 server.wait()
 
 
+def prepare_clients(conninfo: str, schema: str, work: Path
+                    ) -> tuple[dict[str, str], list[str], str, list[str]]:
+    """Tokens and files for wrk's scripts: the open wallets of the seeded `schema`, a token
+    for each of the first RESIDENT_TOKENS of them, and the platform's token (keys in `work`)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        residents = [str(row[0]) for row in conn.execute(
+            f'SELECT resident_id FROM "{schema}".p_wallet_balances'
+            " WHERE NOT closed ORDER BY resident_id").fetchall()]
+    settings = ApiSettings(dev_key_dir=work / "keys", jwt_public_keys=())
+    tokens = [mint_token(Role.RESIDENT, uuid.UUID(resident), settings=settings)
+              for resident in residents[:RESIDENT_TOKENS]]
+    platform_token = mint_token(Role.PLATFORM, PLATFORM, settings=settings)
+    files = {"residents": str(work / "residents"), "tokens": str(work / "tokens"),
+             "log": str(work / "serve.log")}
+    Path(files["residents"]).write_text("\n".join(residents) + "\n")
+    Path(files["tokens"]).write_text("\n".join(tokens) + "\n")
+    return files, tokens, platform_token, residents
+
+
+def server_environment(url: str, schema: str, work: Path) -> dict[str, str]:
+    """`ledger serve`'s environment for a benchmark: development keys in `work`, no outside
+    identity provider, and no write limit for the platform (one writer as fast as it can)."""
+    return {
+        **os.environ, "LEDGER_DATABASE_URL": url, "LEDGER_SCHEMA": schema,
+        "LEDGER_DEV_KEY_DIR": str(work / "keys"), "LEDGER_JWT_PUBLIC_KEYS": "",
+        "LEDGER_JWT_JWKS_URL": "",
+        "LEDGER_RATE_LIMIT_SERVICE_WRITES_PER_MINUTE": "10000000",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default="")
@@ -179,13 +209,7 @@ def main() -> int:
     conninfo = ConnectionSettings.from_url(url).conninfo()
     schema = f"bench_http_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="http-bench-"))
-    environment = {
-        **os.environ, "LEDGER_DATABASE_URL": url, "LEDGER_SCHEMA": schema,
-        "LEDGER_DEV_KEY_DIR": str(work / "keys"), "LEDGER_JWT_PUBLIC_KEYS": "",
-        "LEDGER_JWT_JWKS_URL": "",
-        # The benchmark is one platform writing as fast as it can, not a caller to limit.
-        "LEDGER_RATE_LIMIT_SERVICE_WRITES_PER_MINUTE": "10000000",
-    }
+    environment = server_environment(url, schema, work)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
@@ -194,19 +218,7 @@ def main() -> int:
                        check=True, env=environment, stdout=subprocess.DEVNULL)
         subprocess.run([*ledger, "projections", "rebuild"],  # noqa: S603
                        check=True, env=environment, stdout=subprocess.DEVNULL)
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            residents = [str(row[0]) for row in conn.execute(
-                f'SELECT resident_id FROM "{schema}".p_wallet_balances'
-                " WHERE NOT closed ORDER BY resident_id").fetchall()]
-        settings = ApiSettings(dev_key_dir=work / "keys", jwt_public_keys=())
-        tokens = [mint_token(Role.RESIDENT, uuid.UUID(resident), settings=settings)
-                  for resident in residents[:RESIDENT_TOKENS]]
-        platform_token = mint_token(Role.PLATFORM, PLATFORM, settings=settings)
-        files = {"residents": str(work / "residents"), "tokens": str(work / "tokens"),
-                 "log": str(work / "serve.log")}
-        Path(files["residents"]).write_text("\n".join(residents) + "\n")
-        Path(files["tokens"]).write_text("\n".join(tokens) + "\n")
-
+        files, tokens, platform_token, residents = prepare_clients(conninfo, schema, work)
         print(f"{len(residents)} open wallets, {len(tokens)} resident tokens; wrk "
               f"-t{args.threads} -c{args.connections} -d{args.seconds:g}s per route",
               flush=True)
