@@ -223,7 +223,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     thousands(left.xaxis)
     thousands(left.yaxis)
     left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize="small", loc="best")
+    # Room below the slowest line for the legend.
+    left.set_ylim(bottom=min(row["seed_events_per_second"] for row in rows) / 8)
+    left.legend(fontsize="small", loc="lower right")
     with_http = [row for row in rows if "http_health_rps" in row]
     for key, label in (("http_health_rps", "GET /v1/health"),
                        ("http_wallet_rps", "GET /v1/me/wallet"),
