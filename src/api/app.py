@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, Protocol
 
 import psycopg
 from fastapi import FastAPI
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -155,6 +155,18 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
+def _read_connection_options(url: str, schema: str) -> tuple[str, dict[str, Any]]:
+    """The read pools' connection string and session settings: the ledger's schema,
+    read-only by default also outside the transactions psycopg begins READ ONLY (a
+    one-statement read runs without a transaction, `Read.statement_connection`), every
+    statement and every connection attempt bounded."""
+    statement_ms = limits.database_statement_seconds_max * 1000
+    return ConnectionSettings.from_url(url).conninfo(), {
+        "options": f"-c search_path={schema} -c statement_timeout={statement_ms}"
+                   " -c default_transaction_read_only=on",
+        "connect_timeout": limits.database_connect_seconds_max}
+
+
 def _read_pool(url: str, schema: str, size_max: int
                ) -> ConnectionPool[psycopg.Connection[Any]]:
     """The API's read connections, every wait bounded: a connection within
@@ -164,20 +176,30 @@ def _read_pool(url: str, schema: str, size_max: int
     def configure(conn: psycopg.Connection[Any]) -> None:
         conn.read_only = True  # the read side never writes through this pool
 
-    statement_ms = limits.database_statement_seconds_max * 1000
+    conninfo, options = _read_connection_options(url, schema)
     idle_check = IdleCheck()
     return ConnectionPool(
-        ConnectionSettings.from_url(url).conninfo(),
-        # Read-only by default also outside the transactions psycopg begins READ ONLY:
-        # a one-statement read runs without a transaction (`Read.statement_connection`).
-        kwargs={"options": f"-c search_path={schema} -c statement_timeout={statement_ms}"
-                           " -c default_transaction_read_only=on",
-                "connect_timeout": limits.database_connect_seconds_max},
-        min_size=min(2, size_max), max_size=size_max, configure=configure,
-        check=idle_check.check, reset=idle_check.reset,
+        conninfo, kwargs=options, min_size=min(2, size_max), max_size=size_max,
+        configure=configure, check=idle_check.check, reset=idle_check.reset,
         timeout=limits.database_checkout_seconds_max,
         reconnect_timeout=limits.database_reconnect_seconds_max,
         name="ledger-reads", open=False)
+
+
+def _async_read_pool(url: str, schema: str, size_max: int
+                     ) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """The same read connections for the routes that read on the event loop (the hot
+    ones: wallets and their entries), with the same bounds. A read awaited on the loop
+    costs no hand-over to a worker thread and back, which was a fifth of a wallet
+    read's time in the event loop's thread (see docs/api.md, "HTTP throughput")."""
+    conninfo, options = _read_connection_options(url, schema)
+    idle_check = IdleCheck()
+    return AsyncConnectionPool(
+        conninfo, kwargs={**options, "autocommit": True}, min_size=min(2, size_max),
+        max_size=size_max, check=idle_check.check_async, reset=idle_check.reset_async,
+        timeout=limits.database_checkout_seconds_max,
+        reconnect_timeout=limits.database_reconnect_seconds_max,
+        name="ledger-reads-async", open=False)
 
 
 def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = None,
@@ -200,6 +222,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
             the_ledger.engine.observer = metrics.ENGINE_METRICS
         pool = _read_pool(url, settings.schema_name, settings.read_pool_size_max)
         pool.open(wait=False)  # the service starts (and is live) while the database is away
+        async_pool = _async_read_pool(url, settings.schema_name, settings.read_pool_size_max)
+        await async_pool.open(wait=False)
         the_runner = runner
         started: list[BackgroundWork] = []
         try:
@@ -214,7 +238,8 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
                 if work is not None:
                     started.append(work)
             app.state.services = Services(
-                settings=settings, ledger=the_ledger, pool=pool, runner=the_runner,
+                settings=settings, ledger=the_ledger, pool=pool, async_pool=async_pool,
+                runner=the_runner,
                 limiter=WriteRateLimiter(settings.rate_limit_writes_per_minute),
                 service_limiter=WriteRateLimiter(settings.rate_limit_service_writes_per_minute))
             app.state.token_verifier = token_verifier
@@ -225,6 +250,7 @@ def create_app(settings: ApiSettings | None = None, *, ledger: Ledger | None = N
             if the_runner is not None and runner is None:
                 the_runner.stop()
             pool.close()
+            await async_pool.close()
             if ledger is None:
                 the_ledger.close()
             if settings.metrics_enabled:

@@ -5,8 +5,8 @@ object-level checks that make a forbidden object look exactly like a missing one
 
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
@@ -16,7 +16,7 @@ import psycopg
 from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import pq
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, Role, get_principal_async
@@ -46,6 +46,8 @@ class Services:
     settings: ApiSettings
     ledger: Ledger
     pool: ConnectionPool[psycopg.Connection[Any]]
+    async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+    """The read connections of the routes that read on the event loop (autocommit)."""
     runner: ProjectionRunner | None
     limiter: WriteRateLimiter
     service_limiter: WriteRateLimiter
@@ -201,6 +203,13 @@ class Read:
                 # A broken connection is not idle; the pool discards it on its return.
                 if conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
                     conn.autocommit = False
+
+    @asynccontextmanager
+    async def statement_connection_async(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """`statement_connection` awaited on the event loop: a read-only connection in
+        autocommit, for a read of one statement."""
+        async with self.services.async_pool.connection() as conn:
+            yield conn
 
     def resident_home(self, resident_id: UUID) -> Resident | None:
         """A resident's aggregate (its household and complex never change)."""

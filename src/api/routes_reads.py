@@ -56,15 +56,15 @@ def _pick(model: type[BaseModel], row: dict[str, Any]) -> Any:
     return model(**{name: row[name] for name in model.model_fields if name in row})
 
 
-def _wallet_row(read: Read, resident_id: UUID, *, staff_roles: tuple[Role, ...]
-                ) -> dict[str, Any]:
+async def _wallet_row(read: Read, resident_id: UUID, *, staff_roles: tuple[Role, ...]
+                      ) -> dict[str, Any]:
     """The wallet row if this caller may see it, else the error a missing one gets."""
     principal = read.principal
     missing = DomainError(errors.unknown_resident, str(resident_id))
     if principal.role == Role.RESIDENT and principal.subject != resident_id:
         raise missing
-    with read.statement_connection() as conn:
-        row = projections.wallet(conn, resident_id)
+    async with read.statement_connection_async() as conn:
+        row = await projections.wallet_async(conn, resident_id)
     if row is None:
         raise missing
     if principal.role in STAFF_ROLES and (
@@ -79,38 +79,41 @@ def _wallet_view(principal: Principal, row: dict[str, Any]) -> WalletView | Wall
     return _pick(WalletView, row)  # type: ignore[no-any-return]
 
 
-def _entries(read: Read, resident_id: UUID, cursor: int | None, limit: int
-             ) -> WalletEntriesPage:
-    with read.statement_connection() as conn:
-        page = projections.wallet_entries(conn, resident_id, cursor, limit)
+async def _entries(read: Read, resident_id: UUID, cursor: int | None, limit: int
+                   ) -> WalletEntriesPage:
+    async with read.statement_connection_async() as conn:
+        page = await projections.wallet_entries_async(conn, resident_id, cursor, limit)
     return WalletEntriesPage(**page)
 
 
+# The wallet routes read on the event loop (the async pool): the hottest reads, and a
+# read handed to a worker thread and back cost a fifth of their time (docs/api.md).
+
 @router.get("/me/wallet", response_model=WalletView, responses=READ_ERRORS,
             tags=["wallets"], summary="The caller's own wallet (resident)")
-def my_wallet(read: Annotated[Read, Depends(reader(Role.RESIDENT))]) -> WalletView:
-    row = _wallet_row(read, read.principal.subject, staff_roles=())
+async def my_wallet(read: Annotated[Read, Depends(reader(Role.RESIDENT))]) -> WalletView:
+    row = await _wallet_row(read, read.principal.subject, staff_roles=())
     return _pick(WalletView, row)  # type: ignore[no-any-return]
 
 
 @router.get("/me/wallet/entries", response_model=WalletEntriesPage, responses=READ_ERRORS,
             tags=["wallets"], summary="The caller's wallet history, newest first (resident)")
-def my_wallet_entries(read: Annotated[Read, Depends(reader(Role.RESIDENT))],
-                      cursor: Cursor = None,
-                      limit: Limit = limits.page_size_default) -> WalletEntriesPage:
-    _wallet_row(read, read.principal.subject, staff_roles=())
-    return _entries(read, read.principal.subject, cursor, limit)
+async def my_wallet_entries(read: Annotated[Read, Depends(reader(Role.RESIDENT))],
+                            cursor: Cursor = None,
+                            limit: Limit = limits.page_size_default) -> WalletEntriesPage:
+    await _wallet_row(read, read.principal.subject, staff_roles=())
+    return await _entries(read, read.principal.subject, cursor, limit)
 
 
 @router.get("/wallets/{resident_id}", response_model=WalletAnyView, responses=READ_ERRORS,
             tags=["wallets"],
             summary="A resident's wallet (the resident; coordinators and managers of their "
                     "complex see balances only; auditors)")
-def get_wallet(resident_id: Annotated[UUID, Path()],
-               read: Annotated[Read, Depends(reader(
-                   Role.RESIDENT, Role.COORDINATOR, Role.MANAGER, Role.AUDITOR))]
-               ) -> WalletView | WalletStaffView:
-    row = _wallet_row(read, resident_id, staff_roles=STAFF_ROLES)
+async def get_wallet(resident_id: Annotated[UUID, Path()],
+                     read: Annotated[Read, Depends(reader(
+                         Role.RESIDENT, Role.COORDINATOR, Role.MANAGER, Role.AUDITOR))]
+                     ) -> WalletView | WalletStaffView:
+    row = await _wallet_row(read, resident_id, staff_roles=STAFF_ROLES)
     return _wallet_view(read.principal, row)
 
 
@@ -118,13 +121,13 @@ def get_wallet(resident_id: Annotated[UUID, Path()],
             responses=READ_ERRORS, tags=["wallets"],
             summary="A wallet's history, newest first (the resident, a coordinator of their "
                     "complex, auditors)")
-def get_wallet_entries(resident_id: Annotated[UUID, Path()],
-                       read: Annotated[Read, Depends(reader(
-                           Role.RESIDENT, Role.COORDINATOR, Role.AUDITOR))],
-                       cursor: Cursor = None,
-                       limit: Limit = limits.page_size_default) -> WalletEntriesPage:
-    _wallet_row(read, resident_id, staff_roles=(Role.COORDINATOR,))
-    return _entries(read, resident_id, cursor, limit)
+async def get_wallet_entries(resident_id: Annotated[UUID, Path()],
+                             read: Annotated[Read, Depends(reader(
+                                 Role.RESIDENT, Role.COORDINATOR, Role.AUDITOR))],
+                             cursor: Cursor = None,
+                             limit: Limit = limits.page_size_default) -> WalletEntriesPage:
+    await _wallet_row(read, resident_id, staff_roles=(Role.COORDINATOR,))
+    return await _entries(read, resident_id, cursor, limit)
 
 
 @router.get("/households/{household_id}/rent", response_model=HouseholdRentView,

@@ -158,10 +158,24 @@ class IdleCheck:
         with self._lock:
             self._returned_at[conn] = time.monotonic()
 
-    def check(self, conn: Any) -> None:
+    def _idle_long(self, conn: Any) -> bool:
         with self._lock:
             returned_at = self._returned_at.get(conn)
-        if returned_at is None or time.monotonic() - returned_at >= self.idle_seconds:
+        return returned_at is None or time.monotonic() - returned_at >= self.idle_seconds
+
+    def check(self, conn: Any) -> None:
+        if self._idle_long(conn):
             from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
             ConnectionPool.check_connection(conn)
+
+    async def reset_async(self, conn: Any) -> None:
+        """`reset` for an `AsyncConnectionPool`."""
+        self.reset(conn)
+
+    async def check_async(self, conn: Any) -> None:
+        """`check` for an `AsyncConnectionPool`."""
+        if self._idle_long(conn):
+            from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415
+
+            await AsyncConnectionPool.check_connection(conn)

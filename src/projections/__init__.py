@@ -17,7 +17,12 @@ from projections.runner import (
     read_all,
     rebuild,
 )
-from projections.wallet_balances import wallet, wallet_entries
+from projections.wallet_balances import (
+    wallet,
+    wallet_async,
+    wallet_entries,
+    wallet_entries_async,
+)
 
 __all__ = [
     "ALL",
@@ -34,5 +39,7 @@ __all__ = [
     "rebuild",
     "rent_payment",
     "wallet",
+    "wallet_async",
     "wallet_entries",
+    "wallet_entries_async",
 ]

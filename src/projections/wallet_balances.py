@@ -204,28 +204,59 @@ def _snake(name: str) -> str:
 
 # Reads the API calls ---------------------------------------------------------------------
 
+WALLET_SELECT = (
+    "SELECT resident_id, household_id, complex_id, available_won, held_won, owed_won,"
+    " accrued_total_won, spent_total_won, closed, enrolled_at, position"
+    " FROM p_wallet_balances WHERE resident_id = %s")
+ENTRIES_SELECT = (
+    "SELECT position, occurred_at, recorded_at, kind, amount_won, held_delta_won,"
+    " owed_delta_won, trade_id, market, policy_version, rate_bps, payment_id,"
+    " invoice_id, actor_id, actor_role, on_behalf_of, request_id, description"
+    " FROM p_wallet_entries WHERE resident_id = %s AND position < %s"
+    " ORDER BY position DESC LIMIT %s")
+
+
 def wallet(conn: psycopg.Connection[Any], resident_id: UUID) -> dict[str, Any] | None:
     """A resident's wallet, or None if the projection has not seen them."""
     with conn.cursor(row_factory=dict_row) as cursor:
-        cursor.execute(
-            "SELECT resident_id, household_id, complex_id, available_won, held_won, owed_won,"
-            " accrued_total_won, spent_total_won, closed, enrolled_at, position"
-            " FROM p_wallet_balances WHERE resident_id = %s", (resident_id,))
+        cursor.execute(WALLET_SELECT, (resident_id,))
         return cursor.fetchone()
+
+
+async def wallet_async(conn: psycopg.AsyncConnection[Any], resident_id: UUID
+                       ) -> dict[str, Any] | None:
+    """`wallet` on an async connection."""
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(WALLET_SELECT, (resident_id,))
+        return await cursor.fetchone()
+
+
+def _entries_arguments(resident_id: UUID, cursor: int | None, limit: int
+                       ) -> tuple[int, tuple[UUID, int, int]]:
+    limit = max(1, min(limit, limits.page_size_max))
+    below = cursor if cursor is not None else limits.position_max
+    return limit, (resident_id, below, limit + 1)
+
+
+def _entries_page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    next_cursor = rows[limit - 1]["position"] if len(rows) > limit else None
+    return {"entries": rows[:limit], "next_cursor": next_cursor}
 
 
 def wallet_entries(conn: psycopg.Connection[Any], resident_id: UUID, cursor: int | None = None,
                    limit: int = limits.page_size_default) -> dict[str, Any]:
     """One page of a wallet's history, newest first; `cursor` is the position to go below."""
-    limit = max(1, min(limit, limits.page_size_max))
-    below = cursor if cursor is not None else limits.position_max
+    limit, arguments = _entries_arguments(resident_id, cursor, limit)
     with conn.cursor(row_factory=dict_row) as db:
-        db.execute(
-            "SELECT position, occurred_at, recorded_at, kind, amount_won, held_delta_won,"
-            " owed_delta_won, trade_id, market, policy_version, rate_bps, payment_id,"
-            " invoice_id, actor_id, actor_role, on_behalf_of, request_id, description"
-            " FROM p_wallet_entries WHERE resident_id = %s AND position < %s"
-            " ORDER BY position DESC LIMIT %s", (resident_id, below, limit + 1))
-        rows = db.fetchall()
-    next_cursor = rows[limit - 1]["position"] if len(rows) > limit else None
-    return {"entries": rows[:limit], "next_cursor": next_cursor}
+        db.execute(ENTRIES_SELECT, arguments)
+        return _entries_page(db.fetchall(), limit)
+
+
+async def wallet_entries_async(conn: psycopg.AsyncConnection[Any], resident_id: UUID,
+                               cursor: int | None = None,
+                               limit: int = limits.page_size_default) -> dict[str, Any]:
+    """`wallet_entries` on an async connection."""
+    limit, arguments = _entries_arguments(resident_id, cursor, limit)
+    async with conn.cursor(row_factory=dict_row) as db:
+        await db.execute(ENTRIES_SELECT, arguments)
+        return _entries_page(await db.fetchall(), limit)
