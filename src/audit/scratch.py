@@ -409,6 +409,7 @@ class Scratch:
         if tally is None:
             self.found(position, INCONSISTENT_EVENT, f"{event.name} of a proposal never opened")
             tally = self.proposals[event.originator_id] = ProposalTally(None, 0, 0, 0, position)
+        tally.position = position
         label = f"proposal {event.originator_id}"
         if what == "BallotCast":
             household_id = _uuid(data, "household_id") or ""
