@@ -394,3 +394,48 @@ def test_a_retried_spend_without_proposal_keeps_its_fingerprint(world: World,
     assert "proposal_id" not in c.SpendFund(town["complex"], "S", "event", 1, "d").content()
     assert c.SpendFund(town["complex"], "S", "event", 1, proposal_id="P").content()[
         "proposal_id"] == "P"
+
+
+def test_snapshots_keep_the_vote_and_the_allowance(world: World, town: dict) -> None:
+    """A proposal with ballots and spends, and a fund with its household count, allowance
+    and month's allowance use, load from snapshots as they were."""
+    world.run(c.SetFundAllowance(town["complex"], 700), actor=OPERATOR, role="operator")
+    world.run(c.SpendFund(town["complex"], "S-0", "upkeep", 50), **as_manager())
+    approved(world, town)
+    world.run(c.SpendFund(town["complex"], "S-1", "facility", 300, proposal_id="P-1"),
+              **as_manager())
+    aggregate_ids = (town["complex"], proposal_aggregate_id("P-1"))
+    before = {aggregate_id: world.ledger.load_fresh(aggregate_id)
+              for aggregate_id in aggregate_ids}
+    for aggregate_id in aggregate_ids:
+        world.ledger.take_snapshot(aggregate_id)
+    snapshots = world.ledger.snapshots
+    assert snapshots is not None
+    for aggregate_id in aggregate_ids:
+        [snapshot] = list(snapshots.get(aggregate_id))
+        restored = snapshot.mutate(None)
+        assert vars(restored) == vars(before[aggregate_id])
+    fund = world.ledger.load_fresh(town["complex"])
+    assert isinstance(fund, Complex)
+    assert (fund.households_count, fund.allowance_won, fund.allowance_left_won(now())) == (
+        4, 700, 650)
+
+
+def test_a_fund_snapshot_from_before_votes_still_loads(world: World, town: dict) -> None:
+    """A snapshot taken before funds counted households and kept allowances (no such state)
+    restores with no households counted and the default allowance."""
+    world.ledger.take_snapshot(town["complex"])
+    snapshots = world.ledger.snapshots
+    assert snapshots is not None
+    [snapshot] = list(snapshots.get(town["complex"]))
+    old_state = {name: value for name, value in snapshot.state.items()
+                 if name not in ("households_count", "allowance_won", "allowance_month",
+                                 "allowance_spent_won")}
+    old = type(snapshot)(originator_id=snapshot.originator_id,
+                         originator_version=snapshot.originator_version,
+                         timestamp=snapshot.timestamp, topic=snapshot.topic, state=old_state)
+    fund = old.mutate(None)
+    assert isinstance(fund, Complex)
+    assert (fund.households_count, fund.allowance_left_won(now())) == (
+        0, limits.fund_allowance_won_default)
+    assert fund.balance_won == 1_000

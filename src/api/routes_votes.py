@@ -13,6 +13,7 @@ from typing import Annotated, Any, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
+from pydantic import Field
 
 import projections
 from api.auth import Principal, Role
@@ -48,6 +49,7 @@ READ_ERRORS = problem_responses(401, 403, 404, 409, 413, 422, 503)
 ProposalId = Annotated[str, Path(min_length=1, max_length=limits.identifier_length_max,
                                  pattern=IDEMPOTENCY_KEY_PATTERN)]
 TALLY_READERS = (Role.RESIDENT, Role.COORDINATOR, Role.MANAGER, Role.OPERATOR, Role.AUDITOR)
+ProposalAnyView = Annotated[ProposalView | ProposalResidentView, Field(discriminator="view")]
 
 
 def _resident_complex(ledger: Ledger, resident_id: UUID) -> UUID | None:
@@ -152,7 +154,7 @@ def _tally_view(read: Read, row: dict[str, Any]) -> ProposalView | ProposalResid
     return ProposalResidentView(**fields, household_choice=cast(Choice | None, choice))
 
 
-@router.get("/proposals/{proposal_id}", response_model=ProposalView | ProposalResidentView,
+@router.get("/proposals/{proposal_id}", response_model=ProposalAnyView,
             responses=READ_ERRORS, tags=["votes"],
             summary="A proposal and its tally (residents of its complex, with their "
                     "household's ballot; its coordinators and manager; the operator; "
