@@ -439,3 +439,23 @@ def test_a_fund_snapshot_from_before_votes_still_loads(world: World, town: dict)
     assert (fund.households_count, fund.allowance_left_won(now())) == (
         0, limits.fund_allowance_won_default)
     assert fund.balance_won == 1_000
+
+
+def test_ballots_never_reach_the_feed(world: World, town: dict) -> None:
+    """Who voted how stays in the ledger: a ballot has no public message; the decision does."""
+    from feed.public_events import to_public  # noqa: PLC0415  (only this test needs the feed)
+
+    open_proposal(world, town)
+    vote(world, town, 0, "yes")
+    close(world)
+    with world.connect() as conn:
+        rows = conn.execute(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM ledger_events WHERE topic LIKE '%Proposal.%' ORDER BY notification_id"
+        ).fetchall()
+    published = [to_public(*row) for row in rows]
+    assert [None if m is None else m.event_type for m in published] == [
+        "vote.proposal_opened.v1", None, "vote.proposal_decided.v1"]
+    decided = published[2]
+    assert decided is not None
+    assert "household_id" not in decided.payload and decided.payload["yes_count"] == 1
