@@ -138,3 +138,43 @@ def test_concurrent_spends_never_exceed_the_proposal(world: World,
     assert proposal is not None
     assert proposal.spent_won == 1_000
     assert fold(world.all_events()).problems() == []
+
+
+def test_ballots_racing_the_close_are_counted_or_refused(world: World) -> None:
+    """Twelve households vote while the sweeper decides on another writer: each ballot is
+    in the decided tally or refused voting_closed, never lost and never counted late."""
+    world.policy()
+    complex_id = world.complex("VC-02")
+    residents = [world.resident(world.household(complex_id, f"2{n:02d}")) for n in range(12)]
+    opened_at = now() - timedelta(hours=2)
+    closes_at = opened_at + timedelta(hours=1, minutes=30)
+    world.run(c.OpenProposal(complex_id, "P-close", "event", "Fair", 100, closes_at,
+                             quorum_bps=0), actor=MANAGER, role="manager",
+              occurred_at=opened_at)
+    second = Ledger.connect(world.database_url, world.schema)
+    try:
+        second.snapshot(Proposal, proposal_aggregate_id("P-close"))
+
+        def act(index: int) -> Outcome:
+            if index == 12:
+                return second.execute(c.CloseProposal("P-close", closes_at),
+                                      cause(uuid.uuid4(), "operator"))
+            resident = residents[index]
+            # Cast a moment before the close, as a ballot in flight would be.
+            return world.ledger.execute(
+                c.CastBallot("P-close", resident, "yes"),
+                cause(resident, "resident", occurred_at=closes_at - timedelta(seconds=1)))
+
+        results = run_together(13, act)
+    finally:
+        second.close()
+    decided = results[12]
+    assert isinstance(decided, Outcome), decided
+    accepted = [r for r in results[:12] if isinstance(r, Outcome)]
+    refused = Counter(r.code for r in results[:12] if isinstance(r, DomainError))
+    assert len(accepted) + refused["voting_closed"] == 12, results
+    assert decided["ballots_count"] == decided["yes_count"] == len(accepted)
+    proposal = world.ledger.snapshot(Proposal, proposal_aggregate_id("P-close"))
+    assert proposal is not None
+    assert (proposal.state, proposal.yes_count) == ("approved" if accepted else "rejected",
+                                                    len(accepted))
