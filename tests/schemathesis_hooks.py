@@ -85,6 +85,13 @@ def broken_rules(case: Any, role: str | None) -> set[Rule]:
         if (role == "resident" and named) or (
                 role == "coordinator" and path == "/v1/rent-payments" and not named):
             broken.add(("invalid_field", None))
+    if method == "POST" and path == "/v1/complexes/{complex_id}/proposals" and (
+            _voting_window_invalid(body)):
+        broken.add(("invalid_voting_window", None))
+    if method == "POST" and path == "/v1/proposals/{proposal_id}/ballots" and (
+            (role == "resident") == (body.get("resident_id") is not None)
+            or (role == "coordinator" and body.get("consent_ref") is None)):
+        broken.add(("invalid_field", None))
     if method == "POST" and path == "/v1/trades":
         amount, points = body.get("amount_won"), body.get("points_used_won", 0)
         if isinstance(amount, int | float) and isinstance(points, int | float) and (
@@ -96,6 +103,24 @@ def broken_rules(case: Any, role: str | None) -> set[Rule]:
         # Whether the seller is registered as that kind is the ledger's state.
         broken.add(("seller_kind_mismatch", None))
     return broken
+
+
+def _voting_window_invalid(body: dict[str, Any]) -> bool:
+    """ledger.proposal's window rule: closes after now and after it opens, within bounds."""
+    try:
+        closes = datetime.fromisoformat(str(body["voting_closes_at"]).upper())
+        opens_text = body.get("voting_opens_at")
+        moment = datetime.now(UTC)
+        opens = datetime.fromisoformat(str(opens_text).upper()) if opens_text else moment
+    except (KeyError, ValueError):
+        return False
+    window = (closes - opens).total_seconds()
+    # Near a bound, the server's clock and this one may disagree: count it as broken.
+    slack = CLOCK_SLACK.total_seconds()
+    return (closes <= moment + CLOCK_SLACK
+            or not limits.voting_window_seconds_min + slack <= window
+            <= limits.voting_window_seconds_max - slack
+            or (opens - moment).total_seconds() > limits.voting_opens_within_seconds_max - slack)
 
 
 def _stats_range_too_long(query: dict[str, Any] | None) -> bool:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from api.auth import Role
+from ledger.application import now
 from test_api_fixtures import ApiWorld, Caller, api, key_dir  # noqa: F401  (fixtures)
+from votes_api import open_proposal, past_proposal
 
 OWN, SAME, OTHER = "own", "same complex", "other complex"
 RELATIONS = (OWN, SAME, OTHER)
@@ -27,7 +30,13 @@ def read_targets(api: ApiWorld) -> dict[str, Callable[[str], str]]:
     residents = {OWN: "a1", SAME: "a2", OTHER: "b1"}
     merchants = {OWN: "m1", SAME: "m2", OTHER: "m2"}
     complexes = {OWN: api.complex_a, SAME: api.complex_a, OTHER: api.complex_b}
+    proposal_a = open_proposal(api, api.complex_a)
+    proposals = {OWN: proposal_a, SAME: proposal_a,
+                 OTHER: open_proposal(api, api.complex_b, "manager_b")}
     return {
+        "proposal": lambda r: f"/v1/proposals/{proposals[r]}",
+        "proposals": lambda r: f"/v1/complexes/{complexes[r]}/proposals",
+        "ballots": lambda r: f"/v1/proposals/{proposals[r]}/ballots",
         "wallet": lambda r: f"/v1/wallets/{api.residents[residents[r]]}",
         "entries": lambda r: f"/v1/wallets/{api.residents[residents[r]]}/entries",
         "rent": lambda r: f"/v1/households/{api.households[residents[r]]}/rent",
@@ -60,6 +69,11 @@ READ_MATRIX: dict[str, dict[str, tuple[int, int, int]]] = {
     "settlement": {"merchant": (200, 404, 404), "operator": ALL_OK, "auditor": ALL_OK},
     "stats": {"manager": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY, "operator": ALL_OK,
               "platform": ALL_OK, "auditor": ALL_OK},
+    "proposal": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
+                 "manager": COMPLEX_ONLY, "operator": ALL_OK, "auditor": ALL_OK},
+    "proposals": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
+                  "manager": COMPLEX_ONLY, "operator": ALL_OK, "auditor": ALL_OK},
+    "ballots": {"auditor": ALL_OK},
     "me": {"resident": ALL_OK},
     "me_entries": {"resident": ALL_OK},
     "policy": dict.fromkeys(("resident", "coordinator", "manager", "merchant", "auditor",
@@ -138,6 +152,15 @@ def _write_cases(api: ApiWorld) -> list[tuple[str, str, str, Callable[[], Any], 
         return api.ok("POST", "/v1/residents", api.callers["platform"],
                       enrol(household)())["resident_id"]
 
+    def proposal_body() -> dict[str, Any]:
+        return {"proposal_id": new_id("V"), "purpose": "event", "title": "Fair",
+                "amount_won": 100,
+                "voting_closes_at": (now() + timedelta(hours=2)).isoformat()}
+
+    def coordinator_ballot(resident: str) -> Callable[[], Any]:
+        return lambda: {"choice": "no", "resident_id": str(res[resident]),
+                        "consent_ref": "paper-form"}
+
     def held_payment() -> str:
         return api.ok("POST", "/v1/rent-payments", api.callers["resident"],
                       payment("a1")())["payment_id"]
@@ -188,6 +211,26 @@ def _write_cases(api: ApiWorld) -> list[tuple[str, str, str, Callable[[], Any], 
          lambda: None, 200),
         ("manager", "POST", lambda: f"/v1/complexes/{a}/fund/spends", spend, 201),
         ("manager", "POST", lambda: f"/v1/complexes/{b}/fund/spends", spend, 404),
+        ("manager", "POST", lambda: f"/v1/complexes/{a}/proposals", proposal_body, 201),
+        ("manager", "POST", lambda: f"/v1/complexes/{b}/proposals", proposal_body, 404),
+        ("resident", "POST", lambda: f"/v1/proposals/{open_proposal(api, a)}/ballots",
+         lambda: {"choice": "yes"}, 201),
+        ("resident", "POST",
+         lambda: f"/v1/proposals/{open_proposal(api, b, 'manager_b')}/ballots",
+         lambda: {"choice": "yes"}, 404),
+        ("coordinator", "POST", lambda: f"/v1/proposals/{open_proposal(api, a)}/ballots",
+         coordinator_ballot("a2"), 201),
+        ("coordinator", "POST",
+         lambda: f"/v1/proposals/{open_proposal(api, b, 'manager_b')}/ballots",
+         coordinator_ballot("b1"), 404),
+        ("manager", "POST", lambda: f"/v1/proposals/{past_proposal(api, a)}/close",
+         lambda: None, 200),
+        ("manager", "POST", lambda: f"/v1/proposals/{past_proposal(api, b)}/close",
+         lambda: None, 404),
+        ("operator", "POST", lambda: f"/v1/complexes/{a}/fund/allowance",
+         lambda: {"allowance_won": 500_000}, 200),
+        ("operator", "POST", lambda: f"/v1/complexes/{b}/fund/allowance",
+         lambda: {"allowance_won": 500_000}, 200),
     ]
     cases: list[tuple[str, str, str, Callable[[], Any], int]] = []
     routes: dict[tuple[str, str], set[str]] = {}
@@ -298,6 +341,13 @@ def _valid_bodies(api: ApiWorld) -> list[tuple[Caller, str, str, dict[str, Any]]
           "invoice_id": api.invoices["a1"], "billing_period": "2026-11", "amount_won": 1}),
         (api.callers["manager"], "POST", f"/v1/complexes/{api.complex_a}/fund/spends",
          {"spend_id": "MA-S", "purpose": "event", "amount_won": 1, "decision_ref": "d"}),
+        (api.callers["manager"], "POST", f"/v1/complexes/{api.complex_a}/proposals",
+         {"proposal_id": "MA-V", "purpose": "event", "title": "t", "amount_won": 1,
+          "voting_closes_at": (now() + timedelta(hours=2)).isoformat()}),
+        (api.callers["resident"], "POST", f"/v1/proposals/{open_proposal(api, api.complex_a)}"
+         "/ballots", {"choice": "yes"}),
+        (api.callers["operator"], "POST", f"/v1/complexes/{api.complex_a}/fund/allowance",
+         {"allowance_won": 1_000}),
     ]
 
 

@@ -420,6 +420,12 @@ def test_every_public_message_validates_against_its_schema(
     complex_id = world.complexes[0]
     world.run(c.SpendFund(complex_id, f"SP-{uuid.uuid4().hex[:6]}", "facility", 100,
                           "vote-2026-11"), actor=MANAGER, role="manager")
+    proposal_id = f"V-{uuid.uuid4().hex[:6]}"
+    world.run(c.OpenProposal(complex_id, proposal_id, "event", "Fair", 50,
+                             now() + timedelta(hours=2)), actor=MANAGER, role="manager")
+    world.run(c.CastBallot(proposal_id, homes[0].resident_id, "yes"),
+              actor=homes[0].resident_id, role="resident")
+    world.run(c.CloseProposal(proposal_id, now() + timedelta(hours=3)))
     expiring = world.pay_rent(homes[2].resident_id, homes[2].household_id,
                               world.invoice(homes[2].household_id, 3_000), 1_000,
                               hold_seconds=60)
@@ -443,8 +449,9 @@ def test_every_public_message_validates_against_its_schema(
             assert {r.key for r in received} == {str(h.household_id) for h in homes}
     assert {"rent.invoice_issued.v1", "rent.payment_held.v1", "rent.payment_settled.v1",
             "rent.payment_released.v1", "trade.recorded.v1", "trade.refunded.v1",
-            "wallet.points_held.v1", "fund.spent.v1", "merchant.paid_out.v1",
-            "wallet.resident_moved_out.v1"} <= seen
+            "wallet.points_held.v1", "fund.spent.v2", "merchant.paid_out.v1",
+            "wallet.resident_moved_out.v1", "vote.proposal_opened.v1",
+            "vote.proposal_decided.v1"} <= seen
 
 
 def test_with_the_broker_down_nothing_is_marked_published_then_the_backlog_drains(

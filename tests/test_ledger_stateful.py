@@ -25,13 +25,15 @@ from hypothesis.stateful import (
 )
 
 from ledger import commands as c
+from ledger import limits
 from ledger.application import Ledger, now
-from ledger.complex import Complex
+from ledger.complex import Complex, kst_month
 from ledger.conservation import fold
 from ledger.database import ConnectionSettings
 from ledger.errors import DomainError
 from ledger.merchant import Merchant
 from ledger.policy import share_won
+from ledger.proposal import Proposal, proposal_aggregate_id
 from ledger.resident import Resident
 from world import BILLING, COORDINATOR, MANAGER, OPERATOR, PLATFORM, cause
 
@@ -54,6 +56,11 @@ class Model:
         self.trades: dict[str, dict[str, Any]] = {}
         self.payments: dict[str, tuple[uuid.UUID, int]] = {}
         self.invoice_room = 0
+        self.allowance_won = limits.fund_allowance_won_default
+        self.allowance_spent: dict[str, int] = {}  # KST month -> spent without a proposal
+        self.proposals: dict[str, dict[str, Any]] = {}
+        self.households_count = 0
+        self.household_of: dict[uuid.UUID, uuid.UUID] = {}
 
     def credit(self, who: uuid.UUID, amount: int) -> None:
         recovered = min(amount, self.owed[who])
@@ -79,6 +86,7 @@ class LedgerMachine(RuleBasedStateMachine):
     schemas: list[str] = []  # noqa: RUF012  (collected for cleanup by the test)
 
     residents = Bundle("residents")
+    neighbours = Bundle("neighbours")
 
     @initialize()
     def open_ledger(self) -> None:
@@ -95,6 +103,8 @@ class LedgerMachine(RuleBasedStateMachine):
             c.RegisterComplex("SM-1", "machine", "Hwaseong"), cause())["complex_id"])
         self.household = uuid.UUID(self.ledger.execute(
             c.RegisterHousehold(self.complex_id, "1-1"), cause())["household_id"])
+        self.neighbour_household = uuid.UUID(self.ledger.execute(
+            c.RegisterHousehold(self.complex_id, "1-2"), cause())["household_id"])
         self.merchant_id = uuid.UUID(self.ledger.execute(
             c.RegisterMerchant("social_enterprise", "co-op"), cause())["merchant_id"])
         self.invoice = "INV-SM"
@@ -102,6 +112,7 @@ class LedgerMachine(RuleBasedStateMachine):
                                                50_000, now() + timedelta(days=5)),
                             cause(BILLING, "billing"))
         self.model.invoice_room = 50_000
+        self.model.households_count = 2
         self.count = 0
 
     def teardown(self) -> None:
@@ -127,7 +138,17 @@ class LedgerMachine(RuleBasedStateMachine):
         resident = uuid.UUID(outcome["resident_id"])
         for table in (self.model.wallet, self.model.held, self.model.owed):
             table[resident] = 0
+        self.model.household_of[resident] = self.household
         return resident
+
+    @rule(target=neighbours)
+    def enrol_neighbour(self) -> uuid.UUID:
+        """A resident of the second household: a voter who holds no points here."""
+        outcome = self.ledger.execute(c.EnrolResident(self.neighbour_household, "consent"),
+                                      cause(COORDINATOR, "coordinator"))
+        neighbour = uuid.UUID(outcome["resident_id"])
+        self.model.household_of[neighbour] = self.neighbour_household
+        return neighbour
 
     @rule(buyer=residents, seller=residents, amount=st.integers(1, 40_000),
           points=st.integers(0, 3_000), to_merchant=st.booleans())
@@ -240,13 +261,122 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(amount=st.integers(1, 2_000))
     def spend_fund(self, amount: int) -> None:
+        """A spend without a proposal: within the month's allowance and the fund."""
+        m = self.model
+        moment = now()
+        month = kst_month(moment)
         code = self._attempt(c.SpendFund(self.complex_id, self._next("S"), "event", amount,
-                                         "council"), actor=MANAGER, role="manager")
-        if amount > self.model.fund:
+                                         "council"), actor=MANAGER, role="manager",
+                             occurred_at=moment)
+        if amount > m.allowance_won - m.allowance_spent.get(month, 0):
+            assert code == "allowance_exceeded"
+        elif amount > m.fund:
             assert code == "insufficient_fund"
         else:
             assert code is None
-            self.model.fund -= amount
+            m.fund -= amount
+            m.allowance_spent[month] = m.allowance_spent.get(month, 0) + amount
+
+    @rule(allowance=st.integers(0, 3_000))
+    def set_allowance(self, allowance: int) -> None:
+        assert self._attempt(c.SetFundAllowance(self.complex_id, allowance),
+                             actor=OPERATOR, role="operator") is None
+        self.model.allowance_won = allowance
+
+    # Resident votes -----------------------------------------------------------------------
+
+    @rule(amount=st.integers(1, 3_000), purpose=st.sampled_from(["facility", "upkeep"]),
+          quorum_bps=st.sampled_from([0, 3_000, 5_000, 10_000]),
+          approval_bps=st.sampled_from([0, 5_000, 6_666]))
+    def open_proposal(self, amount: int, purpose: str, quorum_bps: int,
+                      approval_bps: int) -> None:
+        proposal_id = self._next("V")
+        code = self._attempt(c.OpenProposal(self.complex_id, proposal_id, purpose, "Benches",
+                                            amount, now() + timedelta(hours=2),
+                                            quorum_bps=quorum_bps, approval_bps=approval_bps),
+                             actor=MANAGER, role="manager")
+        assert code is None
+        self.model.proposals[proposal_id] = {
+            "amount": amount, "purpose": purpose, "quorum": quorum_bps,
+            "approval": approval_bps, "state": "open", "ballots": {}, "spent": 0}
+
+    @precondition(lambda self: bool(self.model.proposals))
+    @rule(data=st.data(), voter=st.one_of(residents, neighbours),
+          choice=st.sampled_from(["yes", "no"]), by_coordinator=st.booleans())
+    def vote(self, data: st.DataObject, voter: uuid.UUID, choice: str,
+             by_coordinator: bool) -> None:
+        m = self.model
+        proposal_id = data.draw(st.sampled_from(sorted(m.proposals)))
+        proposal = m.proposals[proposal_id]
+        if by_coordinator:
+            code = self._attempt(c.CastBallot(proposal_id, voter, choice, "consent-form"),
+                                 actor=COORDINATOR, role="coordinator")
+        else:
+            code = self._attempt(c.CastBallot(proposal_id, voter, choice), actor=voter,
+                                 role="resident")
+        household = m.household_of[voter]
+        if voter in m.closed:
+            assert code == "wallet_closed"
+        elif proposal["state"] != "open":
+            assert code == "voting_closed"
+        elif household in proposal["ballots"]:
+            assert code == "already_voted"
+        else:
+            assert code is None
+            proposal["ballots"][household] = choice
+
+    @precondition(lambda self: bool(self.model.proposals))
+    @rule(data=st.data())
+    def close_proposal(self, data: st.DataObject) -> None:
+        m = self.model
+        proposal_id = data.draw(st.sampled_from(sorted(m.proposals)))
+        proposal = m.proposals[proposal_id]
+        code = self._attempt(c.CloseProposal(proposal_id), actor=MANAGER, role="manager",
+                             occurred_at=now() + timedelta(hours=3))
+        if proposal["state"] != "open":
+            assert code == "proposal_decided"
+            return
+        assert code is None
+        ballots = len(proposal["ballots"])
+        yes = sum(1 for choice in proposal["ballots"].values() if choice == "yes")
+        # The rule, written out again: quorum of households, then more than approval_bps yes.
+        quorum_met = ballots * 10_000 >= proposal["quorum"] * m.households_count
+        approved = quorum_met and yes * 10_000 > proposal["approval"] * ballots
+        proposal["state"] = "approved" if approved else "rejected"
+
+    @precondition(lambda self: bool(self.model.proposals))
+    @rule(data=st.data(), amount=st.integers(1, 2_000),
+          purpose=st.sampled_from(["facility", "upkeep"]))
+    def spend_with_proposal(self, data: st.DataObject, amount: int, purpose: str) -> None:
+        m = self.model
+        proposal_id = data.draw(st.sampled_from(sorted(m.proposals)))
+        proposal = m.proposals[proposal_id]
+        code = self._attempt(c.SpendFund(self.complex_id, self._next("S"), purpose, amount,
+                                         proposal_id=proposal_id),
+                             actor=MANAGER, role="manager")
+        if proposal["state"] != "approved":
+            assert code == "proposal_not_approved"
+        elif purpose != proposal["purpose"]:
+            assert code == "proposal_purpose_mismatch"
+        elif proposal["spent"] + amount > proposal["amount"]:
+            assert code == "proposal_amount_exceeded"
+        elif amount > m.fund:
+            assert code == "insufficient_fund"
+        else:
+            assert code is None
+            m.fund -= amount
+            proposal["spent"] += amount
+
+    @invariant()
+    def spends_per_proposal_stay_within_its_amount(self) -> None:
+        if not hasattr(self, "ledger"):
+            return
+        for proposal_id, modelled in self.model.proposals.items():
+            proposal = self.ledger.snapshot(Proposal, proposal_aggregate_id(proposal_id))
+            assert proposal is not None
+            assert (proposal.state, proposal.spent_won, proposal.yes_count + proposal.no_count) == (
+                modelled["state"], modelled["spent"], len(modelled["ballots"]))
+            assert proposal.spent_won <= proposal.amount_won
 
     @rule()
     def pay_out(self) -> None:
@@ -301,6 +431,12 @@ class LedgerMachine(RuleBasedStateMachine):
         events = [self.ledger.mapper.to_domain_event(n) for n in notifications]
         balances = fold(events)
         assert balances.problems() == []
+        cited: dict[str, int] = {}
+        for event in events:
+            if isinstance(event, Complex.FundSpent) and event.proposal_id:
+                cited[event.proposal_id] = cited.get(event.proposal_id, 0) + event.amount_won
+        for proposal_id, spent_won in cited.items():
+            assert spent_won <= self.model.proposals[proposal_id]["amount"]
         for resident in self.model.wallet:
             fresh = self.ledger.repository._reconstruct_aggregate(
                 resident, None, _project)

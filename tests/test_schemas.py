@@ -21,6 +21,7 @@ from feed.public_events import (
     INTERNAL_EVENT_CLASSES,
     PUBLIC_TYPES,
     REGISTRY,
+    RETIRED_EVENT_TYPES,
     events_topic,
     rent_topic,
     route,
@@ -36,12 +37,13 @@ from ledger.events import Cause, Caused
 from ledger.household import Household, RentPaymentLocator
 from ledger.merchant import Merchant
 from ledger.policy import AccrualPolicy
+from ledger.proposal import Proposal
 from ledger.request import RequestRecord
 from ledger.resident import Resident
 from ledger.trade import Trade
 
 AGGREGATES = (Complex, Household, RentPaymentLocator, Resident, Merchant, Trade, AccrualPolicy,
-              RequestRecord)
+              RequestRecord, Proposal)
 
 # jsonschema checks `date-time` only with an optional package; this checker also
 # insists on an offset, as the payload contract does.
@@ -88,7 +90,7 @@ def test_checked_in_schemas_match_the_code() -> None:
 def test_every_schema_is_valid_draft_2020_12() -> None:
     """Every checked-in schema is itself a valid draft 2020-12 JSON Schema."""
     files = schema_files()
-    assert len(files) == len(PUBLIC_TYPES)
+    assert len(files) == len(PUBLIC_TYPES) + len(RETIRED_EVENT_TYPES)
     for path in files:
         Draft202012Validator.check_schema(load(path))
 
@@ -107,8 +109,13 @@ def test_every_schema_is_closed_and_requires_every_field() -> None:
 def test_index_lists_every_public_type_with_its_version() -> None:
     """index.json names each public type once, with its schema version and file."""
     index = load(schemas_dir_default / "index.json")
-    listed = {entry["event_type"]: entry for entry in index["event_types"]}
+    listed = {entry["event_type"]: entry for entry in index["event_types"]
+              if entry["status"] == "current"}
     assert set(listed) == set(BY_EVENT_TYPE)
+    retired = [entry for entry in index["event_types"] if entry["status"] == "retired"]
+    assert {entry["event_type"] for entry in retired} == set(RETIRED_EVENT_TYPES)
+    for entry in retired:
+        assert (schemas_dir_default / entry["schema"]).exists()
     for event_type, entry in listed.items():
         assert entry["schema_version"] == BY_EVENT_TYPE[event_type].version
         assert (schemas_dir_default / entry["schema"]).exists()
@@ -130,9 +137,17 @@ def test_public_names_are_versioned() -> None:
         assert public.event_type.endswith(f".v{public.version}")
 
 
+def generation(directory: Path) -> None:
+    """The code's schemas in `directory`, with the retired ones kept as checked in."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for event_type in RETIRED_EVENT_TYPES:
+        shutil.copy(schemas_dir_default / f"{event_type}.json", directory)
+    generate(directory)
+
+
 def test_check_reports_an_edited_schema(tmp_path: Path) -> None:
     """The drift check names a schema that no longer matches the code, and a stray file."""
-    generate(tmp_path)
+    generation(tmp_path)
     path = tmp_path / "rent.payment_held.v1.json"
     schema = load(path)
     del schema["properties"]["deadline_at"]
@@ -144,10 +159,10 @@ def test_check_reports_an_edited_schema(tmp_path: Path) -> None:
 
 def test_check_command_exits_non_zero_on_drift(tmp_path: Path) -> None:
     """`python -m feed.schema_tool check` fails when a schema is missing."""
-    generate(tmp_path)
-    (tmp_path / "fund.spent.v1.json").unlink()
+    generation(tmp_path)
+    (tmp_path / "fund.spent.v2.json").unlink()
     assert main(["check", "--dir", str(tmp_path)]) == 1
-    generate(tmp_path)
+    generation(tmp_path)
     assert main(["check", "--dir", str(tmp_path)]) == 0
 
 
@@ -158,7 +173,7 @@ def test_check_command_exits_non_zero_on_drift(tmp_path: Path) -> None:
 def old_and_new(tmp_path: Path) -> tuple[Path, Path]:
     """Two copies of the current generation: `old` as released, `new` to be changed."""
     old, new = tmp_path / "old", tmp_path / "new"
-    generate(old)
+    generation(old)
     shutil.copytree(old, new)
     return old, new
 
@@ -257,7 +272,7 @@ def test_compat_command_exits_non_zero_on_a_breaking_change(
     """`python -m feed.schema_tool compat OLD NEW` fails on a breaking change only."""
     old, new = old_and_new
     assert main(["compat", str(old), str(new)]) == 0
-    edit(new, "fund.spent.v1", lambda schema: schema["properties"].pop("purpose"))
+    edit(new, "fund.spent.v2", lambda schema: schema["properties"].pop("purpose"))
     assert main(["compat", str(old), str(new)]) == 1
 
 
@@ -311,6 +326,12 @@ def drive_workload(ledger: Ledger) -> dict[str, uuid.UUID]:
     run(c.ExpireRentPayment("P3", now() + timedelta(minutes=2)), "platform")
 
     run(c.SpendFund(complex_id, "S1", "facility", 100, "DEC-1"), "manager")
+    run(c.SetFundAllowance(complex_id, 50_000))
+    run(c.OpenProposal(complex_id, "V1", "facility", "Benches", 20, now() + timedelta(hours=2)),
+        "manager")
+    run(c.CastBallot("V1", buyer, "yes"), "resident", buyer)
+    run(c.CloseProposal("V1", now() + timedelta(hours=3)))
+    run(c.SpendFund(complex_id, "S2", "facility", 20, proposal_id="V1"), "manager")
     run(c.MoveOut(seller), "coordinator", coordinator, seller)
     return {"complex_id": complex_id, "household_id": household_id}
 

@@ -30,6 +30,7 @@ from api import (
     routes_money,
     routes_reads,
     routes_registry,
+    routes_votes,
 )
 from api.auth import TokenVerifier
 from api.models import Health, Readiness, StoppedFollowerView
@@ -51,7 +52,7 @@ READINESS_PATH: Final = "/v1/ready"
 """Readiness, like liveness (/v1/health), answers without a token: load balancers ask."""
 
 ROUTERS: Final = (routes_registry.router, routes_money.router, routes_reads.router,
-                  routes_audit.router)
+                  routes_audit.router, routes_votes.router)
 
 
 class BackgroundWork(Protocol):

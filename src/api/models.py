@@ -302,7 +302,13 @@ class FundSpendRequest(RequestBody):
     spend_id: Identifier
     purpose: FundPurpose
     amount_won: AmountWon
-    decision_ref: Text = Field(description="The residents' or manager's decision, e.g. minutes.")
+    proposal_id: Identifier | None = Field(default=None, description=(
+        "The approved proposal of this complex the spend carries out, for its purpose and "
+        "within what it has left. Omitted: a small spend within the complex's monthly "
+        "allowance (else 409 `allowance_exceeded`)."))
+    decision_ref: Text | None = Field(default=None, description=(
+        "A free-text reference (minutes, an invoice number), kept with the spend. Optional "
+        "since spends cite proposals."))
 
 
 # Write responses -------------------------------------------------------------------------
@@ -375,6 +381,7 @@ class FundSpent(Written):
     spend_id: str
     amount_won: int
     balance_won: int
+    proposal_id: str | None = None
 
 
 # Read responses --------------------------------------------------------------------------
@@ -490,6 +497,17 @@ class FundOutflow(ResponseBody):
     last_spent_at: datetime | None = None
 
 
+class FundSpendView(ResponseBody):
+    spend_id: str
+    purpose: str
+    amount_won: int
+    decision_ref: str
+    proposal_id: str | None = Field(description="The approved proposal the spend cites; null "
+                                                "for a spend within the monthly allowance.")
+    spent_at: datetime
+    position: int
+
+
 class FundView(ResponseBody):
     complex_id: UUID
     code: str
@@ -503,6 +521,8 @@ class FundView(ResponseBody):
     position: int
     inflows: list[FundInflow]
     outflows: list[FundOutflow]
+    spends: list[FundSpendView] = Field(default_factory=list, description=(
+        f"The latest {limits.page_size_max} spends, newest first, each with its proposal."))
 
 
 class MerchantSettlementView(ResponseBody):

@@ -71,6 +71,7 @@ _COMPLEX = {"complex_id": "$response.body#/complex_id"}
 _RESIDENT = {"resident_id": "$response.body#/resident_id"}
 _MERCHANT = {"merchant_id": "$response.body#/merchant_id"}
 _PAYMENT = {"payment_id": "$response.body#/payment_id"}
+_PROPOSAL = {"proposal_id": "$response.body#/proposal_id"}
 _LINKS: Final[dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str]]]]] = {
     ("post", "/v1/complexes"): {
         "fund": ("get", "/v1/complexes/{complex_id}/fund", _COMPLEX),
@@ -97,6 +98,16 @@ _LINKS: Final[dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str]]]]]
         "payment": ("get", "/v1/rent-payments/{payment_id}", _PAYMENT)},
     ("post", "/v1/complexes/{complex_id}/fund/spends"): {
         "fund": ("get", "/v1/complexes/{complex_id}/fund", _COMPLEX)},
+    ("post", "/v1/complexes/{complex_id}/fund/allowance"): {
+        "fund": ("get", "/v1/complexes/{complex_id}/fund", _COMPLEX)},
+    ("post", "/v1/complexes/{complex_id}/proposals"): {
+        "proposal": ("get", "/v1/proposals/{proposal_id}", _PROPOSAL),
+        "ballot": ("post", "/v1/proposals/{proposal_id}/ballots", _PROPOSAL),
+        "close": ("post", "/v1/proposals/{proposal_id}/close", _PROPOSAL)},
+    ("post", "/v1/proposals/{proposal_id}/ballots"): {
+        "proposal": ("get", "/v1/proposals/{proposal_id}", _PROPOSAL)},
+    ("post", "/v1/proposals/{proposal_id}/close"): {
+        "proposal": ("get", "/v1/proposals/{proposal_id}", _PROPOSAL)},
 }
 """Each write, and what may follow it: the read that shows what it wrote (the link names
 every parameter of the read, the write's `position` among them), or a write on what it

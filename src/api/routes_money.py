@@ -140,5 +140,6 @@ def spend_fund(complex_id: Annotated[UUID, Path()], body: FundSpendRequest,
     if not in_complex(write.principal, complex_id):
         raise DomainError(errors.unknown_complex, str(complex_id))
     outcome = write.execute(c.SpendFund(complex_id, body.spend_id, body.purpose,
-                                        body.amount_won, body.decision_ref))
+                                        body.amount_won, body.decision_ref or "",
+                                        body.proposal_id))
     return FundSpent(position=outcome.position, **outcome.result)

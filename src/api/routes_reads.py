@@ -183,7 +183,8 @@ def get_rent_payment(payment_id: Annotated[str, Path(
 @router.get("/complexes/{complex_id}/fund", response_model=FundView, responses=READ_ERRORS,
             tags=["funds"],
             summary="A complex's common fund: balance, inflows by month and market, outflows "
-                    "by purpose (its manager and coordinators, the operator, auditors)")
+                    "by purpose, the latest spends with their proposals (its manager and "
+                    "coordinators, the operator, auditors)")
 def get_fund(complex_id: Annotated[UUID, Path()],
              read: Annotated[Read, Depends(reader(
                  Role.MANAGER, Role.COORDINATOR, Role.OPERATOR, Role.AUDITOR))]) -> FundView:
@@ -192,8 +193,9 @@ def get_fund(complex_id: Annotated[UUID, Path()],
         raise missing
     with read.connection() as conn:
         row = projections.fund(conn, complex_id)
-    if row is None:
-        raise missing
+        if row is None:
+            raise missing
+        row["spends"] = projections.fund_spends(conn, complex_id)
     return FundView(**row)
 
 

@@ -242,6 +242,10 @@ STATEMENT_COLUMNS = (
 )
 
 
+NOT_STATEMENT_LINES = frozenset({"Complex.HouseholdCounted"})
+"""Events of a fund that move no points and would only crowd its statement."""
+
+
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
@@ -297,8 +301,15 @@ def _explain(event: Event, facts: dict[str, dict[str, Any]],
                 f"{data['amount_won']:,} won")
     elif kind == "FundSpent":
         line.update(purpose=data["purpose"], decision_ref=data["decision_ref"])
-        text = (f"spent {data['amount_won']:,} won on {data['purpose']} under decision "
-                f"{data['decision_ref']} (spend {data['spend_id']})")
+        if data.get("proposal_id"):
+            text = (f"spent {data['amount_won']:,} won on {data['purpose']} as approved by "
+                    f"the households' vote on proposal {data['proposal_id']} "
+                    f"(spend {data['spend_id']})")
+        else:
+            decision = data["decision_ref"] or "not given"
+            text = (f"spent {data['amount_won']:,} won on {data['purpose']} without a "
+                    f"proposal (the monthly allowance), decision {decision} "
+                    f"(spend {data['spend_id']})")
     elif kind == "MovedOut":
         text = f"moved out; wallet closed, {data['remaining_won']:,} won kept as unclaimed"
     elif kind in ("Enrolled", "Registered"):
@@ -370,6 +381,9 @@ def statement_from(conn: psycopg.Connection[Any], month: str, *, resident: UUID 
     opening = state()
     lines = []
     for event in during:
+        if event.name in NOT_STATEMENT_LINES:
+            scratch.apply(event)
+            continue
         was = state()
         scratch.apply(event)
         now = state()

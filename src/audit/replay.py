@@ -36,11 +36,12 @@ from ledger.database import ConnectionSettings
 from projections.base import Changes, Key, Projection, Row, Table, TradeFacts, typed
 from projections.complex_funds import FUNDS
 from projections.market_views import MERCHANTS
+from projections.proposals import PROPOSALS
 from projections.rent_payments import INVOICES, PAYMENTS
 from projections.runner import ALL, TRACKING_TABLE
 from projections.wallet_balances import BALANCES, ENTRIES
 
-SCRATCH_TABLES = (BALANCES, FUNDS, MERCHANTS, INVOICES, PAYMENTS)
+SCRATCH_TABLES = (BALANCES, FUNDS, MERCHANTS, INVOICES, PAYMENTS, PROPOSALS)
 """The live tables the auditor's own fold is compared with."""
 
 PROJECTION_MISMATCH = "projection_mismatch"
@@ -69,6 +70,8 @@ class ReplayReport:
     projection_positions: dict[str, int]
     notes: list[str] = field(default_factory=list)
     points_by_kind: dict[str, int] = field(default_factory=dict)
+    tallies_recomputed: int = 0
+    """Proposal decisions recomputed from their ballots and the households counted."""
 
     def merged_with(self, other: ReplayReport) -> ReplayReport:
         """This report (the auditor's fold) with another half's findings and comparisons."""
@@ -78,7 +81,7 @@ class ReplayReport:
             rows_compared=self.rows_compared + other.rows_compared,
             projection_positions=self.projection_positions,
             notes=[*self.notes, *(n for n in other.notes if n not in self.notes)],
-            points_by_kind=self.points_by_kind)
+            points_by_kind=self.points_by_kind, tallies_recomputed=self.tallies_recomputed)
 
     @property
     def first(self) -> Finding | None:
@@ -200,7 +203,8 @@ class Replay:
                             trades_recomputed=scratch.trades_recomputed,
                             rows_compared=self.rows_compared,
                             projection_positions=dict(self.cutoffs), notes=self.notes,
-                            points_by_kind=scratch.totals_by_kind())
+                            points_by_kind=scratch.totals_by_kind(),
+                            tallies_recomputed=scratch.tallies_recomputed)
 
     def _topic_filter(self) -> tuple[str, list[str]]:
         """The WHERE clause on topics for this part, and its LIKE patterns."""
@@ -410,6 +414,17 @@ class Replay:
                 self._check_row(table, live, (payment_id,), payment[4], {
                     "household_id": UUID(payment[0]), "invoice_id": payment[1],
                     "amount_won": payment[2], "status": payment[3]})
+
+        elif table is PROPOSALS:
+            for proposal_key, tally in self.scratch.proposals.items():
+                if tally.position > self.cutoffs["proposals"]:
+                    continue
+                ballots = tally.yes_count + tally.no_count
+                self._check_row(table, live, (UUID(proposal_key),), tally.position, {
+                    "state": tally.state, "ballots_count": ballots,
+                    "yes_count": tally.yes_count, "no_count": tally.no_count,
+                    "spent_won": tally.spent_won, "amount_won": tally.amount_won,
+                    "position": tally.position})
 
     def _check_row(self, table: Table, live: dict[Key, Row], key: Key, position: int,
                    want: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from ledger.events import (
 )
 from ledger.household import EXPIRED, HELD, RELEASED, SETTLED
 from ledger.policy import ANY_CATEGORY, accrual_base_won, share_won
+from ledger.proposal import APPROVED, OPEN, decide, proposal_aggregate_id
 
 ACCRUAL_MISMATCH = "accrual_mismatch"
 ACCRUAL_MISSING = "accrual_missing"
@@ -39,6 +40,8 @@ NOT_CONSERVED = "points_not_conserved"
 TRADE_CLEARING_NOT_EMPTY = "trade_clearing_not_empty"
 INCONSISTENT_EVENT = "inconsistent_event"
 UNKNOWN_EVENT = "unknown_event"
+TALLY_MISMATCH = "tally_mismatch"
+PROPOSAL_OVERSPENT = "proposal_overspent"
 
 SKIPPED = frozenset({"RequestRecord.Accepted", "AccrualPolicy.Created",
                      "RentPaymentLocator.Registered", "Household.Registered"})
@@ -118,6 +121,26 @@ class TradeAccrual:
         self.refunded = False
 
 
+class ProposalTally:
+    """One proposal as the auditor folds it: its rule, its ballots, and what cites it."""
+
+    __slots__ = ("amount_won", "approval_bps", "complex_id", "households", "no_count",
+                 "position", "quorum_bps", "spent_won", "state", "yes_count")
+
+    def __init__(self, complex_id: str | None, amount_won: int, quorum_bps: int,
+                 approval_bps: int, position: int) -> None:
+        self.complex_id = complex_id
+        self.amount_won = amount_won
+        self.quorum_bps = quorum_bps
+        self.approval_bps = approval_bps
+        self.position = position
+        self.state = OPEN
+        self.households: set[str] = set()
+        self.yes_count = 0
+        self.no_count = 0
+        self.spent_won = 0
+
+
 @dataclass
 class Recomputed:
     """One trade's accrual recomputed from its recorded policy version and inputs."""
@@ -191,6 +214,14 @@ class Scratch:
         (ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING), 0))
     versions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     trades: dict[str, TradeAccrual] = field(default_factory=dict)
+    proposals: dict[str, ProposalTally] = field(default_factory=dict)
+    """proposal id (the client's) -> its tally."""
+    households_counted: dict[str, int] = field(default_factory=dict)
+    """complex -> households counted (Complex.HouseholdCounted)."""
+    household_complexes: dict[str, str] = field(default_factory=dict)
+    cited_spends: dict[str, list[Any]] = field(default_factory=dict)
+    """spend id -> [proposal id by FundSpent, by SpendCited, amount, cited amount, position]."""
+    tallies_recomputed: int = 0
     findings: list[Finding] = field(default_factory=list)
     findings_max: int = 100
     events: int = 0
@@ -350,6 +381,76 @@ class Scratch:
             fund.spent_total_won += amount
             self.system[FUND_SPENDING] += amount
             self._not_negative(position, label, fund.balance_won)
+            if data.get("proposal_id"):
+                cited = self.cited_spends.setdefault(data["spend_id"],
+                                                     [None, None, 0, 0, position])
+                cited[0], cited[2] = data["proposal_id"], amount
+        elif what == "HouseholdCounted":
+            complex_id = event.originator_id
+            self.households_counted[complex_id] = self.households_counted.get(complex_id, 0) + 1
+            household_id = _uuid(data, "household_id")
+            if household_id is not None:
+                self.household_complexes[household_id] = complex_id
+        elif what == "FundAllowanceSet":
+            pass  # a limit on later commands; no points move
+        else:
+            self.found(position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _proposal(self, what: str, event: Event) -> None:
+        """Recompute every tally and decision; spends citing a proposal stay within it."""
+        data = event.data
+        position = event.position
+        if what == "Opened":
+            self.proposals[event.originator_id] = ProposalTally(
+                _uuid(data, "complex_id"), data["amount_won"], data["quorum_bps"],
+                data["approval_bps"], position)
+            return
+        tally = self.proposals.get(event.originator_id)
+        if tally is None:
+            self.found(position, INCONSISTENT_EVENT, f"{event.name} of a proposal never opened")
+            tally = self.proposals[event.originator_id] = ProposalTally(None, 0, 0, 0, position)
+        tally.position = position
+        label = f"proposal {event.originator_id}"
+        if what == "BallotCast":
+            household_id = _uuid(data, "household_id") or ""
+            if tally.state != OPEN or household_id in tally.households:
+                self.found(position, TALLY_MISMATCH,
+                           f"{label}: a ballot of household {household_id} after the decision "
+                           "or a second one")
+            home = self.household_complexes.get(household_id)
+            if home is not None and home != tally.complex_id:
+                self.found(position, TALLY_MISMATCH,
+                           f"{label}: a ballot of household {household_id} of another complex")
+            tally.households.add(household_id)
+            if data["choice"] == "yes":
+                tally.yes_count += 1
+            else:
+                tally.no_count += 1
+        elif what == "Decided":
+            households = self.households_counted.get(tally.complex_id or "", 0)
+            ballots = tally.yes_count + tally.no_count
+            expected = decide(households, ballots, tally.yes_count, tally.quorum_bps,
+                              tally.approval_bps)
+            recorded = (data["outcome"], data["households_count"], data["ballots_count"],
+                        data["yes_count"], data["no_count"], data["quorum_bps"],
+                        data["approval_bps"])
+            computed = (expected, households, ballots, tally.yes_count, tally.no_count,
+                        tally.quorum_bps, tally.approval_bps)
+            self.tallies_recomputed += 1
+            if tally.state != OPEN or recorded != computed:
+                self.found(position, TALLY_MISMATCH,
+                           f"{label} recorded (outcome, households, ballots, yes, no, quorum, "
+                           f"approval) {recorded}, recomputed {computed}")
+            tally.state = data["outcome"]
+        elif what == "SpendCited":
+            amount = data["amount_won"]
+            tally.spent_won += amount
+            if tally.state != APPROVED or tally.spent_won > tally.amount_won:
+                self.found(position, PROPOSAL_OVERSPENT,
+                           f"{label} ({tally.state}) cited for {tally.spent_won:,} won of "
+                           f"{tally.amount_won:,}")
+            cited = self.cited_spends.setdefault(data["spend_id"], [None, None, 0, 0, position])
+            cited[1], cited[3] = event.originator_id, amount
         else:
             self.found(position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
 
@@ -540,6 +641,7 @@ class Scratch:
             self.found(self.clearing_since, TRADE_CLEARING_NOT_EMPTY,
                        f"trade clearing holds {self.system[TRADE_CLEARING]:,} won since this "
                        "position")
+        self._check_cited_spends()
         if self.check_accruals:
             for trade_id, trade in self.trades.items():
                 if not trade.recorded:
@@ -553,6 +655,15 @@ class Scratch:
                                f"received {trade.delivered_personal_won:,} + "
                                f"{trade.delivered_common_won:,}")
 
+    def _check_cited_spends(self) -> None:
+        """Every spend that names a proposal was counted by that proposal, for its amount."""
+        for spend_id, (named, counted_by, amount, counted, position) in self.cited_spends.items():
+            if (named is None or counted_by != proposal_aggregate_id(named).hex
+                    or amount != counted):
+                self.found(position, PROPOSAL_OVERSPENT,
+                           f"spend {spend_id} names proposal {named} but was counted by "
+                           f"{counted_by} ({amount:,} won named, {counted:,} counted)")
+
     def first_finding(self) -> Finding | None:
         return min(self.findings, key=lambda item: item.position, default=None)
 
@@ -564,4 +675,5 @@ _HANDLERS = {
     "Household": Scratch._household,
     "AccrualPolicy": Scratch._policy,
     "Trade": Scratch._trade,
+    "Proposal": Scratch._proposal,
 }

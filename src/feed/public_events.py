@@ -36,6 +36,7 @@ from ledger.events import Caused
 from ledger.household import Household, RentPaymentLocator
 from ledger.merchant import Merchant
 from ledger.policy import AccrualPolicy
+from ledger.proposal import Proposal
 from ledger.request import RequestRecord
 from ledger.resident import Resident
 from ledger.trade import Trade
@@ -80,7 +81,8 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(Complex.Registered, "fund", "complex_registered", 1),
     PublicType(Complex.CommonPointsAccrued, "fund", "common_points_accrued", 1),
     PublicType(Complex.CommonPointsClawedBack, "fund", "common_points_clawed_back", 1),
-    PublicType(Complex.FundSpent, "fund", "spent", 1),
+    PublicType(Complex.FundSpent, "fund", "spent", 2),
+    PublicType(Complex.FundAllowanceSet, "fund", "allowance_set", 1),
     PublicType(Household.Registered, "household", "registered", 1),
     PublicType(Household.RentInvoiceIssued, rent_area, "invoice_issued", 1),
     PublicType(Household.RentPaymentHeld, rent_area, "payment_held", 1),
@@ -105,14 +107,21 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(Trade.Refunded, "trade", "refunded", 1),
     PublicType(AccrualPolicy.Created, "policy", "created", 1),
     PublicType(AccrualPolicy.VersionSet, "policy", "version_set", 1),
+    PublicType(Proposal.Opened, "vote", "proposal_opened", 1),
+    PublicType(Proposal.Decided, "vote", "proposal_decided", 1),
 )
 
 INTERNAL_EVENT_CLASSES: tuple[type[Any], ...] = (
     RequestRecord.Accepted,  # Idempotency bookkeeping: holds other commands' outcomes.
     RentPaymentLocator.Registered,  # An index from payment id to household, nothing more.
+    Complex.HouseholdCounted,  # The quorum's count; household.registered is the public fact.
+    Proposal.BallotCast,  # Who voted how is for auditors only; vote.proposal_decided has the tally.
+    Proposal.SpendCited,  # fund.spent.v2 names the proposal a spend cites.
 )
 
-RETIRED_EVENT_TYPES: tuple[str, ...] = ()
+RETIRED_EVENT_TYPES: tuple[str, ...] = (
+    "fund.spent.v1",  # v2 adds proposal_id (resident votes gate fund spending).
+)
 """Earlier versions no longer published, whose checked-in schemas are kept unchanged."""
 
 REGISTRY: dict[type[Any], PublicType] = {public.event_class: public for public in PUBLIC_TYPES}

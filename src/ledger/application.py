@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger import commands as c
-from ledger import errors, limits, trading
+from ledger import errors, limits, trading, voting
 from ledger.checks import (
     check_amount,
     check_aware,
@@ -61,6 +61,7 @@ from ledger.policy import (
     POLICY_ID,
     AccrualPolicy,
 )
+from ledger.proposal import Proposal
 from ledger.request import RequestRecord, RequestRow, fingerprint, request_record_id
 from ledger.resident import Resident
 from ledger.trade import Trade
@@ -113,6 +114,7 @@ class Ledger(Application[UUID]):
     # table; the events table stays the only record.
     snapshotting_intervals = {  # noqa: RUF012  (the library reads this class attribute)
         Complex: 500, Household: 200, Resident: 200, Merchant: 500, AccrualPolicy: 50,
+        Proposal: 200,
     }
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
@@ -137,7 +139,11 @@ class Ledger(Application[UUID]):
             c.SettleRentPayment.name: self._settle_rent_payment,
             c.ReleaseRentPayment.name: self._release_rent_payment,
             c.ExpireRentPayment.name: self._expire_rent_payment,
-            c.SpendFund.name: self._spend_fund,
+            c.SpendFund.name: voting.spend_fund,
+            c.SetFundAllowance.name: voting.set_fund_allowance,
+            c.OpenProposal.name: voting.open_proposal,
+            c.CastBallot.name: voting.cast_ballot,
+            c.CloseProposal.name: voting.close_proposal,
         }
 
     def construct_transcoder(self) -> Transcoder:
@@ -428,12 +434,13 @@ class Ledger(Application[UUID]):
     def _register_household(self, command: c.RegisterHousehold, cause: Cause,
                             unit: UnitOfWork) -> Result:
         unit_name = check_identifier("unit", command.unit)
-        unit.get(Complex, command.complex_id, errors.unknown_complex)
+        fund = unit.get(Complex, command.complex_id, errors.unknown_complex)
         household_id = household_id_for(command.complex_id, unit_name)
         if unit.exists(household_id):
             raise DomainError(errors.household_exists, unit_name)
         household = Household.register(command.complex_id, unit_name, cause)
-        unit.change(household)
+        unit.change(household, fund)
+        fund.count_household(household_id, cause)  # the count a proposal's quorum is reckoned on
         return {"household_id": str(household_id)}, command.complex_id
 
     def _enrol_resident(self, command: c.EnrolResident, cause: Cause,
@@ -587,16 +594,6 @@ class Ledger(Application[UUID]):
                              unit: UnitOfWork) -> Result:
         now = check_aware("now", command.now)
         return self._release(command.payment_id, EXPIRED, now, cause, unit)
-
-    def _spend_fund(self, command: c.SpendFund, cause: Cause,
-                    unit: UnitOfWork) -> Result:
-        spend_id = check_identifier("spend_id", command.spend_id)
-        amount_won = check_amount(command.amount_won)
-        fund = unit.get(Complex, command.complex_id, errors.unknown_complex)
-        unit.change(fund)
-        fund.spend(spend_id, command.purpose, amount_won, command.decision_ref, cause)
-        return ({"complex_id": str(fund.id), "spend_id": spend_id, "amount_won": amount_won,
-                 "balance_won": fund.balance_won}, fund.id)
 
     # Reads for tests, the CLI and the seeder (the API reads projections). ------------------
 

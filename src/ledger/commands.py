@@ -155,9 +155,63 @@ class ExpireRentPayment(Command):
 
 @dataclass(frozen=True)
 class SpendFund(Command):
+    """A spend cites an approved proposal (`proposal_id`), or stays within the month's
+    allowance; `decision_ref` is a free-text note kept for compatibility."""
+
     name: ClassVar[str] = "spend_fund"
     complex_id: UUID
     spend_id: str
     purpose: str
     amount_won: int
-    decision_ref: str
+    decision_ref: str = ""
+    proposal_id: str | None = None
+
+    def content(self) -> dict[str, Any]:
+        # Without a proposal, the fingerprint is the one spends had before proposals
+        # existed: a client retrying such a request is answered as before.
+        content = super().content()
+        if content["proposal_id"] is None:
+            del content["proposal_id"]
+        return content
+
+
+@dataclass(frozen=True)
+class SetFundAllowance(Command):
+    name: ClassVar[str] = "set_fund_allowance"
+    complex_id: UUID
+    allowance_won: int
+
+
+@dataclass(frozen=True)
+class OpenProposal(Command):
+    name: ClassVar[str] = "open_proposal"
+    complex_id: UUID
+    proposal_id: str
+    purpose: str
+    title: str
+    amount_won: int
+    voting_closes_at: datetime
+    voting_opens_at: datetime | None = None
+    quorum_bps: int | None = None
+    approval_bps: int | None = None
+
+
+@dataclass(frozen=True)
+class CastBallot(Command):
+    """A resident votes for their household, or a coordinator for them (with consent_ref)."""
+
+    name: ClassVar[str] = "cast_ballot"
+    proposal_id: str
+    resident_id: UUID
+    choice: str
+    consent_ref: str = ""
+
+
+@dataclass(frozen=True)
+class CloseProposal(Command):
+    """Decide a proposal whose window has closed; `now` is the closer's clock (the sweeper's),
+    else the request's time."""
+
+    name: ClassVar[str] = "close_proposal"
+    proposal_id: str
+    now: datetime | None = None

@@ -7,8 +7,13 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger import errors, limits
 from ledger.errors import DomainError
-from ledger.events import FUND_SPENDING, Cause, LedgerAggregate, Posting, account
+from ledger.events import FUND_SPENDING, KST, Cause, LedgerAggregate, Posting, account
 from ledger.owed import OwedAccount, accrual_postings, clawback_postings
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from ledger.proposal import Proposal
 
 FUND_PURPOSES = ("facility", "event", "upkeep")
 
@@ -29,6 +34,21 @@ class Complex(OwedAccount, LedgerAggregate):
         accrued_total_won: int
         spent_total_won: int
         spend_ids: set[str]
+        households_count: int
+        allowance_won: int | None
+        allowance_month: str
+        allowance_spent_won: int
+
+    # State added with resident votes. Class attributes, so that complexes registered,
+    # and snapshots taken, before it read as "no households counted, default allowance".
+    households_count = 0
+    """Households registered in the complex (Household.Registered counted by HouseholdCounted)."""
+    allowance_won = None
+    """The operator's monthly allowance for spends without a proposal; None: the default."""
+    allowance_month = ""
+    """The KST month ('YYYY-MM') of the latest spend without a proposal."""
+    allowance_spent_won = 0
+    """What spends without a proposal took in `allowance_month`."""
 
     balance_name = "balance_won"  # what OwedAccount credits and claws back
 
@@ -97,38 +117,103 @@ class Complex(OwedAccount, LedgerAggregate):
                            **self.clawback_fields(amount_won), **cause.fields(self.id))
         self.check_not_negative()
 
+    class HouseholdCounted(LedgerAggregate.Event):
+        """A household was registered in the complex (saved with its Household.Registered):
+        the count that a proposal's quorum is reckoned against."""
+
+        household_id: UUID
+
+        def apply(self, fund: Complex) -> None:
+            fund.households_count += 1
+
+    def count_household(self, household_id: UUID, cause: Cause) -> None:
+        households_before = self.households_count
+        self.trigger_event(self.HouseholdCounted, household_id=household_id,
+                           **cause.fields(self.id))
+        assert self.households_count == households_before + 1
+
+    class FundAllowanceSet(LedgerAggregate.Event):
+        """The operator set what the fund may spend per KST month without a proposal."""
+
+        allowance_won: int
+
+        def apply(self, fund: Complex) -> None:
+            fund.allowance_won = self.allowance_won
+
+    def set_allowance(self, allowance_won: int, cause: Cause) -> None:
+        if (type(allowance_won) is not int
+                or not 0 <= allowance_won <= limits.amount_won_max):
+            raise DomainError(errors.invalid_amount, f"allowance {allowance_won!r}")
+        self.trigger_event(self.FundAllowanceSet, allowance_won=allowance_won,
+                           **cause.fields(self.id))
+
+    def allowance_left_won(self, moment: datetime) -> int:
+        """What spends without a proposal may still take in `moment`'s KST month."""
+        allowance_won = (limits.fund_allowance_won_default if self.allowance_won is None
+                         else self.allowance_won)
+        spent_won = self.allowance_spent_won if self.allowance_month == kst_month(moment) else 0
+        return max(0, allowance_won - spent_won)
+
     class FundSpent(LedgerAggregate.Event):
+        """Points left the fund. `proposal_id` names the approved proposal the spend cites;
+        empty for a spend within the monthly allowance (and for spends recorded before
+        proposals existed, which cited only `decision_ref`)."""
+
         spend_id: str
         purpose: str
         amount_won: int
         decision_ref: str
+        proposal_id: str = ""
 
         def apply(self, fund: Complex) -> None:
             fund.balance_won -= self.amount_won
             fund.spent_total_won += self.amount_won
             fund.spend_ids.add(self.spend_id)
+            if not self.proposal_id:
+                month = kst_month(self.occurred_at)
+                if fund.allowance_month != month:
+                    fund.allowance_month = month
+                    fund.allowance_spent_won = 0
+                fund.allowance_spent_won += self.amount_won
 
         def postings(self) -> list[Posting]:
             return [(account("fund", self.originator_id), -self.amount_won),
                     (FUND_SPENDING, self.amount_won)]
 
-    def check_spend(self, spend_id: str, purpose: str, amount_won: int,
-                    decision_ref: str) -> None:
+    def check_spend(self, spend_id: str, purpose: str, amount_won: int, decision_ref: str,
+                    proposal: Proposal | None, moment: datetime) -> None:
+        """A spend cites an approved proposal of this complex, within what the proposal has
+        left, or stays within this KST month's allowance; and the fund covers it."""
         if purpose not in FUND_PURPOSES:
             raise DomainError(errors.invalid_purpose, purpose)
-        if not decision_ref or len(decision_ref) > limits.string_length_max:
+        if not isinstance(decision_ref, str) or len(decision_ref) > limits.string_length_max:
             raise DomainError(errors.invalid_field, "decision_ref")
         if spend_id in self.spend_ids:
             raise DomainError(errors.spend_exists, spend_id)
+        if proposal is not None:
+            proposal.check_spend(self.id, purpose, amount_won)
+        elif amount_won > self.allowance_left_won(moment):
+            raise DomainError(
+                errors.allowance_exceeded,
+                f"{self.allowance_left_won(moment)} left this month, spend asks {amount_won}")
         if amount_won > self.balance_won:
             raise DomainError(errors.insufficient_fund,
                               f"fund holds {self.balance_won}, spend asks {amount_won}")
 
     def spend(self, spend_id: str, purpose: str, amount_won: int, decision_ref: str,
-              cause: Cause) -> None:
-        self.check_spend(spend_id, purpose, amount_won, decision_ref)
-        # After this point, the debit must succeed.
+              proposal: Proposal | None, cause: Cause) -> None:
+        self.check_spend(spend_id, purpose, amount_won, decision_ref, proposal,
+                         cause.occurred_at)
+        # After this point, the debit (and the proposal's share of it) must succeed.
         self.trigger_event(self.FundSpent, spend_id=spend_id, purpose=purpose,
                            amount_won=amount_won, decision_ref=decision_ref,
+                           proposal_id="" if proposal is None else proposal.proposal_id,
                            **cause.fields(self.id))
+        if proposal is not None:
+            proposal.cite_spend(spend_id, amount_won, cause)
         assert self.balance_won >= 0
+
+
+def kst_month(moment: datetime) -> str:
+    """'YYYY-MM' of a moment in Korea Standard Time: allowances are per KST month."""
+    return moment.astimezone(KST).strftime("%Y-%m")

@@ -129,6 +129,49 @@ payout_exists = _kind(
     "같은 번호의 지급이 이미 기록되어 있습니다.")
 nothing_to_pay_out = _kind(
     "nothing_to_pay_out", 409, "The settlement account is empty.", "정산 계좌가 비어 있습니다.")
+# Resident votes and the spends they gate (ledger.proposal).
+unknown_proposal = _kind(
+    "unknown_proposal", 404, "No such proposal in this complex.",
+    "이 단지에 해당 안건이 없습니다.")
+proposal_exists = _kind(
+    "proposal_exists", 409, "A proposal with this id already exists.",
+    "같은 번호의 안건이 이미 있습니다.")
+invalid_voting_window = _kind(
+    "invalid_voting_window", 422,
+    "The voting window must close after it opens and after now, within the limits.",
+    "투표 기간은 시작 이후, 현재 이후에 끝나야 하며 한도 내여야 합니다.")
+voting_not_open = _kind(
+    "voting_not_open", 409, "Voting on this proposal has not opened yet.",
+    "이 안건의 투표가 아직 시작되지 않았습니다.")
+voting_closed = _kind(
+    "voting_closed", 409, "Voting on this proposal has closed.",
+    "이 안건의 투표가 마감되었습니다.")
+voting_not_over = _kind(
+    "voting_not_over", 409, "The voting window has not closed yet.",
+    "투표 기간이 아직 끝나지 않았습니다.")
+already_voted = _kind(
+    "already_voted", 409, "This household has already voted on the proposal.",
+    "이 세대는 이미 이 안건에 투표했습니다.")
+resident_not_in_complex = _kind(
+    "resident_not_in_complex", 403, "The resident does not live in the proposal's complex.",
+    "입주민이 이 안건의 단지에 속하지 않습니다.")
+proposal_decided = _kind(
+    "proposal_decided", 409, "The proposal has already been decided.",
+    "이미 결정된 안건입니다.")
+proposal_not_approved = _kind(
+    "proposal_not_approved", 409, "The proposal cited by the spend is not approved.",
+    "사용 근거 안건이 승인되지 않았습니다.")
+proposal_purpose_mismatch = _kind(
+    "proposal_purpose_mismatch", 422, "The spend's purpose differs from the proposal's.",
+    "사용 목적이 안건의 목적과 다릅니다.")
+proposal_amount_exceeded = _kind(
+    "proposal_amount_exceeded", 409,
+    "Spends citing this proposal would exceed its approved amount.",
+    "이 안건을 근거로 한 사용액이 승인 금액을 넘습니다.")
+allowance_exceeded = _kind(
+    "allowance_exceeded", 409,
+    "Without an approved proposal, this month's spends would exceed the complex's allowance.",
+    "승인된 안건 없이 이번 달 사용액이 단지의 소액 사용 한도를 넘습니다.")
 request_id_reused = _kind(
     "request_id_reused", 409, "This request id was already used for a different request.",
     "이 요청 번호는 다른 요청에 이미 사용되었습니다.")

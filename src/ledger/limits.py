@@ -40,6 +40,35 @@ hold_seconds_min = 60
 hold_seconds_max = 31 * 24 * 3600
 """No hold may last longer than a month."""
 
+# Resident votes on common-fund spending (ledger.proposal): the defaults and bounds.
+
+quorum_bps_default = 3_000
+"""A proposal is decided only if ballots came from at least 30 % of the complex's
+registered households (ballots x 10,000 >= quorum_bps x households)."""
+
+approval_bps_default = 5_000
+"""A proposal is approved if yes ballots are more than 50 % of the ballots cast
+(yes x 10,000 > approval_bps x ballots): a simple majority."""
+
+approval_bps_max = 9_999
+"""The strictest approval threshold: more than 99.99 % yes, i.e. no household against."""
+
+voting_window_seconds_min = 3600
+"""A voting window is open for at least an hour."""
+
+voting_window_seconds_max = 60 * 24 * 3600
+"""A voting window is open for at most 60 days."""
+
+voting_opens_within_seconds_max = 60 * 24 * 3600
+"""A proposal's voting opens at most 60 days after it is proposed."""
+
+title_length_max = 100
+"""A proposal's title: short, and no personal data."""
+
+fund_allowance_won_default = 300_000
+"""What a complex's fund may spend per KST month without citing an approved proposal,
+until the operator sets the complex's own allowance."""
+
 batch_commands_max = 512
 """Commands that share one transaction in the group commit."""
 

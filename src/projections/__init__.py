@@ -7,6 +7,14 @@ search_path is that schema (see `projections.runner.connect`).
 
 from projections.complex_funds import fund
 from projections.market_views import market_stats, merchant_settlement
+from projections.proposals import (
+    ballots,
+    complex_proposals,
+    due_proposals,
+    fund_spends,
+    household_ballot,
+    proposal,
+)
 from projections.rent_payments import due_holds, household_rent, rent_payment
 from projections.runner import (
     ALL,
@@ -27,14 +35,20 @@ from projections.wallet_balances import (
 __all__ = [
     "ALL",
     "ProjectionRunner",
+    "ballots",
+    "complex_proposals",
     "connect",
     "due_holds",
+    "due_proposals",
     "fold_all",
     "fund",
+    "fund_spends",
+    "household_ballot",
     "household_rent",
     "market_stats",
     "merchant_settlement",
     "positions",
+    "proposal",
     "read_all",
     "rebuild",
     "rent_payment",

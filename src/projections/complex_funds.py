@@ -95,6 +95,8 @@ class ComplexFunds(Projection):
                             spends_count=1, spent_won=data["amount_won"])
                 changes.set(OUTFLOWS.name, (complex_id, data["purpose"], data["decision_ref"]),
                             last_spent_at=event.occurred_at)
+            elif kind in ("HouseholdCounted", "FundAllowanceSet"):
+                pass  # counted by the proposals projection: no points move
             else:
                 raise AssertionError(f"unknown complex event {event.name}")
             changes.set(FUNDS.name, key, position=event.position)

@@ -33,12 +33,14 @@ from ledger.trade import trade_aggregate_id
 from projections.base import Key, Projection, Row, TradeFacts, merge_into, read_table
 from projections.complex_funds import ComplexFunds
 from projections.market_views import MarketViews
+from projections.proposals import Proposals
 from projections.rent_payments import RentPayments
 from projections.wallet_balances import WalletBalances
 
 log = logging.getLogger(__name__)
 
-ALL: tuple[Projection, ...] = (WalletBalances(), ComplexFunds(), RentPayments(), MarketViews())
+ALL: tuple[Projection, ...] = (WalletBalances(), ComplexFunds(), RentPayments(), MarketViews(),
+                               Proposals())
 
 TRACKING_TABLE = "p_tracking"
 SHADOW_SUFFIX = "__new"

@@ -51,6 +51,7 @@ from ledger.database import ConnectionSettings
 from ledger.errors import DatabaseUnavailable, DomainError
 from ledger.events import Cause
 from ledger.household import Household, RentPaymentLocator, rent_payment_locator_id
+from ledger.proposal import Proposal, proposal_aggregate_id
 from ledger.resident import Resident
 from ledger.trade import Trade, trade_aggregate_id
 
@@ -63,7 +64,8 @@ COMMANDS: dict[str, type[c.Command]] = {
         c.RegisterComplex, c.RegisterHousehold, c.EnrolResident, c.MoveOut, c.RegisterMerchant,
         c.PayOutMerchant, c.SetAccrualPolicy, c.RecordTrade, c.RefundTrade,
         c.IssueRentInvoice, c.PayRent, c.SettleRentPayment, c.ReleaseRentPayment,
-        c.ExpireRentPayment, c.SpendFund)}
+        c.ExpireRentPayment, c.SpendFund, c.SetFundAllowance, c.OpenProposal, c.CastBallot,
+        c.CloseProposal)}
 GLOBAL = -1
 """The partition of lines that belong to no complex: run alone, as barriers."""
 INVALID_LINE = "invalid_line"
@@ -210,6 +212,8 @@ class Owners:
             self.complexes[trade_aggregate_id(command.trade_id)] = complex_id
         elif isinstance(command, c.PayRent):
             self.complexes[rent_payment_locator_id(command.payment_id)] = complex_id
+        elif isinstance(command, c.OpenProposal):
+            self.complexes[proposal_aggregate_id(command.proposal_id)] = complex_id
 
     def owner_ids(self, command: c.Command) -> UUID | None:
         """The id whose complex the line belongs to (None: the line names a complex or none)."""
@@ -224,13 +228,16 @@ class Owners:
                 return trade_aggregate_id(command.trade_id)
             case c.SettleRentPayment() | c.ReleaseRentPayment() | c.ExpireRentPayment():
                 return rent_payment_locator_id(command.payment_id)
+            case c.CastBallot() | c.CloseProposal():
+                return proposal_aggregate_id(command.proposal_id)
         return None
 
     def complex_of(self, command: c.Command) -> UUID | None:
         match command:
             case c.RegisterComplex():
                 return complex_id_for(command.code)
-            case c.RegisterHousehold() | c.SpendFund():
+            case (c.RegisterHousehold() | c.SpendFund() | c.SetFundAllowance()
+                  | c.OpenProposal()):
                 return command.complex_id
         owner = self.owner_ids(command)
         return None if owner is None else self.complexes.get(owner)
@@ -241,7 +248,7 @@ class Owners:
         for start in range(0, len(missing), limits.import_lookup_ids_max):
             found = self.ledger.load_many(missing[start:start + limits.import_lookup_ids_max])
             for aggregate_id, aggregate in found.items():
-                if isinstance(aggregate, Household | Resident | RentPaymentLocator):
+                if isinstance(aggregate, Household | Resident | RentPaymentLocator | Proposal):
                     self.complexes[aggregate_id] = aggregate.home_complex_id
                 elif isinstance(aggregate, Trade):
                     self.complexes[aggregate_id] = aggregate.buyer_complex_id

@@ -5,8 +5,11 @@ The default is small (2 complexes, 40 households, one month). `--complexes 29
 at rates modelled on the pilot: every household trades a few times a month in
 both markets, 2 % of trades are refunded, billing issues rent invoices on the
 20th and about one household in eight pays part of its rent with points (most
-settled, some released, a few left to expire), managers spend from their funds,
-and a few residents move out each month.
+settled, some released, a few left to expire), each complex's manager opens a
+spending proposal that 25-55 % of its households vote on (most say yes; some
+proposals miss the quorum or the majority), the sweeper decides it when its window
+closes, managers spend what was approved and a small amount within the monthly
+allowance, and a few residents move out each month.
 
 Time is simulated: every command carries the platform time it happened at
 (`occurred_at`), in Korea Standard Time; the recorded time is the real clock.
@@ -58,6 +61,17 @@ REFUND_RATE = 0.02
 POINTS_PAYMENT_RATE = 0.2
 RENT_BY_POINTS_RATE = 0.12
 MOVE_OUT_RATE = 0.004
+TURNOUTS = (0.25, 0.35, 0.45, 0.55)
+"""Share of a complex's households that vote on a proposal (the default quorum is 30 %)."""
+YES_RATES = (0.35, 0.7, 0.8, 0.9)
+"""Share of the ballots that say yes (more than half is needed)."""
+COORDINATOR_BALLOT_RATE = 0.1
+VOTING_DAYS = 10
+PROPOSAL_TITLES = {
+    "facility": ("Playroom mats", "Study room desks", "Fitness corner bench"),
+    "event": ("Harvest festival", "Children's day picnic", "Senior lunch"),
+    "upkeep": ("Stairwell cleaning", "Ventilation filter change", "Garden trimming"),
+}
 CHUNK_COMMANDS = 4_000
 
 
@@ -226,7 +240,8 @@ class Seeder:
                 if self.random.random() < REFUND_RATE]
             self._run(refunds, bar)
         self._rent(first, residents, bar)
-        self._fund_spends(first + timedelta(days=days - 2), bar)
+        approved = self._votes(first, residents, bar)
+        self._fund_spends(first + timedelta(days=days - 2), approved, bar)
         self._move_outs(first + timedelta(days=days - 1), residents, bar)
 
     def _trade(self, day: date, residents: list[tuple[UUID, UUID]]
@@ -303,19 +318,96 @@ class Seeder:
                                 self._cause(OPERATOR, "operator", expired_at)))
         self._run(answers, bar)
 
-    def _fund_spends(self, day: date, bar: Any) -> None:
+    def _votes(self, first: date, residents: list[tuple[UUID, UUID]], bar: Any
+               ) -> dict[UUID, tuple[str, str, int]]:
+        """Each complex votes on one proposal this month; its approved one, by complex."""
+        opened_day = first + timedelta(days=1)
+        closes_at = datetime(opened_day.year, opened_day.month, opened_day.day, 18,
+                             tzinfo=KST) + timedelta(days=VOTING_DAYS)
+        opens: list[tuple[c.Command, Cause]] = []
+        for complex_id in self.world.complexes:
+            fund = self.ledger.load(complex_id)
+            balance_won = fund.balance_won if isinstance(fund, Complex) else 0
+            purpose = self.random.choice(("facility", "event", "upkeep"))
+            amount_won = max(50_000, balance_won // 2 // 1_000 * 1_000)
+            proposal_id = f"VOTE-{self.run_tag}-{self.requests + 1}"
+            opens.append((c.OpenProposal(
+                complex_id, proposal_id, purpose,
+                self.random.choice(PROPOSAL_TITLES[purpose]), amount_won, closes_at),
+                self._cause(uuid.uuid5(complex_id, "manager"), "manager",
+                            self._at(opened_day, 9, 12))))
+        opened = [(command, outcome) for (command, _), outcome in zip(
+            opens, self._run(opens, bar), strict=True) if outcome is not None]
+        voters: dict[UUID, UUID] = {}  # household -> one of its residents still living there
+        for resident_id, household_id in residents:
+            voters.setdefault(household_id, resident_id)
+        ballots: list[tuple[c.Command, Cause]] = []
+        closes: list[tuple[c.Command, Cause]] = []
+        households: dict[UUID, list[UUID]] = {}
+        for household_id, complex_id in self.world.households:
+            households.setdefault(complex_id, []).append(household_id)
+        for command, _ in opened:
+            assert isinstance(command, c.OpenProposal)
+            turnout = self.random.choice(TURNOUTS)
+            yes_rate = self.random.choice(YES_RATES)
+            complex_id = command.complex_id
+            for household_id in households.get(complex_id, []):
+                voter = voters.get(household_id)
+                if voter is None or self.random.random() >= turnout:
+                    continue
+                resident_id = voter
+                choice = "yes" if self.random.random() < yes_rate else "no"
+                at = self._at(opened_day + timedelta(days=self.random.randrange(VOTING_DAYS)))
+                if self.random.random() < COORDINATOR_BALLOT_RATE:
+                    ballots.append((c.CastBallot(command.proposal_id, resident_id, choice,
+                                                 "consent-form-paper"),
+                                    self._cause(uuid.uuid5(complex_id, "coordinator"),
+                                                "coordinator", at, on_behalf_of=resident_id)))
+                else:
+                    ballots.append((c.CastBallot(command.proposal_id, resident_id, choice),
+                                    self._cause(resident_id, "resident", at)))
+            swept_at = closes_at + timedelta(minutes=1)
+            closes.append((c.CloseProposal(command.proposal_id, swept_at),
+                           self._cause(OPERATOR, "operator", swept_at)))
+        self._run(ballots, bar)
+        approved: dict[UUID, tuple[str, str, int]] = {}
+        for (command, _), outcome in zip(closes, self._run(closes, bar), strict=True):
+            assert isinstance(command, c.CloseProposal)
+            if outcome is not None and outcome["state"] == "approved":
+                proposal = next(opened_command for opened_command, _ in opened
+                                if isinstance(opened_command, c.OpenProposal)
+                                and opened_command.proposal_id == command.proposal_id)
+                assert isinstance(proposal, c.OpenProposal)
+                approved[proposal.complex_id] = (proposal.proposal_id, proposal.purpose,
+                                                 proposal.amount_won)
+        return approved
+
+    def _fund_spends(self, day: date, approved: dict[UUID, tuple[str, str, int]],
+                     bar: Any) -> None:
+        """What each vote approved (as far as the fund goes), and a small upkeep spend
+        within the monthly allowance."""
         items: list[tuple[c.Command, Cause]] = []
         for complex_id in self.world.complexes:
             fund = self.ledger.load(complex_id)
-            if not isinstance(fund, Complex) or fund.balance_won < 10_000:
+            if not isinstance(fund, Complex):
                 continue
-            amount_won = fund.balance_won * self.random.choice((30, 50, 70)) // 100
-            purpose = self.random.choice(("facility", "event", "upkeep"))
+            balance_won = fund.balance_won
             manager = uuid.uuid5(complex_id, "manager")
-            items.append((c.SpendFund(complex_id, f"SPEND-{self.run_tag}-{self.requests + 1}",
-                                      purpose, amount_won,
-                                      f"council-{day.isoformat()}-{purpose}"),
-                          self._cause(manager, "manager", self._at(day, 10, 17))))
+            if complex_id in approved:
+                proposal_id, purpose, amount_won = approved[complex_id]
+                amount_won = min(amount_won, balance_won)
+                if amount_won > 0:
+                    balance_won -= amount_won
+                    items.append((c.SpendFund(
+                        complex_id, f"SPEND-{self.run_tag}-{self.requests + 1}", purpose,
+                        amount_won, proposal_id=proposal_id),
+                        self._cause(manager, "manager", self._at(day, 10, 17))))
+            small_won = self.random.randrange(20_000, 150_000, 1_000)
+            if balance_won >= small_won:
+                items.append((c.SpendFund(
+                    complex_id, f"SPEND-{self.run_tag}-{self.requests + 1}", "upkeep",
+                    small_won, f"cleaning-invoice-{day.isoformat()}"),
+                    self._cause(manager, "manager", self._at(day, 10, 17))))
         self._run(items, bar)
 
     def _move_outs(self, day: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:

@@ -1,4 +1,5 @@
-"""The expiry sweeper: a writer that releases rent holds whose deadline has passed."""
+"""The expiry sweeper: a writer that releases rent holds whose deadline has passed, and
+decides proposals whose voting window has closed."""
 
 from __future__ import annotations
 
@@ -55,7 +56,31 @@ class ExpirySweeper:
                 log.debug("expiry of %s skipped: %s", payment_id, error.code)
                 continue
             expired += 1
+        self.decide_due_proposals(moment)
         return expired
+
+    def decide_due_proposals(self, moment: datetime | None = None) -> int:
+        """Decide every open proposal whose window closed by `moment`; return how many.
+
+        Each is a CloseProposal command with the sweeper's clock and a request id derived
+        from the proposal, so two sweepers never decide one proposal twice (the second gets
+        `proposal_decided` or its first answer back).
+        """
+        moment = moment or now()
+        decided = 0
+        with self.pool.connection() as conn:
+            due = projections.due_proposals(conn, moment, limits.page_size_max)
+        for proposal_id in due:
+            cause = Cause(SWEEPER_ACTOR, "operator",
+                          f"decide-{uuid5(NAMESPACE_URL, proposal_id).hex}", moment)
+            try:
+                outcome = self.ledger.execute(c.CloseProposal(proposal_id, moment), cause)
+            except DomainError as error:  # decided meanwhile, by a manager or another sweeper
+                log.debug("decision of %s skipped: %s", proposal_id, error.code)
+                continue
+            if not outcome.replayed:
+                decided += 1
+        return decided
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
