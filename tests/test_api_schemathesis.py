@@ -18,7 +18,6 @@ the same each time and takes well under a minute and a half.
 from __future__ import annotations
 
 import re
-import threading
 import time
 import tomllib
 from collections import Counter
@@ -30,6 +29,7 @@ from typing import Any
 
 import schemathesis
 import uvicorn
+from anyio.from_thread import BlockingPortal
 from fastapi import FastAPI
 from schemathesis.checks import CHECKS
 from schemathesis.config import SchemathesisConfig
@@ -73,10 +73,11 @@ class Outcome:
 
 
 @contextmanager
-def served(app: FastAPI, senders: Counter[str]) -> Iterator[str]:
+def served(app: FastAPI, senders: Counter[str], portal: BlockingPortal) -> Iterator[str]:
     """The application on a loopback port, counting requests by the credentials they
     carry in `senders`. Its lifespan already runs under the fixture's client, so uvicorn
-    does not run it again."""
+    does not run it again; uvicorn serves on that client's event loop (`portal`), the loop
+    the lifespan opened the application's async read pool on, as one process would."""
 
     async def counted(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -87,18 +88,17 @@ def served(app: FastAPI, senders: Counter[str]) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(counted, host="127.0.0.1", port=0,
                                            lifespan="off", log_level="warning",
                                            access_log=False))
-    thread = threading.Thread(target=server.run, name="schemathesis-api", daemon=True)
-    thread.start()
+    serving = portal.start_task_soon(server.serve)
     deadline = time.monotonic() + 10
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        assert not serving.done() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        serving.result(timeout=10)
 
 
 def run_as(document: dict[str, Any], base_url: str, operation_ids: list[str],
@@ -190,7 +190,8 @@ def test_schemathesis_with_every_check_finds_no_disagreement(api: ApiWorld) -> N
     known = community(api)
     outcomes: dict[str, Outcome] = {}
     senders: Counter[str] = Counter()
-    with served(api.app, senders) as base_url:
+    assert api.client.portal is not None
+    with served(api.app, senders, api.client.portal) as base_url:
         outcomes["no token"] = run_as(document, base_url, operations_of(document, None),
                                       known)
         for role in ROLES:
