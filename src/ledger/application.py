@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -55,7 +55,7 @@ from ledger.household import (
     rent_payment_locator_id,
 )
 from ledger.merchant import Merchant
-from ledger.persistence import STALE_ALL, LedgerRecorder
+from ledger.persistence import STALE_ALL, LedgerRecorder, Statement
 from ledger.policy import (
     MERCHANT_KINDS,
     POLICY_ID,
@@ -259,6 +259,15 @@ class Ledger(Application[UUID]):
         """Run many commands in order, sharing transactions (bulk loading)."""
         return self.engine.execute_many(items)
 
+    def execute_atomically(
+            self, items: list[tuple[c.Command, Cause]],
+            companion_for: Callable[[list[tuple[int, DomainError]]], Sequence[Statement]],
+    ) -> list[Outcome | DomainError]:
+        """Run commands in order and commit all of them, with the statements
+        `companion_for` makes of their rejections, in one transaction (an import's
+        chunk); see `Engine.execute_atomically`."""
+        return self.engine.execute_atomically(items, companion_for)
+
     def close(self) -> None:
         """Answer queued commands, let the batch in flight finish, close the pools."""
         self.engine.close()
@@ -310,7 +319,7 @@ class Ledger(Application[UUID]):
             last_event=-1)  # placed when the batch is saved
         batch.staged.append(Staged(pending, events, result, request))
 
-    def save_batch(self, batch: Batch) -> list[int]:
+    def save_batch(self, batch: Batch, companion: Sequence[Statement] = ()) -> list[int]:
         all_events = [event for stage in batch.staged for event in stage.events]
         requests: list[RequestRow] = []
         count = 0
@@ -325,7 +334,8 @@ class Ledger(Application[UUID]):
         # request id accepted then must not be accepted again (a primary-key probe each).
         for request in requests:
             read_only[request_record_id(request.actor_id, request.request_id)] = 0
-        recordings = self.events.put(all_events, read_versions=read_only, requests=requests)
+        recordings = self.events.put(all_events, read_versions=read_only, requests=requests,
+                                     companion=companion)
         positions = [recording.notification.id for recording in recordings]
         self._last_position = positions[-1] if positions else 0
         return positions
