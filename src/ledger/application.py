@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger import commands as c
-from ledger import errors, limits, trading
+from ledger import errors, group_buying, limits, trading
 from ledger.checks import (
     check_amount,
     check_aware,
@@ -46,6 +46,7 @@ from ledger.database import database_url, eventsourcing_env
 from ledger.engine import Batch, Engine, Pending, Rejected, Staged
 from ledger.errors import DomainError
 from ledger.events import KST, Cause
+from ledger.groupbuy import GroupBuy, GroupBuyOrderLocator
 from ledger.household import (
     EXPIRED,
     RELEASED,
@@ -113,6 +114,7 @@ class Ledger(Application[UUID]):
     # table; the events table stays the only record.
     snapshotting_intervals = {  # noqa: RUF012  (the library reads this class attribute)
         Complex: 500, Household: 200, Resident: 200, Merchant: 500, AccrualPolicy: 50,
+        GroupBuy: 200,
     }
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
@@ -138,6 +140,10 @@ class Ledger(Application[UUID]):
             c.ReleaseRentPayment.name: self._release_rent_payment,
             c.ExpireRentPayment.name: self._expire_rent_payment,
             c.SpendFund.name: self._spend_fund,
+            c.OpenGroupBuy.name: group_buying.open_group_buy,
+            c.PlaceGroupBuyOrder.name: group_buying.place_order,
+            c.CancelGroupBuyOrder.name: group_buying.cancel_order,
+            c.CloseGroupBuy.name: self._close_group_buy,
         }
 
     def construct_transcoder(self) -> Transcoder:
@@ -508,6 +514,11 @@ class Ledger(Application[UUID]):
             self._evict([POLICY_ID])
             self._policy_loaded_at = moment
 
+    def _close_group_buy(self, command: c.CloseGroupBuy, cause: Cause,
+                         unit: UnitOfWork) -> Result:
+        self._refresh_policy(unit)  # a completed group buy records trades
+        return group_buying.close_group_buy(command, cause, unit)
+
     def _issue_rent_invoice(self, command: c.IssueRentInvoice, cause: Cause,
                             unit: UnitOfWork) -> Result:
         invoice_id = check_identifier("invoice_id", command.invoice_id)
@@ -628,7 +639,8 @@ def cacheable(aggregate: Aggregate) -> bool:
     """Whether an aggregate is kept in the cache: what commands touch again (wallets,
     households, funds, merchants, the policy), not trades, payment locators or request
     records, which are read again once at most."""
-    return not isinstance(aggregate, Trade | RentPaymentLocator | RequestRecord)
+    return not isinstance(aggregate, Trade | RentPaymentLocator | GroupBuyOrderLocator
+                          | RequestRecord)
 
 
 def now() -> datetime:
