@@ -11,13 +11,27 @@ from typing import Any
 from ledger import commands as c
 from ledger.application import Ledger, Outcome, now
 from ledger.conservation import fold
-from ledger.errors import DomainError
+from ledger.errors import DatabaseUnavailable, DomainError
+from ledger.events import Cause
 from ledger.groupbuy import GroupBuy, group_buy_aggregate_id
 from ledger.resident import Resident
 from test_ledger_concurrency import run_together
 from world import OPERATOR, World, cause
 
 RESIDENTS = 200
+RETRIES_MAX = 50
+
+
+def until_answered(ledger: Ledger, command: c.Command, why: Cause) -> Outcome:
+    """Run a command as a client does: on DatabaseUnavailable (nothing was decided, e.g. the
+    engine gave up after concurrent changes by another writer) retry with the same request
+    id, until it is accepted or refused."""
+    for _ in range(RETRIES_MAX):
+        try:
+            return ledger.execute(command, why)
+        except DatabaseUnavailable:
+            continue
+    return ledger.execute(command, why)
 
 
 def _residents(world: World, count: int, points_won: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
@@ -90,7 +104,8 @@ def test_two_writers_never_order_beyond_the_maximum(world: World) -> None:
         ledgers = [world.ledger, second]
 
         def order(index: int) -> Outcome:
-            return ledgers[index % 2].execute(
+            return until_answered(
+                ledgers[index % 2],
                 c.PlaceGroupBuyOrder(group_buy_id, f"two-{index}", residents[index], 2, 50),
                 cause(residents[index], "resident"))
 
@@ -116,11 +131,12 @@ def _race_the_close(world: World, ledgers: list[Ledger], quantity_min: int) -> N
 
     def act(index: int) -> Any:
         if index == 30:
-            return ledgers[index % len(ledgers)].execute(
-                c.CloseGroupBuy(group_buy_id), cause(OPERATOR, "operator",
-                                                     occurred_at=closing_at))
+            return until_answered(
+                ledgers[index % len(ledgers)], c.CloseGroupBuy(group_buy_id),
+                cause(OPERATOR, "operator", occurred_at=closing_at))
         resident = residents[index]
-        return ledgers[index % len(ledgers)].execute(
+        return until_answered(
+            ledgers[index % len(ledgers)],
             c.PlaceGroupBuyOrder(group_buy_id, f"race-{index}", resident, 1, 100),
             cause(resident, "resident"))
 

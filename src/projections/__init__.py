@@ -6,6 +6,13 @@ search_path is that schema (see `projections.runner.connect`).
 """
 
 from projections.complex_funds import fund
+from projections.group_buys import (
+    due_group_buys,
+    group_buy,
+    group_buy_order,
+    group_buy_orders,
+    open_group_buys,
+)
 from projections.market_views import market_stats, merchant_settlement
 from projections.rent_payments import due_holds, household_rent, rent_payment
 from projections.runner import (
@@ -23,12 +30,17 @@ __all__ = [
     "ALL",
     "ProjectionRunner",
     "connect",
+    "due_group_buys",
     "due_holds",
     "fold_all",
     "fund",
+    "group_buy",
+    "group_buy_order",
+    "group_buy_orders",
     "household_rent",
     "market_stats",
     "merchant_settlement",
+    "open_group_buys",
     "positions",
     "read_all",
     "rebuild",
