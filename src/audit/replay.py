@@ -35,12 +35,13 @@ from ledger import limits
 from ledger.database import ConnectionSettings
 from projections.base import Changes, Key, Projection, Row, Table, TradeFacts, typed
 from projections.complex_funds import FUNDS
+from projections.group_buys import GROUP_BUYS
 from projections.market_views import MERCHANTS
 from projections.rent_payments import INVOICES, PAYMENTS
 from projections.runner import ALL, TRACKING_TABLE
 from projections.wallet_balances import BALANCES, ENTRIES
 
-SCRATCH_TABLES = (BALANCES, FUNDS, MERCHANTS, INVOICES, PAYMENTS)
+SCRATCH_TABLES = (BALANCES, FUNDS, MERCHANTS, INVOICES, PAYMENTS, GROUP_BUYS)
 """The live tables the auditor's own fold is compared with."""
 
 PROJECTION_MISMATCH = "projection_mismatch"
@@ -69,6 +70,7 @@ class ReplayReport:
     projection_positions: dict[str, int]
     notes: list[str] = field(default_factory=list)
     points_by_kind: dict[str, int] = field(default_factory=dict)
+    group_buys_recomputed: int = 0
 
     def merged_with(self, other: ReplayReport) -> ReplayReport:
         """This report (the auditor's fold) with another half's findings and comparisons."""
@@ -78,7 +80,8 @@ class ReplayReport:
             rows_compared=self.rows_compared + other.rows_compared,
             projection_positions=self.projection_positions,
             notes=[*self.notes, *(n for n in other.notes if n not in self.notes)],
-            points_by_kind=self.points_by_kind)
+            points_by_kind=self.points_by_kind,
+            group_buys_recomputed=self.group_buys_recomputed)
 
     @property
     def first(self) -> Finding | None:
@@ -200,7 +203,8 @@ class Replay:
                             trades_recomputed=scratch.trades_recomputed,
                             rows_compared=self.rows_compared,
                             projection_positions=dict(self.cutoffs), notes=self.notes,
-                            points_by_kind=scratch.totals_by_kind())
+                            points_by_kind=scratch.totals_by_kind(),
+                            group_buys_recomputed=scratch.group_buys_recomputed)
 
     def _topic_filter(self) -> tuple[str, list[str]]:
         """The WHERE clause on topics for this part, and its LIKE patterns."""
@@ -410,6 +414,14 @@ class Replay:
                 self._check_row(table, live, (payment_id,), payment[4], {
                     "household_id": UUID(payment[0]), "invoice_id": payment[1],
                     "amount_won": payment[2], "status": payment[3]})
+
+        elif table is GROUP_BUYS:
+            for group_buy_id, group_buy in self.scratch.group_buys.items():
+                if group_buy.position > self.cutoffs["group_buys"]:
+                    continue
+                self._check_row(table, live, (group_buy_id,), group_buy.position, {
+                    "state": group_buy.state, "quantity_ordered": group_buy.quantity_ordered,
+                    "position": group_buy.position})
 
     def _check_row(self, table: Table, live: dict[Key, Row], key: Key, position: int,
                    want: dict[str, Any]) -> None:

@@ -67,6 +67,7 @@ class Verification:
             f"{counts['unchained_tail']:,} not chained yet, "
             f"{counts['checkpoints_verified']:,} checkpoint signatures verified",
             f"accruals recomputed: {counts['trades_recomputed']:,} trades",
+            f"group-buy outcomes recomputed: {counts.get('group_buys_recomputed', 0):,}",
             f"projection rows compared: {counts['rows_compared']:,}",
             *(f"note: {note}" for note in self.notes),
         ]
@@ -159,6 +160,7 @@ def verify_ledger(
         "unchained_tail": chain.unchained_tail,
         "checkpoints_verified": chain.checkpoints_verified,
         "trades_recomputed": replay.trades_recomputed, "rows_compared": replay.rows_compared,
+        "group_buys_recomputed": replay.group_buys_recomputed,
         "problems": len(findings),
     }
     result = Verification(
