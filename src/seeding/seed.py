@@ -5,8 +5,9 @@ The default is small (2 complexes, 40 households, one month). `--complexes 29
 at rates modelled on the pilot: every household trades a few times a month in
 both markets, 2 % of trades are refunded, billing issues rent invoices on the
 20th and about one household in eight pays part of its rent with points (most
-settled, some released, a few left to expire), managers spend from their funds,
-and a few residents move out each month.
+settled, some released, a few left to expire), merchants run group buys (some
+reach their minimum, some do not; see seeding.group_buys), managers spend from
+their funds, and a few residents move out each month.
 
 Time is simulated: every command carries the platform time it happened at
 (`occurred_at`), in Korea Standard Time; the recorded time is the real clock.
@@ -30,6 +31,7 @@ from ledger.complex import Complex
 from ledger.errors import DomainError
 from ledger.events import KST, Cause
 from ledger.resident import Resident
+from seeding.group_buys import seed_group_buys
 
 OPERATOR = uuid.UUID("0b1e0000-0000-4000-8000-000000000001")
 PLATFORM = uuid.UUID("0b1e0000-0000-4000-8000-000000000002")
@@ -225,6 +227,7 @@ class Seeder:
                 for trade_id, at in recorded[-day_trades:]
                 if self.random.random() < REFUND_RATE]
             self._run(refunds, bar)
+        self._group_buys(first, residents, bar)
         self._rent(first, residents, bar)
         self._fund_spends(first + timedelta(days=days - 2), bar)
         self._move_outs(first + timedelta(days=days - 1), residents, bar)
@@ -253,6 +256,16 @@ class Seeder:
                 points_used_won = min(wallet.available_won, amount_won // 2)
         return (c.RecordTrade(trade_id, market, category, seller, kind, buyer, amount_won,
                               points_used_won), self._cause(PLATFORM, "platform", at))
+
+    def _group_buys(self, first: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
+        complex_of = dict(self.world.households)
+        by_complex: dict[UUID, list[UUID]] = {}
+        for resident_id, household_id in residents:
+            by_complex.setdefault(complex_of[household_id], []).append(resident_id)
+        seed_group_buys(self.ledger, self.random, lambda items: self._run(items, bar),
+                        self._cause, self.run_tag,
+                        first, self.world.complexes, self.world.merchants, by_complex,
+                        OPERATOR)
 
     def _rent(self, first: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
         period = f"{first.year:04d}-{first.month:02d}"
