@@ -217,11 +217,16 @@ class Ledger(Application[UUID]):
         """Load into the cache, in one round trip, what the commands name and the cache
         lacks: a batch whose aggregates outgrew the cache then pays one round trip, not
         one (or two) per command."""
+        self.warm([aggregate_id for command in commands
+                   for aggregate_id in command.named_ids()])
+
+    def warm(self, aggregate_ids: list[UUID]) -> None:
+        """Load into the cache, in one round trip, those of these aggregates it lacks (a
+        command about to read many, such as a group buy's close, calls it first)."""
         cache = self.repository.cache
         if cache is None:
             return
-        missing = list({aggregate_id for command in commands
-                        for aggregate_id in command.named_ids()
+        missing = list({aggregate_id for aggregate_id in aggregate_ids
                         if not self.cached(aggregate_id)})
         if len(missing) < limits.prefetch_ids_min:
             return

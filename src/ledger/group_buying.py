@@ -139,6 +139,7 @@ def close_group_buy(command: c.CloseGroupBuy, cause: Cause, unit: UnitOfWork) ->
     group_buy = _group_buy(command.group_buy_id, unit)
     outcome = group_buy.outcome_at(cause.occurred_at)
     orders = group_buy.open_order_items()
+    unit.read_ahead(list({order["resident_id"] for _, order in orders}))
     wallets: dict[UUID, Resident] = {}
     for _, order in orders:
         resident_id = order["resident_id"]
