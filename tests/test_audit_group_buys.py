@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from audit.history import statement
 from audit.scratch import GROUP_BUY_MISMATCH, Scratch
 from audit.verification import verify_ledger
 from eventlog.log import Event, decode_rows
 from ledger import commands as c
 from ledger.application import now
+from ledger.events import KST
+from ledger.groupbuy import GroupBuy, group_buy_aggregate_id
 from test_audit_verify import chain, project
 from world import OPERATOR, World, cause
 
@@ -102,3 +105,24 @@ def test_an_order_left_unsettled_is_found(world: World) -> None:
     spent = next(e for e in events if e.name == "Resident.OrderHoldSpent")
     found = _fold([e for e in events if e is not spent])
     assert any(f.startswith(GROUP_BUY_MISMATCH) and "never spent" in f for f in found), found
+
+
+def test_a_wallet_statement_explains_order_holds(world: World) -> None:
+    """A buyer's monthly statement has a line for each order hold, its release and its
+    payment, saying which group buy and order."""
+    group_buys(world)
+    buyer = world.ledger.snapshot(GroupBuy, group_buy_aggregate_id("GB-yes"))
+    assert buyer is not None
+    resident = buyer.orders["Y-1"]["resident_id"]
+    month = now().astimezone(KST).strftime("%Y-%m")
+    document = statement(world.database_url, world.schema, month, resident=resident)
+    assert document is not None
+    texts = [line["explanation"] for line in document["lines"]]
+    assert any("group buy GB-yes order Y-1: 1,000 won held for the order" in t for t in texts)
+    assert any("group buy GB-yes order Y-1: 1,000 won paid trade group-buy:Y-1" in t
+               for t in texts)
+    later = (now() + timedelta(days=2)).astimezone(KST).strftime("%Y-%m")
+    released = statement(world.database_url, world.schema, later, resident=resident)
+    assert released is not None
+    assert any("group buy GB-no order N-1: 500 won released (group_buy_cancelled)"
+               in line["explanation"] for line in released["lines"])

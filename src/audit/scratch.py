@@ -619,6 +619,8 @@ class Scratch:
     def _order_hold(self, event: Event, what: str) -> None:
         """A wallet's order hold: held when the order is placed; spent or released exactly
         as its cancellation or its group buy's outcome owes it."""
+        if not self.check_accruals:  # one wallet's statement: its group buys are not folded
+            return
         data = event.data
         order_id = data["order_id"]
         if what == "held":
