@@ -67,6 +67,7 @@ def read_targets(api: ApiWorld) -> dict[str, Callable[[str], str]]:
         "me_entries": lambda _relation: "/v1/me/wallet/entries",
         "policy": lambda _relation: "/v1/accrual-policy",
         "group_buy": lambda r: f"/v1/group-buys/{offers[r]}",
+        "group_buy_orders": lambda r: f"/v1/group-buys/{offers[r]}/orders",
         "complex_group_buys": lambda r: f"/v1/complexes/{complexes[r]}/group-buys",
     }
 
@@ -97,6 +98,9 @@ READ_MATRIX: dict[str, dict[str, tuple[int, int, int]]] = {
     "group_buy": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
                   "manager": COMPLEX_ONLY, "merchant": COMPLEX_ONLY, "operator": ALL_OK,
                   "platform": ALL_OK, "auditor": ALL_OK},
+    "group_buy_orders": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
+                         "manager": COMPLEX_ONLY, "merchant": COMPLEX_ONLY, "operator": ALL_OK,
+                         "platform": ALL_OK, "auditor": ALL_OK},
     "complex_group_buys": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
                            "manager": COMPLEX_ONLY, "operator": ALL_OK, "platform": ALL_OK,
                            "auditor": ALL_OK},

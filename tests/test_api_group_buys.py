@@ -53,6 +53,12 @@ def test_a_group_buy_from_opening_to_completion(api: ApiWorld) -> None:
         "completed", 2, 35_000 + 20_000)
     view = api.get("/v1/group-buys/GB-1", api.callers["platform"]).json()
     assert view["state"] == "completed" and view["closed"] == "early"
+    assert view["next_cursor"] is None
+    first = api.get("/v1/group-buys/GB-1/orders", merchant, limit=1).json()
+    second = api.get("/v1/group-buys/GB-1/orders", merchant, limit=1,
+                     cursor=first["next_cursor"]).json()
+    assert [o["order_id"] for o in first["orders"] + second["orders"]] == ["O-a1", "O-a2"]
+    assert second["next_cursor"] is None
     assert {order["status"] for order in view["orders"]} == {"settled"}
     assert {order["trade_id"] for order in view["orders"]} == {"group-buy:O-a1",
                                                                 "group-buy:O-a2"}

@@ -54,13 +54,18 @@ def test_group_buys_with_orders_and_states(world: World, runner: ProjectionRunne
             done["money_won_total"], done["complex_ids"]) == (
         "completed", 3, 2, "early", 19_000 + 10_000, [world.complex_id])
     statuses = {o["order_id"]: (o["status"], o["trade_id"])
-                for o in p.group_buy_orders(conn, "GB-done")}
+                for o in p.group_buy_orders(conn, "GB-done")["orders"]}
     assert statuses == {"O-1": ("settled", "group-buy:O-1"),
                         "O-2": ("settled", "group-buy:O-2"), "O-3": ("cancelled", None)}
     short = p.group_buy(conn, "GB-short")
     assert short is not None and (short["state"], short["closed"]) == (
         "cancelled", "minimum_not_reached")
-    assert [o["status"] for o in p.group_buy_orders(conn, "GB-short")] == ["released"]
+    assert [o["status"] for o in p.group_buy_orders(conn, "GB-short")["orders"]] == [
+        "released"]
+    first = p.group_buy_orders(conn, "GB-done", limit=2)
+    assert [o["order_id"] for o in first["orders"]] == ["O-1", "O-2"]
+    rest = p.group_buy_orders(conn, "GB-done", after=first["next_cursor"], limit=2)
+    assert ([o["order_id"] for o in rest["orders"]], rest["next_cursor"]) == (["O-3"], None)
     assert [g["group_buy_id"] for g in p.open_group_buys(conn, world.complex_id, now())] == [
         "GB-open"]
     assert p.due_group_buys(conn, now()) == []

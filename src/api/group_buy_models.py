@@ -147,9 +147,18 @@ class GroupBuySummary(ResponseBody):
 class GroupBuyView(GroupBuySummary):
     complex_ids: list[UUID]
     orders: list[GroupBuyOrderView] = Field(description=(
-        "The orders the caller may see, in the order they were placed (at most "
-        f"{limits.page_size_max}): a resident their own; a coordinator or manager those of "
-        "their complex; the merchant, the operator, the platform and auditors every one."))
+        f"The first {limits.page_size_max} orders the caller may see, in the order they were "
+        "placed: a resident their own; a coordinator or manager those of their complex; the "
+        "merchant, the operator, the platform and auditors every one. More: "
+        "`GET /v1/group-buys/{group_buy_id}/orders?cursor=next_cursor`."))
+    next_cursor: int | None = Field(default=None, description="Null when every order the "
+                                                               "caller may see is listed.")
+
+
+class GroupBuyOrdersPage(ResponseBody):
+    orders: list[GroupBuyOrderView]
+    next_cursor: int | None = Field(default=None, description="Pass as `cursor` for the "
+                                                               "next page; null on the last.")
 
 
 class ComplexGroupBuysView(ResponseBody):

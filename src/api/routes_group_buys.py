@@ -21,6 +21,7 @@ from api.group_buy_models import (
     GroupBuyOpened,
     GroupBuyOrderChanged,
     GroupBuyOrderRequest,
+    GroupBuyOrdersPage,
     GroupBuyOrderView,
     GroupBuyRequest,
     GroupBuySummary,
@@ -28,6 +29,7 @@ from api.group_buy_models import (
 )
 from api.problems import problem_responses
 from api.routes_common import IDEMPOTENCY_KEY_PATTERN, Read, Write, in_complex, reader, writer
+from api.routes_reads import Cursor, Limit
 from ledger import commands as c
 from ledger import errors, limits
 from ledger.application import now
@@ -144,47 +146,74 @@ def close_group_buy(group_buy_id: GroupBuyId,
 
 # Reads -----------------------------------------------------------------------------------
 
-def _visible_orders(read: Read, principal: Principal, row: dict[str, Any],
-                    conn: Any) -> list[dict[str, Any]] | None:
-    """The orders this caller may see, or None if they may not see the group buy at all."""
+def _visible_orders(read: Read, principal: Principal, row: dict[str, Any], conn: Any,
+                    cursor: int | None, limit: int) -> dict[str, Any] | None:
+    """The page of orders this caller may see, or None if they may not see the group buy."""
     group_buy_id = row["group_buy_id"]
     complex_ids = {str(complex_id) for complex_id in row["complex_ids"]}
+    after = cursor or 0
     if principal.role == Role.MERCHANT:
         if row["merchant_id"] != principal.subject:
             return None
-        return projections.group_buy_orders(conn, group_buy_id)
+        return projections.group_buy_orders(conn, group_buy_id, after=after, limit=limit)
     if principal.role in SEE_EVERY_ORDER:
-        return projections.group_buy_orders(conn, group_buy_id)
+        return projections.group_buy_orders(conn, group_buy_id, after=after, limit=limit)
     if principal.role in STAFF_ROLES:
         if str(principal.complex_id) not in complex_ids:
             return None
-        return [order for order in projections.group_buy_orders(conn, group_buy_id)
-                if in_complex(principal, order["complex_id"])]
+        return projections.group_buy_orders(conn, group_buy_id, complex_id=principal.complex_id,
+                                            after=after, limit=limit)
     assert principal.role == Role.RESIDENT
-    own = projections.group_buy_orders(conn, group_buy_id, principal.subject)
-    if own or str(_home_complex(read, principal.subject)) in complex_ids:
+    own = projections.group_buy_orders(conn, group_buy_id, resident_id=principal.subject,
+                                       after=after, limit=limit)
+    if own["orders"] or str(_home_complex(read, principal.subject)) in complex_ids:
         return own
     return None
 
 
-@router.get("/group-buys/{group_buy_id}", response_model=GroupBuyView, responses=READ_ERRORS,
-            tags=["group buys"],
-            summary="A group buy: its terms, state and ordered quantity, with the orders the "
-                    "caller may see (residents and staff of a complex it is open to, its "
-                    "merchant, the operator, the platform, auditors)")
-def get_group_buy(group_buy_id: GroupBuyId,
-                  read: Annotated[Read, Depends(reader(
-                      Role.RESIDENT, Role.COORDINATOR, Role.MANAGER, Role.MERCHANT,
-                      Role.OPERATOR, Role.PLATFORM, Role.AUDITOR))]) -> GroupBuyView:
+GROUP_BUY_READERS: Final = (Role.RESIDENT, Role.COORDINATOR, Role.MANAGER, Role.MERCHANT,
+                            Role.OPERATOR, Role.PLATFORM, Role.AUDITOR)
+
+
+def _group_buy_page(read: Read, group_buy_id: str, cursor: int | None, limit: int
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The group buy and a page of the orders this caller may see, or the 404 of a
+    missing group buy."""
     missing = DomainError(errors.unknown_group_buy, group_buy_id)
     with read.connection() as conn:
         row = projections.group_buy(conn, group_buy_id)
         if row is None:
             raise missing
-        orders = _visible_orders(read, read.principal, row, conn)
-    if orders is None:
+        page = _visible_orders(read, read.principal, row, conn, cursor, limit)
+    if page is None:
         raise missing
-    return GroupBuyView(**row, orders=[GroupBuyOrderView(**order) for order in orders])
+    return row, page
+
+
+@router.get("/group-buys/{group_buy_id}", response_model=GroupBuyView, responses=READ_ERRORS,
+            tags=["group buys"],
+            summary="A group buy: its terms, state and ordered quantity, with the first "
+                    f"{limits.page_size_max} orders the caller may see (residents and staff "
+                    "of a complex it is open to, its merchant, the operator, the platform, "
+                    "auditors)")
+def get_group_buy(group_buy_id: GroupBuyId,
+                  read: Annotated[Read, Depends(reader(*GROUP_BUY_READERS))]) -> GroupBuyView:
+    row, page = _group_buy_page(read, group_buy_id, None, limits.page_size_max)
+    return GroupBuyView(**row, orders=[GroupBuyOrderView(**order) for order in page["orders"]],
+                        next_cursor=page["next_cursor"])
+
+
+@router.get("/group-buys/{group_buy_id}/orders", response_model=GroupBuyOrdersPage,
+            responses=READ_ERRORS, tags=["group buys"],
+            summary="A page of a group buy's orders the caller may see, in the order they "
+                    "were placed (who may see the group buy)")
+def get_group_buy_orders(group_buy_id: GroupBuyId,
+                         read: Annotated[Read, Depends(reader(*GROUP_BUY_READERS))],
+                         cursor: Cursor = None,
+                         limit: Limit = limits.page_size_default) -> GroupBuyOrdersPage:
+    _, page = _group_buy_page(read, group_buy_id, cursor, limit)
+    return GroupBuyOrdersPage(orders=[GroupBuyOrderView(**order) for order in page["orders"]],
+                              next_cursor=page["next_cursor"])
 
 
 @router.get("/complexes/{complex_id}/group-buys", response_model=ComplexGroupBuysView,

@@ -158,21 +158,31 @@ def group_buy(conn: psycopg.Connection[Any], group_buy_id: str) -> dict[str, Any
     return row
 
 
-def group_buy_orders(conn: psycopg.Connection[Any], group_buy_id: str,
-                     resident_id: UUID | None = None,
-                     limit: int = limits.page_size_max) -> list[dict[str, Any]]:
-    """A group buy's orders in the order they were placed (only one resident's, if named)."""
+def group_buy_orders(conn: psycopg.Connection[Any], group_buy_id: str, *,
+                     resident_id: UUID | None = None, complex_id: UUID | None = None,
+                     after: int = 0, limit: int = limits.page_size_max
+                     ) -> dict[str, Any]:
+    """One page of a group buy's orders in the order they were placed (only one resident's,
+    or one complex's residents', if named): `after` is the `next_cursor` of the page
+    before."""
     limit = max(1, min(limit, limits.page_size_max))
+    conditions = ["group_buy_id = %s", "placed_position > %s"]
+    values: list[Any] = [group_buy_id, after]
+    if resident_id is not None:
+        conditions.append("resident_id = %s")
+        values.append(resident_id)
+    if complex_id is not None:
+        conditions.append("complex_id = %s")
+        values.append(complex_id)
     with conn.cursor(row_factory=dict_row) as cursor:
-        if resident_id is None:
-            cursor.execute(f"SELECT {_ORDER_COLUMNS} FROM p_group_buy_orders"
-                           " WHERE group_buy_id = %s ORDER BY placed_position LIMIT %s",
-                           (group_buy_id, limit))
-        else:
-            cursor.execute(f"SELECT {_ORDER_COLUMNS} FROM p_group_buy_orders"
-                           " WHERE group_buy_id = %s AND resident_id = %s"
-                           " ORDER BY placed_position LIMIT %s", (group_buy_id, resident_id, limit))
-        return cursor.fetchall()
+        cursor.execute(f"SELECT {_ORDER_COLUMNS}, placed_position FROM p_group_buy_orders"
+                       f" WHERE {' AND '.join(conditions)}"
+                       " ORDER BY placed_position LIMIT %s", (*values, limit + 1))
+        rows = cursor.fetchall()
+    next_cursor = rows[limit - 1]["placed_position"] if len(rows) > limit else None
+    for row in rows:
+        del row["placed_position"]
+    return {"orders": rows[:limit], "next_cursor": next_cursor}
 
 
 def group_buy_order(conn: psycopg.Connection[Any], order_id: str) -> dict[str, Any] | None:
