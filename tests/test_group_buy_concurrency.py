@@ -11,6 +11,7 @@ from typing import Any
 from ledger import commands as c
 from ledger.application import Ledger, Outcome, now
 from ledger.conservation import fold
+from ledger.engine import Pending
 from ledger.errors import DatabaseUnavailable, DomainError
 from ledger.events import Cause
 from ledger.groupbuy import GroupBuy, group_buy_aggregate_id
@@ -177,3 +178,24 @@ def test_orders_racing_the_close_on_two_writers(world: World) -> None:
         _race_the_close(world, [world.ledger, second], quantity_min=1_000)
     finally:
         second.close()
+
+
+def test_a_close_run_again_reading_fresh_settles_every_order(world: World) -> None:
+    """The engine's last resort after concurrent changes runs a command alone, reading every
+    aggregate from the database (`fresh`): the close then reads its wallets ahead in one
+    round trip and still settles every order, exactly as from memory."""
+    complex_id, residents = _residents(world, 30, 300)
+    group_buy_id = _open(world, complex_id, quantity_max=100, quantity_min=30)
+    for index, resident in enumerate(residents):
+        world.run(c.PlaceGroupBuyOrder(group_buy_id, f"fresh-{index}", resident, 1, 100),
+                  actor=resident, role="resident")
+    pending = Pending(c.CloseGroupBuy(group_buy_id), cause())
+    with world.ledger.engine.write_lock:
+        world.ledger.engine._attempt([pending], fresh=True)
+    assert pending.error is None, pending.error
+    assert pending.outcome is not None and pending.outcome["state"] == "completed"
+    _check_holds(world, residents, 300 - 100 + 45, {})  # 100 spent; 5 % of 900 accrued
+    for resident in residents:
+        wallet = world.ledger.snapshot(Resident, resident)
+        assert wallet is not None and wallet.spent_total_won == 100
+    assert fold(world.all_events()).problems() == []

@@ -449,3 +449,40 @@ def test_an_order_id_is_unique_across_residents_and_group_buys(world: World,
     market.open("GB-2")
     market.order(market.resident(), "O-1")
     rejected(world, "order_exists", c.PlaceGroupBuyOrder("GB-2", "O-1", market.resident(), 1, 0))
+
+
+def test_an_order_exactly_at_the_deadline_is_refused(world: World, market: Market) -> None:
+    """The deadline is the first moment an order is refused: group_buy_deadline_passed."""
+    deadline_at = now() + timedelta(days=1)
+    market.open(deadline_at=deadline_at)
+    rejected(world, "group_buy_deadline_passed",
+             c.PlaceGroupBuyOrder("GB-1", "O-1", market.resident(), 1, 0),
+             occurred_at=deadline_at)
+    market.order(market.resident(), "O-2", occurred_at=deadline_at - timedelta(seconds=1))
+    assert market.group_buy().quantity_ordered == 1
+
+
+def test_a_close_at_the_deadline_is_recorded_as_such(world: World, market: Market) -> None:
+    """Reaching the minimum and closing at (or after) the deadline records `deadline`."""
+    deadline_at = now() + timedelta(days=1)
+    market.open(quantity_min=1, deadline_at=deadline_at)
+    market.order(market.resident(), "O-1")
+    before = world.ledger.position()
+    market.close(at=deadline_at)
+    completed = next(e for e in world.events_after(before)
+                     if isinstance(e, GroupBuy.Completed))
+    assert (completed.closed, completed.orders_count) == ("deadline", 1)
+
+
+def test_a_coordinator_cancels_on_a_residents_behalf(world: World, market: Market) -> None:
+    """A coordinator's cancellation records the coordinator as actor, for the resident."""
+    market.open()
+    buyer = market.resident()
+    market.order(buyer, "O-1")
+    before = world.ledger.position()
+    world.run(c.CancelGroupBuyOrder("O-1"), actor=COORDINATOR, role="coordinator",
+              on_behalf_of=buyer)
+    cancelled = next(e for e in world.events_after(before)
+                     if isinstance(e, GroupBuy.OrderCancelled))
+    assert (cancelled.actor_role, cancelled.on_behalf_of, cancelled.resident_id) == (
+        "coordinator", buyer, buyer)

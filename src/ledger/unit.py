@@ -31,6 +31,8 @@ class AggregateSource(Protocol):
 
     def warm(self, aggregate_ids: list[UUID]) -> None: ...
 
+    def load_many(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]: ...
+
 
 class UnitOfWork:
     """The aggregates one command reads and changes, seen through the batch in flight.
@@ -47,6 +49,7 @@ class UnitOfWork:
         self.touched: dict[UUID, Aggregate] = {}
         self.versions_before: dict[UUID, int] = {}
         self.read: dict[UUID, int] = {}
+        self.read_fresh_ahead: dict[UUID, Aggregate] = {}
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         aggregate = self.batch.in_flight.get(aggregate_id) or self.touched.get(aggregate_id)
@@ -60,7 +63,8 @@ class UnitOfWork:
 
     def _read(self, aggregate_id: UUID) -> Aggregate | None:
         if self.fresh:
-            aggregate = self.ledger.load_fresh(aggregate_id)
+            aggregate = (self.read_fresh_ahead.pop(aggregate_id, None)
+                         or self.ledger.load_fresh(aggregate_id))
         else:
             aggregate = self.ledger.load(aggregate_id)
         version = 0 if aggregate is None else aggregate.version
@@ -71,12 +75,15 @@ class UnitOfWork:
         return aggregate
 
     def read_ahead(self, aggregate_ids: list[UUID]) -> None:
-        """About to read many aggregates: load those not in flight nor cached together, in
-        one round trip (a fresh unit reads each from the database anyway)."""
+        """About to read many aggregates: load those not in flight nor yet read together,
+        in one round trip (into the cache; a fresh unit keeps them for its own reads)."""
+        wanted = [aggregate_id for aggregate_id in aggregate_ids
+                  if aggregate_id not in self.batch.in_flight
+                  and aggregate_id not in self.touched and aggregate_id not in self.read]
         if not self.fresh:
-            self.ledger.warm([aggregate_id for aggregate_id in aggregate_ids
-                              if aggregate_id not in self.batch.in_flight
-                              and aggregate_id not in self.touched])
+            self.ledger.warm(wanted)
+        elif wanted:
+            self.read_fresh_ahead.update(self.ledger.load_many(wanted))
 
     def get(self, cls: type[A], aggregate_id: UUID, missing_code: str) -> A:
         aggregate = self.find(cls, aggregate_id)
