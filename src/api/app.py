@@ -27,6 +27,7 @@ from api import (
     metrics,
     problems,
     routes_audit,
+    routes_group_buys,
     routes_money,
     routes_reads,
     routes_registry,
@@ -53,6 +54,7 @@ READINESS_PATH: Final = "/v1/ready"
 
 ROUTERS: Final = (routes_registry.router, routes_money.router, routes_reads.router,
                   routes_audit.router, routes_votes.router)
+                  routes_audit.router, routes_group_buys.router)
 
 
 class BackgroundWork(Protocol):
