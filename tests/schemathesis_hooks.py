@@ -102,6 +102,33 @@ def broken_rules(case: Any, role: str | None) -> set[Rule]:
             broken.add(("seller_is_buyer", None))
         # Whether the seller is registered as that kind is the ledger's state.
         broken.add(("seller_kind_mismatch", None))
+    if method == "POST" and path == "/v1/group-buys":
+        broken |= _group_buy_rules(body)
+    if method == "POST" and path == "/v1/group-buys/{group_buy_id}/orders":
+        named = body.get("resident_id") is not None
+        if (role == "resident" and named) or (role == "coordinator" and not named):
+            broken.add(("invalid_field", None))
+        # The group buy's unit price and maximum are the ledger's state.
+        broken |= {("points_exceed_amount", None), ("invalid_quantity", None),
+                   ("invalid_amount", None)}
+    return broken
+
+
+def _group_buy_rules(body: dict[str, Any]) -> set[Rule]:
+    """A group buy's rules stated in words: minimum at most maximum, distinct complexes, a
+    deadline within the days allowed."""
+    broken: set[Rule] = set()
+    low, high = body.get("quantity_min"), body.get("quantity_max")
+    if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+        broken.add(("invalid_quantity", None))
+    complex_ids = body.get("complex_ids")
+    if isinstance(complex_ids, list) and len({str(c).lower() for c in complex_ids}) < len(
+            complex_ids):
+        broken.add(("invalid_field", None))
+    if _out_of_bounds(body.get("deadline_at"), datetime.min.replace(tzinfo=UTC),
+                      datetime.now(UTC) + timedelta(days=limits.group_buy_open_days_max)
+                      - CLOCK_SLACK):
+        broken.add(("invalid_field", None))
     return broken
 
 

@@ -25,9 +25,35 @@ ROLES = ("resident", "coordinator", "manager", "merchant", "auditor", "billing",
          "operator")
 
 
+def _group_buy_body(api: ApiWorld, group_buy_id: str, merchant: str, complex_id: uuid.UUID,
+                   quantity_min: int = 5) -> dict[str, Any]:
+    return {"group_buy_id": group_buy_id, "merchant_id": str(api.merchants[merchant]),
+            "category": "filters", "unit_price_won": 1_000, "quantity_min": quantity_min,
+            "quantity_max": 100, "deadline_at": (now() + timedelta(days=2)).isoformat(),
+            "complex_ids": [str(complex_id)]}
+
+
+def group_buys(api: ApiWorld) -> dict[str, str]:
+    """Group buys by relation to the callers of complex A and merchant m1 (made once): one
+    of m1 open to A with an order of a1, one of m1 open to A, one of m2 open to B."""
+    if "GB-own" not in api.invoices:  # marks that they exist (the fixture is per test)
+        operator = api.callers["operator"]
+        api.ok("POST", "/v1/group-buys", operator,
+               _group_buy_body(api, "GB-own", "m1", api.complex_a))
+        api.ok("POST", "/v1/group-buys", operator,
+               _group_buy_body(api, "GB-same", "m1", api.complex_a))
+        api.ok("POST", "/v1/group-buys", operator,
+               _group_buy_body(api, "GB-other", "m2", api.complex_b))
+        api.ok("POST", "/v1/group-buys/GB-own/orders", api.callers["resident"],
+               {"order_id": "O-own", "quantity": 1, "points_used_won": 10})
+        api.invoices["GB-own"] = "made"
+    return {OWN: "GB-own", SAME: "GB-same", OTHER: "GB-other"}
+
+
 def read_targets(api: ApiWorld) -> dict[str, Callable[[str], str]]:
     """Each read route, as a function from relation to the path of such a target."""
     residents = {OWN: "a1", SAME: "a2", OTHER: "b1"}
+    offers = group_buys(api)
     merchants = {OWN: "m1", SAME: "m2", OTHER: "m2"}
     complexes = {OWN: api.complex_a, SAME: api.complex_a, OTHER: api.complex_b}
     proposal_a = open_proposal(api, api.complex_a)
@@ -47,6 +73,9 @@ def read_targets(api: ApiWorld) -> dict[str, Callable[[str], str]]:
         "me": lambda _relation: "/v1/me/wallet",
         "me_entries": lambda _relation: "/v1/me/wallet/entries",
         "policy": lambda _relation: "/v1/accrual-policy",
+        "group_buy": lambda r: f"/v1/group-buys/{offers[r]}",
+        "group_buy_orders": lambda r: f"/v1/group-buys/{offers[r]}/orders",
+        "complex_group_buys": lambda r: f"/v1/complexes/{complexes[r]}/group-buys",
     }
 
 
@@ -78,6 +107,15 @@ READ_MATRIX: dict[str, dict[str, tuple[int, int, int]]] = {
     "me_entries": {"resident": ALL_OK},
     "policy": dict.fromkeys(("resident", "coordinator", "manager", "merchant", "auditor",
                              "billing", "platform", "operator"), ALL_OK),
+    "group_buy": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
+                  "manager": COMPLEX_ONLY, "merchant": COMPLEX_ONLY, "operator": ALL_OK,
+                  "platform": ALL_OK, "auditor": ALL_OK},
+    "group_buy_orders": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
+                         "manager": COMPLEX_ONLY, "merchant": COMPLEX_ONLY, "operator": ALL_OK,
+                         "platform": ALL_OK, "auditor": ALL_OK},
+    "complex_group_buys": {"resident": COMPLEX_ONLY, "coordinator": COMPLEX_ONLY,
+                           "manager": COMPLEX_ONLY, "operator": ALL_OK, "platform": ALL_OK,
+                           "auditor": ALL_OK},
 }
 
 
@@ -168,8 +206,64 @@ def _write_cases(api: ApiWorld) -> list[tuple[str, str, str, Callable[[], Any], 
     def recorded_trade() -> str:
         return str(api.ok("POST", "/v1/trades", api.callers["platform"], trade())["trade_id"])
 
+    def offer(merchant: str, complex_id: uuid.UUID, quantity_min: int = 5) -> str:
+        group_buy_id = new_id("GB")
+        api.ok("POST", "/v1/group-buys", api.callers["operator"],
+               _group_buy_body(api, group_buy_id, merchant, complex_id, quantity_min))
+        return group_buy_id
+
+    def order(group_buy_id: str, who: str) -> str:
+        return str(api.ok("POST", f"/v1/group-buys/{group_buy_id}/orders", api.callers[who],
+                          {"order_id": new_id("O"), "quantity": 1})["order_id"])
+
+    def order_body(resident: str | None = None) -> Callable[[], Any]:
+        def body() -> dict[str, Any]:
+            result: dict[str, Any] = {"order_id": new_id("O"), "quantity": 1,
+                                      "points_used_won": 10}
+            if resident is not None:
+                result["resident_id"] = str(res[resident])
+            return result
+        return body
+
+    def reached(merchant: str) -> str:
+        group_buy_id = offer(merchant, api.complex_a, quantity_min=1)
+        order(group_buy_id, "resident")
+        return group_buy_id
+
     a, b = api.complex_a, api.complex_b
     allowed: list[tuple[str, str, Callable[[], str], Callable[[], Any], int]] = [
+        ("merchant", "POST", lambda: "/v1/group-buys",
+         lambda: _group_buy_body(api, new_id("GB"), "m1", a), 201),
+        ("merchant", "POST", lambda: "/v1/group-buys",
+         lambda: _group_buy_body(api, new_id("GB"), "m2", a), 404),
+        ("operator", "POST", lambda: "/v1/group-buys",
+         lambda: _group_buy_body(api, new_id("GB"), "m2", b), 201),
+        ("resident", "POST", lambda: f"/v1/group-buys/{offer('m1', a)}/orders", order_body(),
+         201),
+        ("resident", "POST", lambda: f"/v1/group-buys/{offer('m2', b)}/orders", order_body(),
+         403),
+        ("coordinator", "POST", lambda: f"/v1/group-buys/{offer('m1', a)}/orders",
+         order_body("a2"), 201),
+        ("coordinator", "POST", lambda: f"/v1/group-buys/{offer('m2', b)}/orders",
+         order_body("b1"), 404),
+        ("resident", "POST",
+         lambda: f"/v1/group-buy-orders/{order(offer('m1', a), 'resident')}/cancel",
+         lambda: None, 200),
+        ("resident", "POST",
+         lambda: f"/v1/group-buy-orders/{order(offer('m1', a), 'resident_a2')}/cancel",
+         lambda: None, 404),
+        ("coordinator", "POST",
+         lambda: f"/v1/group-buy-orders/{order(offer('m1', a), 'resident_a2')}/cancel",
+         lambda: None, 200),
+        ("coordinator", "POST",
+         lambda: f"/v1/group-buy-orders/{order(offer('m2', b), 'resident_b1')}/cancel",
+         lambda: None, 404),
+        ("merchant", "POST", lambda: f"/v1/group-buys/{reached('m1')}/close", lambda: None,
+         200),
+        ("merchant", "POST", lambda: f"/v1/group-buys/{reached('m2')}/close", lambda: None,
+         404),
+        ("operator", "POST", lambda: f"/v1/group-buys/{reached('m2')}/close", lambda: None,
+         200),
         ("operator", "POST", lambda: "/v1/complexes",
          lambda: {"code": new_id("C"), "name": "n", "region": "r"}, 201),
         ("operator", "POST", lambda: "/v1/households",
@@ -348,6 +442,10 @@ def _valid_bodies(api: ApiWorld) -> list[tuple[Caller, str, str, dict[str, Any]]
          "/ballots", {"choice": "yes"}),
         (api.callers["operator"], "POST", f"/v1/complexes/{api.complex_a}/fund/allowance",
          {"allowance_won": 1_000}),
+        (api.callers["merchant"], "POST", "/v1/group-buys",
+         _group_buy_body(api, "MA-GB", "m1", api.complex_a)),
+        (api.callers["resident"], "POST", "/v1/group-buys/MA-GB/orders",
+         {"order_id": "MA-O", "quantity": 1, "points_used_won": 0}),
     ]
 
 

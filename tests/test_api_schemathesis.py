@@ -165,7 +165,8 @@ def community(api: ApiWorld) -> dict[str, Any]:
     where = {"complexes": ("path.complex_id", "query.complex_id"),
              "households": ("path.household_id", "body.household_id"),
              "residents": ("path.resident_id", "body.resident_id", "body.buyer_id"),
-             "sellers": ("body.seller_id",), "merchants": ("path.merchant_id",),
+             "sellers": ("body.seller_id",),
+             "merchants": ("path.merchant_id", "body.merchant_id"),
              "payments": ("path.payment_id",), "invoices": ("body.invoice_id",),
              "billing_periods": ("body.billing_period",), "amounts": ("body.amount_won",),
              "no_points": ("body.points_used_won",)}

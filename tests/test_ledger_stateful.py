@@ -31,6 +31,7 @@ from ledger.complex import Complex, kst_month
 from ledger.conservation import fold
 from ledger.database import ConnectionSettings
 from ledger.errors import DomainError
+from ledger.groupbuy import GroupBuy, group_buy_aggregate_id
 from ledger.merchant import Merchant
 from ledger.policy import share_won
 from ledger.proposal import Proposal, proposal_aggregate_id
@@ -61,6 +62,14 @@ class Model:
         self.proposals: dict[str, dict[str, Any]] = {}
         self.households_count = 0
         self.household_of: dict[uuid.UUID, uuid.UUID] = {}
+        self.group_buys: dict[str, dict[str, Any]] = {}
+        """group buy id -> terms, state, ordered quantity and open orders."""
+        self.orders: dict[str, dict[str, Any]] = {}
+        """order id -> group buy, resident, quantity, points, status."""
+
+    def open_orders_of(self, resident: uuid.UUID) -> list[dict[str, Any]]:
+        return [order for order in self.orders.values()
+                if order["resident"] == resident and order["status"] == "open"]
 
     def credit(self, who: uuid.UUID, amount: int) -> None:
         recovered = min(amount, self.owed[who])
@@ -388,13 +397,127 @@ class LedgerMachine(RuleBasedStateMachine):
             assert code is None
             self.model.merchant = 0
 
+    # Group buys ----------------------------------------------------------------------------
+
+    @rule(quantity_min=st.integers(1, 4), extra=st.integers(0, 3),
+          unit_price=st.integers(1, 3_000))
+    def open_group_buy(self, quantity_min: int, extra: int, unit_price: int) -> None:
+        group_buy_id = self._next("GB")
+        code = self._attempt(c.OpenGroupBuy(
+            group_buy_id, self.merchant_id, "filters", unit_price, quantity_min,
+            quantity_min + extra, now() + timedelta(days=1), (self.complex_id,)),
+            actor=self.merchant_id, role="merchant")
+        assert code is None
+        self.model.group_buys[group_buy_id] = {
+            "min": quantity_min, "max": quantity_min + extra, "price": unit_price,
+            "state": "open", "ordered": 0}
+
+    @precondition(lambda self: bool(self.model.group_buys))
+    @rule(data=st.data(), resident=residents, quantity=st.integers(1, 4),
+          points=st.integers(0, 3_000), late=st.booleans())
+    def order(self, data: st.DataObject, resident: uuid.UUID, quantity: int, points: int,
+              late: bool) -> None:
+        m = self.model
+        group_buy_id = data.draw(st.sampled_from(sorted(m.group_buys)))
+        group_buy = m.group_buys[group_buy_id]
+        order_id = self._next("O")
+        code = self._attempt(
+            c.PlaceGroupBuyOrder(group_buy_id, order_id, resident, quantity, points),
+            actor=resident, role="resident",
+            occurred_at=now() + timedelta(days=2) if late else None)
+        if group_buy["state"] != "open":
+            assert code == "group_buy_closed"
+        elif late:
+            assert code == "group_buy_deadline_passed"
+        elif quantity > group_buy["max"]:
+            assert code == "invalid_quantity"
+        elif points > quantity * group_buy["price"]:
+            assert code == "points_exceed_amount"
+        elif group_buy["ordered"] + quantity > group_buy["max"]:
+            assert code == "group_buy_quantity_exceeded"
+        elif resident in m.closed:
+            assert code == "wallet_closed"
+        elif points > m.wallet[resident]:
+            assert code == "insufficient_points"
+        else:
+            assert code is None, code
+            group_buy["ordered"] += quantity
+            m.wallet[resident] -= points
+            m.held[resident] += points
+            m.orders[order_id] = {"group_buy": group_buy_id, "resident": resident,
+                                  "quantity": quantity, "points": points, "status": "open"}
+
+    @precondition(lambda self: bool(self.model.orders))
+    @rule(data=st.data())
+    def cancel_order(self, data: st.DataObject) -> None:
+        m = self.model
+        order_id = data.draw(st.sampled_from(sorted(m.orders)))
+        order = m.orders[order_id]
+        group_buy = m.group_buys[order["group_buy"]]
+        code = self._attempt(c.CancelGroupBuyOrder(order_id), actor=order["resident"],
+                             role="resident")
+        if order["status"] == "cancelled":
+            assert code == "order_already_cancelled"
+        elif group_buy["state"] != "open":
+            assert code == "group_buy_closed"
+        else:
+            assert code is None, code
+            order["status"] = "cancelled"
+            group_buy["ordered"] -= order["quantity"]
+            m.wallet[order["resident"]] += order["points"]
+            m.held[order["resident"]] -= order["points"]
+
+    @precondition(lambda self: bool(self.model.group_buys))
+    @rule(data=st.data(), at_deadline=st.booleans())
+    def close_group_buy(self, data: st.DataObject, at_deadline: bool) -> None:
+        m = self.model
+        group_buy_id = data.draw(st.sampled_from(sorted(m.group_buys)))
+        group_buy = m.group_buys[group_buy_id]
+        code = self._attempt(c.CloseGroupBuy(group_buy_id), actor=OPERATOR, role="operator",
+                             occurred_at=now() + timedelta(days=2) if at_deadline else None)
+        reached = group_buy["ordered"] >= group_buy["min"]
+        if group_buy["state"] != "open":
+            assert code == "group_buy_closed"
+            return
+        if not at_deadline and not reached:
+            assert code == "group_buy_minimum_not_reached"
+            return
+        assert code is None, code
+        group_buy["state"] = "completed" if reached else "cancelled"
+        for order_id, order in m.orders.items():
+            if order["group_buy"] != group_buy_id or order["status"] != "open":
+                continue
+            buyer, points = order["resident"], order["points"]
+            m.held[buyer] -= points
+            if not reached:
+                order["status"] = "released"
+                m.wallet[buyer] += points
+                continue
+            order["status"] = "settled"
+            if points:
+                recovered = min(points, m.merchant_owed)
+                m.merchant_owed -= recovered
+                m.merchant += points - recovered
+            base = order["quantity"] * group_buy["price"] - points
+            personal, common = share_won(base, PERSONAL_BPS), share_won(base, COMMON_BPS)
+            if personal:
+                m.credit(buyer, personal)
+            if common:
+                recovered = min(common, m.fund_owed)
+                m.fund_owed -= recovered
+                m.fund += common - recovered
+            m.trades[f"group-buy:{order_id}"] = {
+                "buyer": buyer, "seller": self.merchant_id, "points": points,
+                "personal": personal, "common": common, "to_merchant": True,
+                "refunded": False}
+
     @rule(resident=residents)
     def move_out(self, resident: uuid.UUID) -> None:
         m = self.model
         code = self._attempt(c.MoveOut(resident), actor=COORDINATOR, role="coordinator")
         if resident in m.closed:
             assert code == "wallet_closed"
-        elif m.held[resident]:
+        elif m.held[resident] or m.open_orders_of(resident):
             assert code == "holds_pending"
         else:
             assert code is None
@@ -417,6 +540,24 @@ class LedgerMachine(RuleBasedStateMachine):
         merchant = self.ledger.snapshot(Merchant, self.merchant_id)
         assert merchant is not None
         assert (merchant.balance_won, merchant.owed_won) == (m.merchant, m.merchant_owed)
+
+    @invariant()
+    def held_points_are_open_orders_plus_rent_holds(self) -> None:
+        if not hasattr(self, "ledger"):
+            return
+        m = self.model
+        for resident in m.wallet:
+            rent_won = sum(amount for who, amount in m.payments.values() if who == resident)
+            orders_won = sum(order["points"] for order in m.open_orders_of(resident))
+            wallet = self.ledger.snapshot(Resident, resident)
+            assert wallet is not None
+            assert wallet.held_won == rent_won + orders_won == sum(wallet.holds.values())
+        for group_buy_id, group_buy in m.group_buys.items():
+            live = self.ledger.snapshot(GroupBuy, group_buy_aggregate_id(group_buy_id))
+            assert live is not None
+            assert (live.state, live.quantity_ordered) == (group_buy["state"],
+                                                           group_buy["ordered"])
+            assert live.quantity_ordered <= live.quantity_max
 
     @invariant()
     def points_are_conserved_and_replay_equals_live(self) -> None:

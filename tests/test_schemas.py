@@ -34,6 +34,7 @@ from ledger.application import Ledger, now
 from ledger.complex import Complex
 from ledger.database import ConnectionSettings
 from ledger.events import Cause, Caused
+from ledger.groupbuy import GroupBuy, GroupBuyOrderLocator
 from ledger.household import Household, RentPaymentLocator
 from ledger.merchant import Merchant
 from ledger.policy import AccrualPolicy
@@ -43,7 +44,7 @@ from ledger.resident import Resident
 from ledger.trade import Trade
 
 AGGREGATES = (Complex, Household, RentPaymentLocator, Resident, Merchant, Trade, AccrualPolicy,
-              RequestRecord, Proposal)
+              RequestRecord, Proposal, GroupBuy, GroupBuyOrderLocator)
 
 # jsonschema checks `date-time` only with an optional package; this checker also
 # insists on an offset, as the payload contract does.
@@ -332,6 +333,19 @@ def drive_workload(ledger: Ledger) -> dict[str, uuid.UUID]:
     run(c.CastBallot("V1", buyer, "yes"), "resident", buyer)
     run(c.CloseProposal("V1", now() + timedelta(hours=3)))
     run(c.SpendFund(complex_id, "S2", "facility", 20, proposal_id="V1"), "manager")
+
+    # Group buys: one completes (an order cancelled before), one is cancelled.
+    for group_buy_id, quantity_min in (("GB-1", 1), ("GB-2", 9)):
+        run(c.OpenGroupBuy(group_buy_id, merchant, "filters", 3_000, quantity_min, 10,
+                           now() + timedelta(days=1), (complex_id,)), "merchant", merchant)
+    run(c.PlaceGroupBuyOrder("GB-1", "O-1", buyer, 1, 10), "resident", buyer)
+    run(c.PlaceGroupBuyOrder("GB-1", "O-2", buyer, 1, 0), "coordinator", coordinator, buyer)
+    run(c.CancelGroupBuyOrder("O-2"), "resident", buyer)
+    run(c.CloseGroupBuy("GB-1"), "merchant", merchant)
+    run(c.PlaceGroupBuyOrder("GB-2", "O-3", seller, 1, 0), "resident", seller)
+    ledger.execute(c.CloseGroupBuy("GB-2"),
+                   Cause(operator, "operator", "close-GB-2", now() + timedelta(days=2)))
+
     run(c.MoveOut(seller), "coordinator", coordinator, seller)
     return {"complex_id": complex_id, "household_id": household_id}
 

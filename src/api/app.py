@@ -27,6 +27,7 @@ from api import (
     metrics,
     problems,
     routes_audit,
+    routes_group_buys,
     routes_money,
     routes_reads,
     routes_registry,
@@ -52,7 +53,7 @@ READINESS_PATH: Final = "/v1/ready"
 """Readiness, like liveness (/v1/health), answers without a token: load balancers ask."""
 
 ROUTERS: Final = (routes_registry.router, routes_money.router, routes_reads.router,
-                  routes_audit.router, routes_votes.router)
+                  routes_audit.router, routes_votes.router, routes_group_buys.router)
 
 
 class BackgroundWork(Protocol):

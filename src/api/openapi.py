@@ -72,6 +72,7 @@ _RESIDENT = {"resident_id": "$response.body#/resident_id"}
 _MERCHANT = {"merchant_id": "$response.body#/merchant_id"}
 _PAYMENT = {"payment_id": "$response.body#/payment_id"}
 _PROPOSAL = {"proposal_id": "$response.body#/proposal_id"}
+_GROUP_BUY = {"group_buy_id": "$response.body#/group_buy_id"}
 _LINKS: Final[dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str]]]]] = {
     ("post", "/v1/complexes"): {
         "fund": ("get", "/v1/complexes/{complex_id}/fund", _COMPLEX),
@@ -108,6 +109,18 @@ _LINKS: Final[dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str]]]]]
         "proposal": ("get", "/v1/proposals/{proposal_id}", _PROPOSAL)},
     ("post", "/v1/proposals/{proposal_id}/close"): {
         "proposal": ("get", "/v1/proposals/{proposal_id}", _PROPOSAL)},
+    ("post", "/v1/group-buys"): {
+        "group_buy": ("get", "/v1/group-buys/{group_buy_id}", _GROUP_BUY),
+        "order": ("post", "/v1/group-buys/{group_buy_id}/orders", _GROUP_BUY),
+        "close": ("post", "/v1/group-buys/{group_buy_id}/close", _GROUP_BUY)},
+    ("post", "/v1/group-buys/{group_buy_id}/orders"): {
+        "group_buy": ("get", "/v1/group-buys/{group_buy_id}", _GROUP_BUY),
+        "cancel": ("post", "/v1/group-buy-orders/{order_id}/cancel",
+                   {"order_id": "$response.body#/order_id"})},
+    ("post", "/v1/group-buy-orders/{order_id}/cancel"): {
+        "group_buy": ("get", "/v1/group-buys/{group_buy_id}", _GROUP_BUY)},
+    ("post", "/v1/group-buys/{group_buy_id}/close"): {
+        "group_buy": ("get", "/v1/group-buys/{group_buy_id}", _GROUP_BUY)},
 }
 """Each write, and what may follow it: the read that shows what it wrote (the link names
 every parameter of the read, the write's `position` among them), or a write on what it

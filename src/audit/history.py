@@ -299,6 +299,13 @@ def _explain(event: Event, facts: dict[str, dict[str, Any]],
                    else f"{data['reason']}: available again")
         text = (f"rent payment {data['payment_id']} on invoice {invoice} {outcome}, "
                 f"{data['amount_won']:,} won")
+    elif kind in ("OrderPointsHeld", "OrderHoldReleased", "OrderHoldSpent"):
+        line["payment_id"] = data["order_id"]
+        happened = {"OrderPointsHeld": "held for the order",
+                    "OrderHoldSpent": f"paid trade {data.get('trade_id')}",
+                    "OrderHoldReleased": f"released ({data.get('reason')}): available again"}
+        text = (f"group buy {data['group_buy_id']} order {data['order_id']}: "
+                f"{data['amount_won']:,} won {happened[kind]}")
     elif kind == "FundSpent":
         line.update(purpose=data["purpose"], decision_ref=data["decision_ref"])
         if data.get("proposal_id"):

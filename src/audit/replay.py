@@ -35,13 +35,14 @@ from ledger import limits
 from ledger.database import ConnectionSettings
 from projections.base import Changes, Key, Projection, Row, Table, TradeFacts, typed
 from projections.complex_funds import FUNDS
+from projections.group_buys import GROUP_BUYS
 from projections.market_views import MERCHANTS
 from projections.proposals import PROPOSALS
 from projections.rent_payments import INVOICES, PAYMENTS
 from projections.runner import ALL, TRACKING_TABLE
 from projections.wallet_balances import BALANCES, ENTRIES
 
-SCRATCH_TABLES = (BALANCES, FUNDS, MERCHANTS, INVOICES, PAYMENTS, PROPOSALS)
+SCRATCH_TABLES = (BALANCES, FUNDS, MERCHANTS, INVOICES, PAYMENTS, PROPOSALS, GROUP_BUYS)
 """The live tables the auditor's own fold is compared with."""
 
 PROJECTION_MISMATCH = "projection_mismatch"
@@ -72,6 +73,7 @@ class ReplayReport:
     points_by_kind: dict[str, int] = field(default_factory=dict)
     tallies_recomputed: int = 0
     """Proposal decisions recomputed from their ballots and the households counted."""
+    group_buys_recomputed: int = 0
 
     def merged_with(self, other: ReplayReport) -> ReplayReport:
         """This report (the auditor's fold) with another half's findings and comparisons."""
@@ -81,7 +83,8 @@ class ReplayReport:
             rows_compared=self.rows_compared + other.rows_compared,
             projection_positions=self.projection_positions,
             notes=[*self.notes, *(n for n in other.notes if n not in self.notes)],
-            points_by_kind=self.points_by_kind, tallies_recomputed=self.tallies_recomputed)
+            points_by_kind=self.points_by_kind, tallies_recomputed=self.tallies_recomputed,
+            group_buys_recomputed=self.group_buys_recomputed)
 
     @property
     def first(self) -> Finding | None:
@@ -204,7 +207,8 @@ class Replay:
                             rows_compared=self.rows_compared,
                             projection_positions=dict(self.cutoffs), notes=self.notes,
                             points_by_kind=scratch.totals_by_kind(),
-                            tallies_recomputed=scratch.tallies_recomputed)
+                            tallies_recomputed=scratch.tallies_recomputed,
+                            group_buys_recomputed=scratch.group_buys_recomputed)
 
     def _topic_filter(self) -> tuple[str, list[str]]:
         """The WHERE clause on topics for this part, and its LIKE patterns."""
@@ -425,6 +429,13 @@ class Replay:
                     "yes_count": tally.yes_count, "no_count": tally.no_count,
                     "spent_won": tally.spent_won, "amount_won": tally.amount_won,
                     "position": tally.position})
+        elif table is GROUP_BUYS:
+            for group_buy_id, group_buy in self.scratch.group_buys.items():
+                if group_buy.position > self.cutoffs["group_buys"]:
+                    continue
+                self._check_row(table, live, (group_buy_id,), group_buy.position, {
+                    "state": group_buy.state, "quantity_ordered": group_buy.quantity_ordered,
+                    "position": group_buy.position})
 
     def _check_row(self, table: Table, live: dict[Key, Row], key: Key, position: int,
                    want: dict[str, Any]) -> None:

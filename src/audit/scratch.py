@@ -18,6 +18,7 @@ the state stays comparable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from eventlog.log import Event
@@ -42,9 +43,13 @@ INCONSISTENT_EVENT = "inconsistent_event"
 UNKNOWN_EVENT = "unknown_event"
 TALLY_MISMATCH = "tally_mismatch"
 PROPOSAL_OVERSPENT = "proposal_overspent"
+GROUP_BUY_MISMATCH = "group_buy_mismatch"
 
 SKIPPED = frozenset({"RequestRecord.Accepted", "AccrualPolicy.Created",
-                     "RentPaymentLocator.Registered", "Household.Registered"})
+                     "RentPaymentLocator.Registered", "Household.Registered",
+                     "GroupBuyOrderLocator.Registered"})
+GROUP_BUY_TRADE_PREFIX = "group-buy:"
+"""The trade of a group-buy order is `group-buy:<order_id>` (ledger.limits)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,27 @@ class ProposalTally:
         self.spent_won = 0
 
 
+class GroupBuyState:
+    """A group buy as the auditor folds it: its terms, its orders and what its outcome owes.
+
+    Orders are [resident, quantity, points_used_won, money_won, status]."""
+
+    __slots__ = ("deadline_at", "merchant_id", "orders", "position", "quantity_max",
+                 "quantity_min", "quantity_ordered", "seller_kind", "state", "unit_price_won")
+
+    def __init__(self, data: dict[str, Any], position: int) -> None:
+        self.merchant_id = _uuid(data, "merchant_id")
+        self.seller_kind = data["seller_kind"]
+        self.unit_price_won = data["unit_price_won"]
+        self.quantity_min = data["quantity_min"]
+        self.quantity_max = data["quantity_max"]
+        self.deadline_at = data["deadline_at"]["_data_"]
+        self.quantity_ordered = 0
+        self.orders: dict[str, list[Any]] = {}
+        self.state = "open"
+        self.position = position
+
+
 @dataclass
 class Recomputed:
     """One trade's accrual recomputed from its recorded policy version and inputs."""
@@ -194,6 +220,10 @@ def accrual_differences(recorded: dict[str, Any], computed: Recomputed) -> list[
             if recorded[name] != getattr(computed, name)]
 
 
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
 def _uuid(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     return None if value is None else str(value["_data_"])
@@ -222,6 +252,11 @@ class Scratch:
     cited_spends: dict[str, list[Any]] = field(default_factory=dict)
     """spend id -> [proposal id by FundSpent, by SpendCited, amount, cited amount, position]."""
     tallies_recomputed: int = 0
+    group_buys: dict[str, GroupBuyState] = field(default_factory=dict)
+    owed_by_outcomes: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    """order id -> (what its group buy's outcome owes it: "spent" or "released", the group
+    buy, the position of the outcome), until the wallet's event for it is seen."""
+    group_buys_recomputed: int = 0
     findings: list[Finding] = field(default_factory=list)
     findings_max: int = 100
     events: int = 0
@@ -333,6 +368,22 @@ class Scratch:
             else:
                 wallet.available_won += amount
             self._not_negative(position, f"held points of {label}", wallet.held_won)
+        elif what == "OrderPointsHeld":
+            amount = data["amount_won"]
+            wallet.available_won -= amount
+            wallet.held_won += amount
+            self._not_negative(position, label, wallet.available_won)
+            self._order_hold(event, "held")
+        elif what in ("OrderHoldReleased", "OrderHoldSpent"):
+            amount = data["amount_won"]
+            wallet.held_won -= amount
+            if what == "OrderHoldSpent":
+                wallet.spent_total_won += amount
+                system[TRADE_CLEARING] += amount
+            else:
+                wallet.available_won += amount
+            self._not_negative(position, f"held points of {label}", wallet.held_won)
+            self._order_hold(event, "spent" if what == "OrderHoldSpent" else data["reason"])
         elif what == "MovedOut":
             remaining = data["remaining_won"]
             if remaining != wallet.available_won or wallet.held_won:
@@ -546,6 +597,8 @@ class Scratch:
             trade.common_won = data["common_won"]
             trade.points_used_won = data["points_used_won"]
             self._check_delivered(trade_id, trade, event.position)
+            if trade_id.startswith(GROUP_BUY_TRADE_PREFIX):
+                self._order_trade(event)
             if not self.check_accruals:
                 return
             computed = recompute(self.versions, data)
@@ -574,6 +627,137 @@ class Scratch:
                            f"refund of trade {trade_id} claws back other amounts than it accrued")
         else:
             self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    # Group buys --------------------------------------------------------------------------
+
+    def _group_buy(self, what: str, event: Event) -> None:
+        """Fold a group buy's events and recompute its outcome from its orders: completed
+        exactly when the ordered quantity reached the minimum (early only then), cancelled
+        only at or after the deadline, with the totals of its open orders; each of those
+        orders then owes one wallet event (its hold spent, or released) and, if completed,
+        one trade of its quantity and points."""
+        data = event.data
+        group_buy_id = data["group_buy_id"]
+        position = event.position
+        if what == "Opened":
+            self.group_buys[group_buy_id] = GroupBuyState(data, position)
+            return
+        found = self.group_buys.get(group_buy_id)
+        if found is None:
+            self.found(position, INCONSISTENT_EVENT, f"{event.name} of group buy "
+                       f"{group_buy_id}, never opened")
+            return
+        group_buy = found
+        group_buy.position = position
+        label = f"group buy {group_buy_id}"
+        if group_buy.state != "open":
+            self.found(position, GROUP_BUY_MISMATCH, f"{event.name} after {label} closed")
+        if what == "OrderPlaced":
+            quantity, points = data["quantity"], data["points_used_won"]
+            money = quantity * group_buy.unit_price_won - points
+            if data["money_won"] != money or money < 0:
+                self.found(position, GROUP_BUY_MISMATCH,
+                           f"{label} order {data['order_id']}: money part {data['money_won']}, "
+                           f"recomputed {money}")
+            if data["order_id"] in group_buy.orders:
+                self.found(position, GROUP_BUY_MISMATCH,
+                           f"{label} order {data['order_id']} placed twice")
+            group_buy.quantity_ordered += quantity
+            group_buy.orders[data["order_id"]] = [_uuid(data, "resident_id"), quantity, points,
+                                                  data["money_won"], "open"]
+            if group_buy.quantity_ordered > group_buy.quantity_max:
+                self.found(position, GROUP_BUY_MISMATCH,
+                           f"{label}: {group_buy.quantity_ordered} ordered, maximum "
+                           f"{group_buy.quantity_max}")
+        elif what == "OrderCancelled":
+            order = group_buy.orders.get(data["order_id"])
+            if order is None or order[4] != "open":
+                self.found(position, GROUP_BUY_MISMATCH,
+                           f"{label}: cancelled order {data['order_id']} is not open")
+                return
+            order[4] = "cancelled"
+            group_buy.quantity_ordered -= order[1]
+            self.owed_by_outcomes[data["order_id"]] = ("order_cancelled", group_buy_id,
+                                                       position)
+        elif what in ("Completed", "Cancelled"):
+            self._group_buy_outcome(what, event, group_buy, label)
+        else:
+            self.found(position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+        if group_buy.quantity_ordered != data.get("quantity_ordered", group_buy.quantity_ordered):
+            self.found(position, GROUP_BUY_MISMATCH,
+                       f"{label}: records {data['quantity_ordered']} ordered, recomputed "
+                       f"{group_buy.quantity_ordered}")
+
+    def _group_buy_outcome(self, what: str, event: Event, group_buy: GroupBuyState,
+                           label: str) -> None:
+        data = event.data
+        position = event.position
+        self.group_buys_recomputed += 1
+        reached = group_buy.quantity_ordered >= group_buy.quantity_min
+        before_deadline = _moment(event.occurred_at) < _moment(group_buy.deadline_at)
+        expected = "Completed" if reached else "Cancelled"
+        if what != expected or (what == "Cancelled" and before_deadline):
+            self.found(position, GROUP_BUY_MISMATCH,
+                       f"{label} {what.lower()} with {group_buy.quantity_ordered} ordered of "
+                       f"minimum {group_buy.quantity_min}"
+                       + (", before its deadline" if before_deadline else ""))
+        open_orders = {order_id: order for order_id, order in group_buy.orders.items()
+                       if order[4] == "open"}
+        totals = (len(open_orders), sum(o[2] for o in open_orders.values()),
+                  sum(o[3] for o in open_orders.values()))
+        recorded = (data["orders_count"], data["points_used_won_total"],
+                    data["money_won_total"])
+        if totals != recorded:
+            self.found(position, GROUP_BUY_MISMATCH,
+                       f"{label}: outcome records (orders, points, money) {recorded}, "
+                       f"recomputed {totals}")
+        owed = "spent" if what == "Completed" else "group_buy_cancelled"
+        for order_id, order in open_orders.items():
+            order[4] = "settled" if what == "Completed" else "released"
+            self.owed_by_outcomes[order_id] = (owed, data["group_buy_id"], position)
+        group_buy.state = "completed" if what == "Completed" else "cancelled"
+
+    def _order_hold(self, event: Event, what: str) -> None:
+        """A wallet's order hold: held when the order is placed; spent or released exactly
+        as its cancellation or its group buy's outcome owes it."""
+        if not self.check_accruals:  # one wallet's statement: its group buys are not folded
+            return
+        data = event.data
+        order_id = data["order_id"]
+        if what == "held":
+            group_buy = self.group_buys.get(data["group_buy_id"])
+            order = None if group_buy is None else group_buy.orders.get(order_id)
+            if order is not None and (order[0], order[2]) != (event.originator_id,
+                                                                data["amount_won"]):
+                self.found(event.position, GROUP_BUY_MISMATCH,
+                           f"order {order_id} holds {data['amount_won']} on wallet "
+                           f"{event.originator_id}, not as ordered")
+            return
+        owed = self.owed_by_outcomes.pop(order_id, None)
+        if owed is None or owed[0] != what:
+            self.found(event.position, GROUP_BUY_MISMATCH,
+                       f"order {order_id}: hold {what} without a cancellation or outcome "
+                       "that owes it")
+
+    def _order_trade(self, event: Event) -> None:
+        """A group-buy order's trade: the order's quantity at the unit price, its points,
+        its buyer and the group buy's merchant."""
+        data = event.data
+        order_id = data["trade_id"][len(GROUP_BUY_TRADE_PREFIX):]
+        for group_buy in self.group_buys.values():
+            order = group_buy.orders.get(order_id)
+            if order is None:
+                continue
+            expected = (order[0], order[1] * group_buy.unit_price_won, order[2],
+                        group_buy.merchant_id, "settled")
+            got = (_uuid(data, "buyer_id"), data["amount_won"], data["points_used_won"],
+                   _uuid(data, "seller_id"), order[4])
+            if got != expected:
+                self.found(event.position, GROUP_BUY_MISMATCH,
+                           f"trade {data['trade_id']} is {got}, its order says {expected}")
+            return
+        self.found(event.position, GROUP_BUY_MISMATCH,
+                   f"trade {data['trade_id']} names no group-buy order")
 
     def _accrued(self, event: Event, share: str) -> None:
         """Count what an accrual event delivers towards its trade's recorded accrual."""
@@ -642,6 +826,10 @@ class Scratch:
                        f"trade clearing holds {self.system[TRADE_CLEARING]:,} won since this "
                        "position")
         self._check_cited_spends()
+        for order_id, (owed, group_buy_id, position) in self.owed_by_outcomes.items():
+            self.found(position, GROUP_BUY_MISMATCH,
+                       f"group buy {group_buy_id}: order {order_id}'s hold was never "
+                       f"{'spent' if owed == 'spent' else 'released'}")
         if self.check_accruals:
             for trade_id, trade in self.trades.items():
                 if not trade.recorded:
@@ -676,4 +864,5 @@ _HANDLERS = {
     "AccrualPolicy": Scratch._policy,
     "Trade": Scratch._trade,
     "Proposal": Scratch._proposal,
+    "GroupBuy": Scratch._group_buy,
 }

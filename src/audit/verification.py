@@ -68,6 +68,7 @@ class Verification:
             f"{counts['checkpoints_verified']:,} checkpoint signatures verified",
             f"accruals recomputed: {counts['trades_recomputed']:,} trades",
             f"vote tallies recomputed: {counts.get('tallies_recomputed', 0):,} proposals",
+            f"group-buy outcomes recomputed: {counts.get('group_buys_recomputed', 0):,}",
             f"projection rows compared: {counts['rows_compared']:,}",
             *(f"note: {note}" for note in self.notes),
         ]
@@ -161,6 +162,7 @@ def verify_ledger(
         "checkpoints_verified": chain.checkpoints_verified,
         "trades_recomputed": replay.trades_recomputed, "rows_compared": replay.rows_compared,
         "tallies_recomputed": replay.tallies_recomputed,
+        "group_buys_recomputed": replay.group_buys_recomputed,
         "problems": len(findings),
     }
     result = Verification(

@@ -33,6 +33,7 @@ from eventlog.log import StoredRow, to_domain_event
 from feed.messages import OutgoingMessage, event_id
 from ledger.complex import Complex
 from ledger.events import Caused
+from ledger.groupbuy import GroupBuy, GroupBuyOrderLocator
 from ledger.household import Household, RentPaymentLocator
 from ledger.merchant import Merchant
 from ledger.policy import AccrualPolicy
@@ -109,6 +110,17 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(AccrualPolicy.VersionSet, "policy", "version_set", 1),
     PublicType(Proposal.Opened, "vote", "proposal_opened", 1),
     PublicType(Proposal.Decided, "vote", "proposal_decided", 1),
+    # Group buys: every event of one group buy has its id as key, so one partition holds
+    # them in order; the money part of each order is on its order_placed event, and the
+    # orders in an outcome are those placed and not cancelled before it.
+    PublicType(GroupBuy.Opened, "groupbuy", "opened", 1),
+    PublicType(GroupBuy.OrderPlaced, "groupbuy", "order_placed", 1),
+    PublicType(GroupBuy.OrderCancelled, "groupbuy", "order_cancelled", 1),
+    PublicType(GroupBuy.Completed, "groupbuy", "completed", 1),
+    PublicType(GroupBuy.Cancelled, "groupbuy", "cancelled", 1),
+    PublicType(Resident.OrderPointsHeld, "wallet", "order_points_held", 1),
+    PublicType(Resident.OrderHoldReleased, "wallet", "order_hold_released", 1),
+    PublicType(Resident.OrderHoldSpent, "wallet", "order_hold_spent", 1),
 )
 
 INTERNAL_EVENT_CLASSES: tuple[type[Any], ...] = (
@@ -117,6 +129,7 @@ INTERNAL_EVENT_CLASSES: tuple[type[Any], ...] = (
     Complex.HouseholdCounted,  # The quorum's count; household.registered is the public fact.
     Proposal.BallotCast,  # Who voted how is for auditors only; vote.proposal_decided has the tally.
     Proposal.SpendCited,  # fund.spent.v2 names the proposal a spend cites.
+    GroupBuyOrderLocator.Registered,  # An index from order id to group buy, nothing more.
 )
 
 RETIRED_EVENT_TYPES: tuple[str, ...] = (

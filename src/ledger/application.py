@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger import commands as c
-from ledger import errors, limits, trading, voting
+from ledger import errors, group_buying, limits, trading, voting
 from ledger.checks import (
     check_amount,
     check_aware,
@@ -46,6 +46,7 @@ from ledger.database import database_url, eventsourcing_env
 from ledger.engine import Batch, Engine, Pending, Rejected, Staged
 from ledger.errors import DomainError
 from ledger.events import KST, Cause
+from ledger.groupbuy import GroupBuy, GroupBuyOrderLocator
 from ledger.household import (
     EXPIRED,
     RELEASED,
@@ -115,6 +116,7 @@ class Ledger(Application[UUID]):
     snapshotting_intervals = {  # noqa: RUF012  (the library reads this class attribute)
         Complex: 500, Household: 200, Resident: 200, Merchant: 500, AccrualPolicy: 50,
         Proposal: 200,
+        GroupBuy: 200,
     }
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
@@ -144,6 +146,10 @@ class Ledger(Application[UUID]):
             c.OpenProposal.name: voting.open_proposal,
             c.CastBallot.name: voting.cast_ballot,
             c.CloseProposal.name: voting.close_proposal,
+            c.OpenGroupBuy.name: group_buying.open_group_buy,
+            c.PlaceGroupBuyOrder.name: group_buying.place_order,
+            c.CancelGroupBuyOrder.name: group_buying.cancel_order,
+            c.CloseGroupBuy.name: self._close_group_buy,
         }
 
     def construct_transcoder(self) -> Transcoder:
@@ -217,11 +223,16 @@ class Ledger(Application[UUID]):
         """Load into the cache, in one round trip, what the commands name and the cache
         lacks: a batch whose aggregates outgrew the cache then pays one round trip, not
         one (or two) per command."""
+        self.warm([aggregate_id for command in commands
+                   for aggregate_id in command.named_ids()])
+
+    def warm(self, aggregate_ids: list[UUID]) -> None:
+        """Load into the cache, in one round trip, those of these aggregates it lacks (a
+        command about to read many, such as a group buy's close, calls it first)."""
         cache = self.repository.cache
         if cache is None:
             return
-        missing = list({aggregate_id for command in commands
-                        for aggregate_id in command.named_ids()
+        missing = list({aggregate_id for aggregate_id in aggregate_ids
                         if not self.cached(aggregate_id)})
         if len(missing) < limits.prefetch_ids_min:
             return
@@ -525,6 +536,11 @@ class Ledger(Application[UUID]):
             self._evict([POLICY_ID])
             self._policy_loaded_at = moment
 
+    def _close_group_buy(self, command: c.CloseGroupBuy, cause: Cause,
+                         unit: UnitOfWork) -> Result:
+        self._refresh_policy(unit)  # a completed group buy records trades
+        return group_buying.close_group_buy(command, cause, unit)
+
     def _issue_rent_invoice(self, command: c.IssueRentInvoice, cause: Cause,
                             unit: UnitOfWork) -> Result:
         invoice_id = check_identifier("invoice_id", command.invoice_id)
@@ -635,7 +651,8 @@ def cacheable(aggregate: Aggregate) -> bool:
     """Whether an aggregate is kept in the cache: what commands touch again (wallets,
     households, funds, merchants, the policy), not trades, payment locators or request
     records, which are read again once at most."""
-    return not isinstance(aggregate, Trade | RentPaymentLocator | RequestRecord)
+    return not isinstance(aggregate, Trade | RentPaymentLocator | GroupBuyOrderLocator
+                          | RequestRecord)
 
 
 def now() -> datetime:

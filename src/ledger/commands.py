@@ -175,6 +175,26 @@ class SpendFund(Command):
         return content
 
 
+# Group buys (shopping market): see ledger.groupbuy and ledger.group_buying.
+
+@dataclass(frozen=True)
+class OpenGroupBuy(Command):
+    name: ClassVar[str] = "open_group_buy"
+    group_buy_id: str
+    merchant_id: UUID
+    category: str
+    unit_price_won: int
+    quantity_min: int
+    quantity_max: int
+    deadline_at: datetime
+    complex_ids: tuple[UUID, ...]
+
+    def content(self) -> dict[str, Any]:
+        content = super().content()
+        content["complex_ids"] = sorted(str(complex_id) for complex_id in self.complex_ids)
+        return content
+
+
 @dataclass(frozen=True)
 class SetFundAllowance(Command):
     name: ClassVar[str] = "set_fund_allowance"
@@ -215,3 +235,28 @@ class CloseProposal(Command):
     name: ClassVar[str] = "close_proposal"
     proposal_id: str
     now: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PlaceGroupBuyOrder(Command):
+    name: ClassVar[str] = "place_group_buy_order"
+    group_buy_id: str
+    order_id: str
+    resident_id: UUID
+    quantity: int
+    points_used_won: int
+
+
+@dataclass(frozen=True)
+class CancelGroupBuyOrder(Command):
+    name: ClassVar[str] = "cancel_group_buy_order"
+    order_id: str
+
+
+@dataclass(frozen=True)
+class CloseGroupBuy(Command):
+    """Close a group buy: at its deadline (the sweeper), or early once its minimum is
+    reached; the cause's `occurred_at` is the moment it is closed at."""
+
+    name: ClassVar[str] = "close_group_buy"
+    group_buy_id: str

@@ -119,8 +119,9 @@ hold_not_due = _kind(
     "hold_not_due", 409, "The hold's deadline has not passed yet.",
     "보류 기한이 아직 지나지 않았습니다.")
 holds_pending = _kind(
-    "holds_pending", 409, "Rent holds must be settled or released before moving out.",
-    "퇴거 전에 임대료 보류를 정산하거나 해제해야 합니다.")
+    "holds_pending", 409,
+    "Rent holds and open group-buy orders must be resolved before moving out.",
+    "퇴거 전에 임대료 보류와 진행 중인 공동구매 주문을 정리해야 합니다.")
 spend_exists = _kind(
     "spend_exists", 409, "A fund spend with this id is already recorded.",
     "같은 번호의 공용포인트 사용이 이미 기록되어 있습니다.")
@@ -172,6 +173,42 @@ allowance_exceeded = _kind(
     "allowance_exceeded", 409,
     "Without an approved proposal, this month's spends would exceed the complex's allowance.",
     "승인된 안건 없이 이번 달 사용액이 단지의 소액 사용 한도를 넘습니다.")
+# Group buys (shopping market).
+invalid_quantity = _kind(
+    "invalid_quantity", 422, "A quantity must be a whole number within the group buy's limits.",
+    "수량은 공동구매 한도 내의 정수여야 합니다.")
+unknown_group_buy = _kind(
+    "unknown_group_buy", 404, "No such group buy.", "해당 공동구매가 없습니다.")
+unknown_group_buy_order = _kind(
+    "unknown_group_buy_order", 404, "No such group-buy order.", "해당 공동구매 주문이 없습니다.")
+group_buy_exists = _kind(
+    "group_buy_exists", 409, "A group buy with this id is already open or closed.",
+    "같은 번호의 공동구매가 이미 있습니다.")
+order_exists = _kind(
+    "order_exists", 409, "An order with this id already exists.",
+    "같은 번호의 주문이 이미 있습니다.")
+group_buy_closed = _kind(
+    "group_buy_closed", 409, "The group buy is already closed (completed or cancelled).",
+    "이미 마감된(성사 또는 취소된) 공동구매입니다.")
+group_buy_deadline_passed = _kind(
+    "group_buy_deadline_passed", 409, "The group buy's deadline has passed.",
+    "공동구매 마감 시각이 지났습니다.")
+group_buy_not_open_to_complex = _kind(
+    "group_buy_not_open_to_complex", 403, "This group buy is not open to the resident's complex.",
+    "이 공동구매는 입주민의 단지에 열려 있지 않습니다.")
+group_buy_quantity_exceeded = _kind(
+    "group_buy_quantity_exceeded", 409, "The order would take the group buy beyond its maximum.",
+    "주문하면 공동구매 최대 수량을 넘습니다.")
+group_buy_orders_exceeded = _kind(
+    "group_buy_orders_exceeded", 409, "The group buy takes no more orders.",
+    "공동구매가 더 이상 주문을 받을 수 없습니다.")
+group_buy_minimum_not_reached = _kind(
+    "group_buy_minimum_not_reached", 409,
+    "The group buy can close before its deadline only once its minimum is reached.",
+    "최소 수량에 도달해야 마감 전에 공동구매를 닫을 수 있습니다.")
+order_already_cancelled = _kind(
+    "order_already_cancelled", 409, "The order has already been cancelled.",
+    "이미 취소된 주문입니다.")
 request_id_reused = _kind(
     "request_id_reused", 409, "This request id was already used for a different request.",
     "이 요청 번호는 다른 요청에 이미 사용되었습니다.")

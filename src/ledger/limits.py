@@ -68,6 +68,23 @@ title_length_max = 100
 fund_allowance_won_default = 300_000
 """What a complex's fund may spend per KST month without citing an approved proposal,
 until the operator sets the complex's own allowance."""
+group_buy_quantity_max = 100_000
+"""Largest total quantity one group buy may offer (its maximum)."""
+
+group_buy_orders_max = 5_000
+"""Orders one group buy may take: its close saves a trade for each in one transaction."""
+
+group_buy_complexes_max = 100
+"""Complexes one group buy may be open to."""
+
+group_buy_open_days_max = 92
+"""A group buy's deadline is at most about three months after it opens."""
+
+group_buy_trade_prefix = "group-buy:"
+"""The trade of a group-buy order is `group-buy:<order_id>`; platform trades may not use it."""
+
+group_buy_order_id_length_max = identifier_length_max - len(group_buy_trade_prefix)
+"""An order id leaves room for its trade id's prefix."""
 
 batch_commands_max = 512
 """Commands that share one transaction in the group commit."""

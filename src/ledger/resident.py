@@ -30,6 +30,11 @@ from ledger.owed import (
 )
 
 
+def order_hold_key(order_id: str) -> str:
+    """Where a group-buy order's hold sits in a wallet's `holds` (beside rent payments')."""
+    return f"group-buy-order:{order_id}"
+
+
 class Resident(OwedAccount, LedgerAggregate):
     if TYPE_CHECKING:  # state, declared for type checkers only: the library
         # would otherwise take annotations as constructor arguments.
@@ -285,6 +290,98 @@ class Resident(OwedAccount, LedgerAggregate):
         amount_won = self.holds[payment_id]
         self.trigger_event(self.HoldReleased, payment_id=payment_id, amount_won=amount_won,
                            reason=reason, **cause.fields(self.home_complex_id))
+        assert self.held_won >= 0
+
+    # Group-buy order holds -----------------------------------------------------------------
+    # An order's points are held like a rent hold, under the key `order_hold_key(order_id)`
+    # in the same `holds` (so held_won is rent holds plus open orders, and an open order,
+    # even one paid wholly in money, keeps the wallet from closing). When the group buy
+    # completes the hold pays the order's trade; when it is cancelled, or the order is, the
+    # hold is released.
+
+    class OrderPointsHeld(LedgerAggregate.Event):
+        group_buy_id: str
+        order_id: str
+        amount_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.available_won -= self.amount_won
+            wallet.held_won += self.amount_won
+            wallet.holds[order_hold_key(self.order_id)] = self.amount_won
+
+        def postings(self) -> list[Posting]:
+            return [(account("wallet", self.originator_id), -self.amount_won),
+                    (account("held", self.originator_id), self.amount_won)]
+
+    def check_can_hold_order(self, order_id: str, amount_won: int) -> None:
+        self.check_can_spend(amount_won)
+        if order_hold_key(order_id) in self.holds:
+            raise DomainError(errors.order_exists, order_id)
+
+    def hold_for_order(self, group_buy_id: str, order_id: str, amount_won: int,
+                       cause: Cause) -> None:
+        self.check_can_hold_order(order_id, amount_won)
+        # After this point, the hold must succeed.
+        self.trigger_event(self.OrderPointsHeld, group_buy_id=group_buy_id, order_id=order_id,
+                           amount_won=amount_won, **cause.fields(self.home_complex_id))
+        assert self.available_won >= 0 and self.held_won >= 0
+
+    class OrderHoldReleased(LedgerAggregate.Event):
+        """The order was cancelled, or its group buy was: the points are available again."""
+
+        group_buy_id: str
+        order_id: str
+        amount_won: int
+        reason: str
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.held_won -= self.amount_won
+            wallet.available_won += self.amount_won
+            del wallet.holds[order_hold_key(self.order_id)]
+
+        def postings(self) -> list[Posting]:
+            return [(account("held", self.originator_id), -self.amount_won),
+                    (account("wallet", self.originator_id), self.amount_won)]
+
+    def release_order_hold(self, group_buy_id: str, order_id: str, reason: str,
+                           cause: Cause) -> None:
+        amount_won = self.holds[order_hold_key(order_id)]
+        self.trigger_event(self.OrderHoldReleased, group_buy_id=group_buy_id,
+                           order_id=order_id, amount_won=amount_won, reason=reason,
+                           **cause.fields(self.home_complex_id))
+        assert self.held_won >= 0
+
+    class OrderHoldSpent(LedgerAggregate.Event):
+        """The group buy completed: the held points pay the order's trade."""
+
+        group_buy_id: str
+        order_id: str
+        trade_id: str
+        seller_id: UUID
+        amount_won: int
+
+        def apply(self, wallet: Resident) -> None:
+            wallet.held_won -= self.amount_won
+            wallet.spent_total_won += self.amount_won
+            del wallet.holds[order_hold_key(self.order_id)]
+
+        def postings(self) -> list[Posting]:
+            return [(account("held", self.originator_id), -self.amount_won),
+                    (TRADE_CLEARING, self.amount_won)]
+
+    def check_order_hold(self, order_id: str, amount_won: int) -> None:
+        """Whether the wallet holds what the order says. In committed state it always does;
+        a wallet cached by a writer behind another's commits may not, and the rejection
+        then makes the engine read it again (see ledger.engine)."""
+        if self.holds.get(order_hold_key(order_id)) != amount_won:
+            raise DomainError(errors.hold_already_released, f"order {order_id}")
+
+    def spend_order_hold(self, group_buy_id: str, order_id: str, trade_id: str,
+                         seller_id: UUID, cause: Cause) -> None:
+        amount_won = self.holds[order_hold_key(order_id)]
+        self.trigger_event(self.OrderHoldSpent, group_buy_id=group_buy_id, order_id=order_id,
+                           trade_id=trade_id, seller_id=seller_id, amount_won=amount_won,
+                           **cause.fields(self.home_complex_id))
         assert self.held_won >= 0
 
     # Moving out --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ then calls the command methods in order.
 from __future__ import annotations
 
 from ledger import commands as c
-from ledger import errors
+from ledger import errors, limits
 from ledger.checks import check_amount, check_identifier, check_text
 from ledger.complex import Complex
 from ledger.errors import DomainError
@@ -32,6 +32,22 @@ from ledger.unit import Result, UnitOfWork
 
 def record_trade(command: c.RecordTrade, cause: Cause, unit: UnitOfWork) -> Result:
     """A sale between a resident buyer and a seller, with its accruals."""
+    trade_id = check_identifier("trade_id", command.trade_id)
+    if trade_id.startswith(limits.group_buy_trade_prefix):
+        raise DomainError(errors.invalid_field,
+                          f"trade_id: {limits.group_buy_trade_prefix}… names group-buy orders")
+    return _record(command, cause, unit, None)
+
+
+def record_order_trade(command: c.RecordTrade, cause: Cause, unit: UnitOfWork,
+                       group_buy_id: str, order_id: str) -> Result:
+    """A group-buy order's sale: the points it used were held when it was placed and pay
+    the trade now; everything else is as for any trade."""
+    return _record(command, cause, unit, (group_buy_id, order_id))
+
+
+def _record(command: c.RecordTrade, cause: Cause, unit: UnitOfWork,
+            held_by_order: tuple[str, str] | None) -> Result:
     trade_id = check_identifier("trade_id", command.trade_id)
     if command.market not in MARKETS:
         raise DomainError(errors.invalid_market, command.market)
@@ -54,7 +70,10 @@ def record_trade(command: c.RecordTrade, cause: Cause, unit: UnitOfWork) -> Resu
     trade_aggregate = trade_aggregate_id(trade_id)
     if unit.exists(trade_aggregate):
         raise DomainError(errors.trade_exists, trade_id)
-    buyer.check_can_spend(points_used_won)
+    if held_by_order is None:
+        buyer.check_can_spend(points_used_won)
+    else:
+        buyer.check_order_hold(held_by_order[1], points_used_won)
     base_won = accrual_base_won(amount_won, points_used_won)
     personal_won = share_won(base_won, personal_bps)
     common_won = share_won(base_won, common_bps)
@@ -66,8 +85,11 @@ def record_trade(command: c.RecordTrade, cause: Cause, unit: UnitOfWork) -> Resu
         policy_version=policy_version, personal_bps=personal_bps, common_bps=common_bps,
         accrual_base_won=base_won, personal_won=personal_won, common_won=common_won)
     unit.change(trade, buyer, seller, buyer_complex)
-    if points_used_won:
+    if held_by_order is not None:
+        buyer.spend_order_hold(held_by_order[0], held_by_order[1], trade_id, seller.id, cause)
+    elif points_used_won:
         buyer.spend(trade_id, seller.id, points_used_won, cause)
+    if points_used_won:
         seller.receive(trade_id, buyer.id, points_used_won, cause)
     if personal_won:
         buyer.accrue(trade_id, command.market, command.seller_kind, policy_version,

@@ -29,6 +29,10 @@ class AggregateSource(Protocol):
 
     def cached(self, aggregate_id: UUID) -> bool: ...
 
+    def warm(self, aggregate_ids: list[UUID]) -> None: ...
+
+    def load_many(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]: ...
+
 
 class UnitOfWork:
     """The aggregates one command reads and changes, seen through the batch in flight.
@@ -45,6 +49,7 @@ class UnitOfWork:
         self.touched: dict[UUID, Aggregate] = {}
         self.versions_before: dict[UUID, int] = {}
         self.read: dict[UUID, int] = {}
+        self.read_fresh_ahead: dict[UUID, Aggregate] = {}
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         aggregate = self.batch.in_flight.get(aggregate_id) or self.touched.get(aggregate_id)
@@ -58,7 +63,8 @@ class UnitOfWork:
 
     def _read(self, aggregate_id: UUID) -> Aggregate | None:
         if self.fresh:
-            aggregate = self.ledger.load_fresh(aggregate_id)
+            aggregate = (self.read_fresh_ahead.pop(aggregate_id, None)
+                         or self.ledger.load_fresh(aggregate_id))
         else:
             aggregate = self.ledger.load(aggregate_id)
         version = 0 if aggregate is None else aggregate.version
@@ -67,6 +73,17 @@ class UnitOfWork:
         if seen is None or version < seen:
             self.batch.read_versions[aggregate_id] = version
         return aggregate
+
+    def read_ahead(self, aggregate_ids: list[UUID]) -> None:
+        """About to read many aggregates: load those not in flight nor yet read together,
+        in one round trip (into the cache; a fresh unit keeps them for its own reads)."""
+        wanted = [aggregate_id for aggregate_id in aggregate_ids
+                  if aggregate_id not in self.batch.in_flight
+                  and aggregate_id not in self.touched and aggregate_id not in self.read]
+        if not self.fresh:
+            self.ledger.warm(wanted)
+        elif wanted:
+            self.read_fresh_ahead.update(self.ledger.load_many(wanted))
 
     def get(self, cls: type[A], aggregate_id: UUID, missing_code: str) -> A:
         aggregate = self.find(cls, aggregate_id)

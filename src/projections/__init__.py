@@ -6,6 +6,13 @@ search_path is that schema (see `projections.runner.connect`).
 """
 
 from projections.complex_funds import fund
+from projections.group_buys import (
+    due_group_buys,
+    group_buy,
+    group_buy_order,
+    group_buy_orders,
+    open_group_buys,
+)
 from projections.market_views import market_stats, merchant_settlement
 from projections.proposals import (
     ballots,
@@ -38,15 +45,20 @@ __all__ = [
     "ballots",
     "complex_proposals",
     "connect",
+    "due_group_buys",
     "due_holds",
     "due_proposals",
     "fold_all",
     "fund",
     "fund_spends",
+    "group_buy",
+    "group_buy_order",
+    "group_buy_orders",
     "household_ballot",
     "household_rent",
     "market_stats",
     "merchant_settlement",
+    "open_group_buys",
     "positions",
     "proposal",
     "read_all",

@@ -32,6 +32,7 @@ from ledger.database import ConnectionSettings
 from ledger.trade import trade_aggregate_id
 from projections.base import Key, Projection, Row, TradeFacts, merge_into, read_table
 from projections.complex_funds import ComplexFunds
+from projections.group_buys import GroupBuys
 from projections.market_views import MarketViews
 from projections.proposals import Proposals
 from projections.rent_payments import RentPayments
@@ -40,7 +41,7 @@ from projections.wallet_balances import WalletBalances
 log = logging.getLogger(__name__)
 
 ALL: tuple[Projection, ...] = (WalletBalances(), ComplexFunds(), RentPayments(), MarketViews(),
-                               Proposals())
+                               Proposals(), GroupBuys())
 
 TRACKING_TABLE = "p_tracking"
 SHADOW_SUFFIX = "__new"

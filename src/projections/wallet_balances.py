@@ -3,7 +3,8 @@
 One row per resident with the same arithmetic as `Resident.apply` (available, held,
 owed, accrued and spent totals), and one history line per wallet event. Each line
 explains itself: the trade, market, policy version and rate of an accrual; the
-payment and invoice of a rent hold; who acted, in which role, on whose behalf.
+payment and invoice of a rent hold (or the order, in `payment_id`, of a group-buy
+hold); who acted, in which role, on whose behalf.
 """
 
 from __future__ import annotations
@@ -161,6 +162,27 @@ class WalletBalances(Projection):
             line = {"payment_id": data["payment_id"]}
             description = (f"Rent payment {data['payment_id']} {data['reason']}: "
                            f"{_won(amount)} available again")
+        elif kind == "OrderPointsHeld":
+            amount = data["amount_won"]
+            available, held = -amount, amount
+            line = {"payment_id": data["order_id"]}
+            description = (f"Held {_won(amount)} for order {data['order_id']} in group buy "
+                           f"{data['group_buy_id']}")
+        elif kind == "OrderHoldSpent":
+            amount = data["amount_won"]
+            held = -amount
+            changes.add(table, key, spent_total_won=amount)
+            line = {"trade_id": data["trade_id"], "payment_id": data["order_id"]}
+            description = (f"Group buy {data['group_buy_id']} completed: {_won(amount)} held "
+                           f"for order {data['order_id']} paid trade {data['trade_id']}")
+        elif kind == "OrderHoldReleased":
+            amount = data["amount_won"]
+            available, held = amount, -amount
+            line = {"payment_id": data["order_id"]}
+            why = ("the order was cancelled" if data["reason"] == "order_cancelled"
+                   else "the group buy was cancelled")
+            description = (f"Order {data['order_id']} in group buy {data['group_buy_id']}: "
+                           f"{why}, {_won(amount)} available again")
         elif kind == "MovedOut":
             remaining = data["remaining_won"]
             available = -remaining

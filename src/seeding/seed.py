@@ -5,8 +5,9 @@ The default is small (2 complexes, 40 households, one month). `--complexes 29
 at rates modelled on the pilot: every household trades a few times a month in
 both markets, 2 % of trades are refunded, billing issues rent invoices on the
 20th and about one household in eight pays part of its rent with points (most
-settled, some released, a few left to expire), each complex's manager opens a
-spending proposal that 25-55 % of its households vote on (most say yes; some
+settled, some released, a few left to expire), merchants run group buys (some
+reach their minimum, some do not; see seeding.group_buys), each complex's manager
+opens a spending proposal that 25-55 % of its households vote on (most say yes; some
 proposals miss the quorum or the majority), the sweeper decides it when its window
 closes, managers spend what was approved and a small amount within the monthly
 allowance, and a few residents move out each month.
@@ -33,6 +34,7 @@ from ledger.complex import Complex
 from ledger.errors import DomainError
 from ledger.events import KST, Cause
 from ledger.resident import Resident
+from seeding.group_buys import seed_group_buys
 
 OPERATOR = uuid.UUID("0b1e0000-0000-4000-8000-000000000001")
 PLATFORM = uuid.UUID("0b1e0000-0000-4000-8000-000000000002")
@@ -239,6 +241,7 @@ class Seeder:
                 for trade_id, at in recorded[-day_trades:]
                 if self.random.random() < REFUND_RATE]
             self._run(refunds, bar)
+        self._group_buys(first, residents, bar)
         self._rent(first, residents, bar)
         approved = self._votes(first, residents, bar)
         self._fund_spends(first + timedelta(days=days - 2), approved, bar)
@@ -268,6 +271,16 @@ class Seeder:
                 points_used_won = min(wallet.available_won, amount_won // 2)
         return (c.RecordTrade(trade_id, market, category, seller, kind, buyer, amount_won,
                               points_used_won), self._cause(PLATFORM, "platform", at))
+
+    def _group_buys(self, first: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
+        complex_of = dict(self.world.households)
+        by_complex: dict[UUID, list[UUID]] = {}
+        for resident_id, household_id in residents:
+            by_complex.setdefault(complex_of[household_id], []).append(resident_id)
+        seed_group_buys(self.ledger, self.random, lambda items: self._run(items, bar),
+                        self._cause, self.run_tag,
+                        first, self.world.complexes, self.world.merchants, by_complex,
+                        OPERATOR)
 
     def _rent(self, first: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
         period = f"{first.year:04d}-{first.month:02d}"

@@ -1,5 +1,6 @@
-"""The expiry sweeper: a writer that releases rent holds whose deadline has passed, and
-decides proposals whose voting window has closed."""
+"""The expiry sweeper: a writer that releases rent holds whose deadline has passed,
+decides proposals whose voting window has closed, and closes group buys whose deadline
+has passed."""
 
 from __future__ import annotations
 
@@ -81,6 +82,28 @@ class ExpirySweeper:
             if not outcome.replayed:
                 decided += 1
         return decided
+    def close_due_group_buys(self, moment: datetime | None = None) -> int:
+        """Close every open group buy whose deadline is past at `moment` (default now): each
+        completes or is cancelled by its ordered quantity. Returns how many closed.
+
+        The request id is derived from the group buy, so two sweepers close it once; the
+        other gets `group_buy_closed` or `request_id_reused`, and moves on. An order that
+        reached the ledger before the close is in the outcome; one after it is refused."""
+        moment = moment or now()
+        closed = 0
+        with self.pool.connection() as conn:
+            due = projections.due_group_buys(conn, moment, limits.page_size_max)
+        for group_buy_id in due:
+            cause = Cause(SWEEPER_ACTOR, "operator",
+                          f"close-{uuid5(NAMESPACE_URL, group_buy_id).hex}", moment)
+            try:
+                outcome = self.ledger.execute(c.CloseGroupBuy(group_buy_id), cause)
+            except DomainError as error:  # closed already, by the merchant or another sweeper
+                log.debug("close of group buy %s skipped: %s", group_buy_id, error.code)
+                continue
+            if not outcome.replayed:  # a replay: closed by an earlier sweep
+                closed += 1
+        return closed
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
@@ -92,6 +115,10 @@ class ExpirySweeper:
                 self.sweep_once()
             except Exception:  # the next round tries again
                 log.exception("expiry sweep failed")
+            try:
+                self.close_due_group_buys()
+            except Exception:  # the next round tries again
+                log.exception("group-buy sweep failed")
 
     def stop(self) -> None:
         self._stopping.set()
