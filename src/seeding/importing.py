@@ -36,6 +36,7 @@ import time
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -449,10 +450,43 @@ def _run_in_worker(job: Job) -> tuple[int, int, int]:
     return run_job(job, _progress)
 
 
+class ImportRunning(Exception):  # noqa: N818  (a state, not a failure of ours)
+    """Another run is importing the same file into the same schema."""
+
+
+@contextmanager
+def _only_run(conninfo: str, schema: str, file_sha256: str) -> Iterator[None]:
+    """Hold, for the run, the lock that keeps a second run of the same file into the same
+    schema out (a PostgreSQL session advisory lock: a crashed run's lock goes with its
+    connection). Two runs at once would each judge the other's refused lines again."""
+    name = f"ledger-import:{schema}:{file_sha256}".encode()
+    key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not (row and row[0]):
+            msg = (f"another run is importing this file into schema {schema!r}; "
+                   "wait for it to end (or for its connection to close) and run again")
+            raise ImportRunning(msg)
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def import_file(url: str, schema: str, path: Path, *, workers: int = 2,
                 rejects_path: Path | None = None, default_actor: UUID = IMPORTER_ID,
                 show_progress: bool = True) -> Report:
-    """Import the file; see the module's docstring."""
+    """Import the file; see the module's docstring. ImportRunning if another run is
+    importing the same file into the same schema."""
+    conninfo = ConnectionSettings.from_url(url).conninfo()
+    with _only_run(conninfo, schema, file_digest(path)):
+        return _import_file(url, schema, path, workers=workers, rejects_path=rejects_path,
+                            default_actor=default_actor, show_progress=show_progress)
+
+
+def _import_file(url: str, schema: str, path: Path, *, workers: int,
+                 rejects_path: Path | None, default_actor: UUID,
+                 show_progress: bool) -> Report:
     from tqdm import tqdm  # noqa: PLC0415
 
     started = time.monotonic()
