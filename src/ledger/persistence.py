@@ -181,6 +181,9 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.sent = 0
+        self.failed = 0
+        """Attempts that found the database away (each retried after
+        `limits.notify_retry_seconds`)."""
 
     def poke(self) -> None:
         """New events are committed: notify soon (never blocks, never raises)."""
@@ -212,6 +215,10 @@ class Notifier:
                     with contextlib.suppress(psycopg.Error):
                         conn.close()
                 conn = None
+                self.failed += 1
+                # Still due: sent once the database is back, waking the followers then
+                # rather than at their next poll.
+                self._due.set()
                 self._stopping.wait(limits.notify_retry_seconds)
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
