@@ -98,7 +98,7 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(Resident.PaymentReturned, "wallet", "payment_returned", 2),
     PublicType(Resident.PointsHeld, "wallet", "points_held", 2),
     PublicType(Resident.HoldSettled, "wallet", "hold_settled", 1),
-    PublicType(Resident.HoldReleased, "wallet", "hold_released", 1),
+    PublicType(Resident.HoldReleased, "wallet", "hold_released", 2),
     PublicType(Resident.MovedOut, "wallet", "resident_moved_out", 2),
     PublicType(Merchant.Registered, "merchant", "registered", 1),
     PublicType(Merchant.SettlementCredited, "merchant", "settlement_credited", 1),
@@ -119,7 +119,7 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(GroupBuy.Completed, "groupbuy", "completed", 1),
     PublicType(GroupBuy.Cancelled, "groupbuy", "cancelled", 1),
     PublicType(Resident.OrderPointsHeld, "wallet", "order_points_held", 2),
-    PublicType(Resident.OrderHoldReleased, "wallet", "order_hold_released", 1),
+    PublicType(Resident.OrderHoldReleased, "wallet", "order_hold_released", 2),
     PublicType(Resident.OrderHoldSpent, "wallet", "order_hold_spent", 1),
     # Points lifecycle: pending shares released or cancelled, expired lots, and personal
     # points that came to a fund by expiry or move-out.
@@ -158,6 +158,8 @@ RETIRED_EVENT_TYPES: tuple[str, ...] = (
     "trade.refunded.v1",
     "policy.version_set.v1",
     "wallet.order_points_held.v1",
+    "wallet.hold_released.v1",
+    "wallet.order_hold_released.v1",
 )
 """Earlier versions no longer published, whose checked-in schemas are kept unchanged."""
 

@@ -147,6 +147,15 @@ class Resident(OwedAccount, LedgerAggregate):
                        "amount_won": amount_won}]
         return taking
 
+    def hold_taking(self, key: str, amount_won: int) -> lot_book.Taking:
+        """What a hold took (a copy, to record on its release)."""
+        self.lot_state()
+        taking = self.hold_lots.get(key)
+        if taking is None:
+            return [{"lot_id": OPENING_LOT, "expires_at": legacy_expiry(self.created_on),
+                     "amount_won": amount_won}]
+        return [dict(part) for part in taking]
+
     def take(self, recorded: lot_book.Taking | None, amount_won: int) -> lot_book.Taking:
         """Apply a debit of available points to the lots: as the event recorded it, or, for
         an event stored before lots, earliest-expiring first."""
@@ -505,10 +514,13 @@ class Resident(OwedAccount, LedgerAggregate):
         payment_id: str
         amount_won: int
         reason: str
+        lots: list[dict[str, Any]] | None = None
+        """What goes back to which lot: what the hold took (None before lots)."""
 
         def apply(self, wallet: Resident) -> None:
+            taking = wallet.held_taking(self.payment_id, self.amount_won)
             lot_book.give_back(wallet.lot_state(),
-                               wallet.held_taking(self.payment_id, self.amount_won))
+                               taking if self.lots is None else [dict(p) for p in self.lots])
             wallet.held_won -= self.amount_won
             wallet.available_won += self.amount_won
             del wallet.holds[self.payment_id]
@@ -520,7 +532,8 @@ class Resident(OwedAccount, LedgerAggregate):
     def release_hold(self, payment_id: str, reason: str, cause: Cause) -> None:
         amount_won = self.holds[payment_id]
         self.trigger_event(self.HoldReleased, payment_id=payment_id, amount_won=amount_won,
-                           reason=reason, **cause.fields(self.home_complex_id))
+                           reason=reason, lots=self.hold_taking(payment_id, amount_won),
+                           **cause.fields(self.home_complex_id))
         assert self.held_won >= 0
 
     # Group-buy order holds -----------------------------------------------------------------
@@ -570,10 +583,14 @@ class Resident(OwedAccount, LedgerAggregate):
         order_id: str
         amount_won: int
         reason: str
+        lots: list[dict[str, Any]] | None = None
+        """What goes back to which lot: what the hold took (None before lots)."""
 
         def apply(self, wallet: Resident) -> None:
             key = order_hold_key(self.order_id)
-            lot_book.give_back(wallet.lot_state(), wallet.held_taking(key, self.amount_won))
+            taking = wallet.held_taking(key, self.amount_won)
+            lot_book.give_back(wallet.lot_state(),
+                               taking if self.lots is None else [dict(p) for p in self.lots])
             wallet.held_won -= self.amount_won
             wallet.available_won += self.amount_won
             del wallet.holds[key]
@@ -587,6 +604,7 @@ class Resident(OwedAccount, LedgerAggregate):
         amount_won = self.holds[order_hold_key(order_id)]
         self.trigger_event(self.OrderHoldReleased, group_buy_id=group_buy_id,
                            order_id=order_id, amount_won=amount_won, reason=reason,
+                           lots=self.hold_taking(order_hold_key(order_id), amount_won),
                            **cause.fields(self.home_complex_id))
         assert self.held_won >= 0
 
