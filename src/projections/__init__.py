@@ -19,6 +19,7 @@ from projections.points_lifecycle import (
     due_pending_trades,
     fund_pending_won,
     wallet_lifecycle,
+    wallet_lifecycle_async,
 )
 from projections.proposals import (
     ballots,
@@ -78,4 +79,5 @@ __all__ = [
     "wallet_entries",
     "wallet_entries_async",
     "wallet_lifecycle",
+    "wallet_lifecycle_async",
 ]

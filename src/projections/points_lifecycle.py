@@ -147,27 +147,46 @@ class PointsLifecycle(Projection):
 
 # Reads -----------------------------------------------------------------------------------
 
+_PENDING_SELECT = (
+    "SELECT COALESCE(SUM(personal_won), 0)::bigint AS pending_won,"
+    " MIN(available_at) AS next_available_at"
+    " FROM p_pending_shares WHERE resident_id = %s AND personal_state = 'pending'")
+_EXPIRING_SELECT = (
+    "SELECT expires_at, SUM(remaining_won)::bigint AS amount_won FROM p_wallet_lots"
+    " WHERE resident_id = %s AND remaining_won > 0 AND expires_at > %s"
+    " AND expires_at <= %s GROUP BY expires_at ORDER BY expires_at LIMIT %s")
+
+
+def _lifecycle_view(pending: dict[str, Any] | None,
+                    expiring: list[dict[str, Any]]) -> dict[str, Any]:
+    pending = pending or {"pending_won": 0, "next_available_at": None}
+    return {"pending_won": pending["pending_won"],
+            "next_available_at": pending["next_available_at"],
+            "expiring_soon_won": sum(row["amount_won"] for row in expiring),
+            "expiring_soon": expiring}
+
+
 def wallet_lifecycle(conn: psycopg.Connection[Any], resident_id: UUID,
                      moment: datetime) -> dict[str, Any]:
     """A wallet's pending points, and its lots expiring within the next 30 days."""
     until = moment + timedelta(days=limits.expiring_soon_days)
     with conn.cursor(row_factory=dict_row) as cursor:
-        cursor.execute(
-            "SELECT COALESCE(SUM(personal_won), 0)::bigint AS pending_won,"
-            " MIN(available_at) AS next_available_at"
-            " FROM p_pending_shares WHERE resident_id = %s AND personal_state = %s",
-            (resident_id, PENDING))
-        pending = cursor.fetchone() or {"pending_won": 0, "next_available_at": None}
-        cursor.execute(
-            "SELECT expires_at, SUM(remaining_won)::bigint AS amount_won FROM p_wallet_lots"
-            " WHERE resident_id = %s AND remaining_won > 0 AND expires_at > %s"
-            " AND expires_at <= %s GROUP BY expires_at ORDER BY expires_at LIMIT %s",
-            (resident_id, moment, until, limits.page_size_max))
-        expiring = cursor.fetchall()
-    return {"pending_won": pending["pending_won"],
-            "next_available_at": pending["next_available_at"],
-            "expiring_soon_won": sum(row["amount_won"] for row in expiring),
-            "expiring_soon": expiring}
+        cursor.execute(_PENDING_SELECT, (resident_id,))
+        pending = cursor.fetchone()
+        cursor.execute(_EXPIRING_SELECT, (resident_id, moment, until, limits.page_size_max))
+        return _lifecycle_view(pending, cursor.fetchall())
+
+
+async def wallet_lifecycle_async(conn: psycopg.AsyncConnection[Any], resident_id: UUID,
+                                 moment: datetime) -> dict[str, Any]:
+    """`wallet_lifecycle` on an async connection."""
+    until = moment + timedelta(days=limits.expiring_soon_days)
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(_PENDING_SELECT, (resident_id,))
+        pending = await cursor.fetchone()
+        await cursor.execute(_EXPIRING_SELECT,
+                             (resident_id, moment, until, limits.page_size_max))
+        return _lifecycle_view(pending, await cursor.fetchall())
 
 
 def fund_pending_won(conn: psycopg.Connection[Any], complex_id: UUID) -> int:
