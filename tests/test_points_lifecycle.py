@@ -16,7 +16,7 @@ from ledger.conservation import fold
 from ledger.errors import DomainError
 from ledger.events import Cause
 from ledger.lots import add_months
-from ledger.policy import AccrualPolicy, POLICY_ID
+from ledger.policy import AccrualPolicy
 from ledger.resident import Resident
 from world import BILLING, DEFAULT_RATES, OPERATOR, World
 
