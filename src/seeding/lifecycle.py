@@ -102,6 +102,7 @@ def release_ended_windows(seeder: SeedRunner, moment: datetime, actor: UUID,
             assert isinstance(event, Trade.Recorded)
             if event.available_at is None or event.available_at > moment:
                 continue
+            assert event.complex_id is not None
             buyer, fund = ledger.load(event.buyer_id), ledger.load(event.complex_id)
             if (isinstance(buyer, Resident) and buyer.pending_until(event.trade_id)) or (
                     isinstance(fund, Complex) and fund.pending_until(event.trade_id)):
