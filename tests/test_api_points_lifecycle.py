@@ -1,5 +1,8 @@
 """The points lifecycle through the HTTP API, as the app and the operator see it."""
 
+# Fixtures come from test_api_fixtures by import, so tests "redefine" their names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from datetime import timedelta
