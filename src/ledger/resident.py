@@ -391,8 +391,8 @@ class Resident(OwedAccount, LedgerAggregate):
         earliest-expiring first on replay)."""
 
         def apply(self, wallet: Resident) -> None:
-            wallet.spent_lots = {**wallet.spent_lots,
-                                 self.trade_id: wallet.take(self.lots, self.amount_won)}
+            taking = wallet.take(self.lots, self.amount_won)  # makes the lot state its own
+            wallet.spent_lots[self.trade_id] = taking
             wallet.available_won -= self.amount_won
             wallet.spent_total_won += self.amount_won
 
@@ -471,8 +471,8 @@ class Resident(OwedAccount, LedgerAggregate):
         """What the hold took from which lot (None before lots: earliest-expiring first)."""
 
         def apply(self, wallet: Resident) -> None:
-            wallet.hold_lots = {**wallet.hold_lots,
-                                self.payment_id: wallet.take(self.lots, self.amount_won)}
+            taking = wallet.take(self.lots, self.amount_won)  # makes the lot state its own
+            wallet.hold_lots[self.payment_id] = taking
             wallet.available_won -= self.amount_won
             wallet.held_won += self.amount_won
             wallet.holds[self.payment_id] = self.amount_won
@@ -552,8 +552,8 @@ class Resident(OwedAccount, LedgerAggregate):
 
         def apply(self, wallet: Resident) -> None:
             key = order_hold_key(self.order_id)
-            wallet.hold_lots = {**wallet.hold_lots,
-                                key: wallet.take(self.lots, self.amount_won)}
+            taking = wallet.take(self.lots, self.amount_won)  # makes the lot state its own
+            wallet.hold_lots[key] = taking
             wallet.available_won -= self.amount_won
             wallet.held_won += self.amount_won
             wallet.holds[key] = self.amount_won
@@ -619,8 +619,8 @@ class Resident(OwedAccount, LedgerAggregate):
 
         def apply(self, wallet: Resident) -> None:
             key = order_hold_key(self.order_id)
-            wallet.spent_lots = {**wallet.spent_lots,
-                                 self.trade_id: wallet.held_taking(key, self.amount_won)}
+            taking = wallet.held_taking(key, self.amount_won)  # makes the lot state its own
+            wallet.spent_lots[self.trade_id] = taking
             wallet.held_won -= self.amount_won
             wallet.spent_total_won += self.amount_won
             del wallet.holds[key]
