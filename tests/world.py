@@ -65,8 +65,9 @@ class World:
     def merchant(self, kind: str = "small_firm") -> UUID:
         return UUID(self.run(c.RegisterMerchant(kind, f"{kind} shop"))["merchant_id"])
 
-    def policy(self, rates: list[dict[str, Any]] | None = None) -> int:
-        return int(self.run(c.SetAccrualPolicy.of(rates or DEFAULT_RATES))["version"])
+    def policy(self, rates: list[dict[str, Any]] | None = None,
+               guards: dict[str, Any] | None = None) -> int:
+        return int(self.run(c.SetAccrualPolicy.of(rates or DEFAULT_RATES, guards))["version"])
 
     def trade(self, buyer: UUID, seller: UUID, amount_won: int, points_used_won: int = 0,
               seller_kind: str = "resident", market: str | None = None,

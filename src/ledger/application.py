@@ -508,7 +508,7 @@ class Ledger(Application[UUID]):
         if policy is None:
             policy = AccrualPolicy.create(cause)  # dropped with the command if it is refused
         unit.change(policy)
-        version = policy.set_version(command.rate_rows(), cause)
+        version = policy.set_version(command.rate_rows(), cause, command.guard_settings())
         return {"version": version}, None
 
     def _record_trade(self, command: c.RecordTrade, cause: Cause,

@@ -78,16 +78,26 @@ class PayOutMerchant(Command):
 class SetAccrualPolicy(Command):
     name: ClassVar[str] = "set_accrual_policy"
     rates: tuple[tuple[tuple[str, Any], ...], ...]
+    guards: tuple[tuple[str, Any], ...] | None = None
+    """Wash-trade guard settings (ledger.guards); None: the defaults."""
 
     @classmethod
-    def of(cls, rates: list[dict[str, Any]]) -> SetAccrualPolicy:
-        return cls(rates=tuple(tuple(sorted(row.items())) for row in rates))
+    def of(cls, rates: list[dict[str, Any]],
+           guards: dict[str, Any] | None = None) -> SetAccrualPolicy:
+        return cls(rates=tuple(tuple(sorted(row.items())) for row in rates),
+                   guards=None if guards is None else tuple(sorted(guards.items())))
 
     def rate_rows(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.rates]
 
+    def guard_settings(self) -> dict[str, Any] | None:
+        return None if self.guards is None else dict(self.guards)
+
     def content(self) -> dict[str, Any]:
-        return {"rates": self.rate_rows()}
+        content: dict[str, Any] = {"rates": self.rate_rows()}
+        if self.guards is not None:  # absent as before guards: old request records match
+            content["guards"] = self.guard_settings()
+        return content
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from uuid import NAMESPACE_URL, uuid5
 from ledger import errors, limits
 from ledger.errors import DomainError
 from ledger.events import Cause, LedgerAggregate
+from ledger.guards import Guards, guards_of, validate_guards
 
 MARKETS = ("sharing", "shopping")
 SELLER_KINDS = ("resident", "small_firm", "social_enterprise", "local_food", "public_body")
@@ -79,6 +80,7 @@ class AccrualPolicy(LedgerAggregate):
         # would otherwise take annotations as constructor arguments.
         versions: dict[int, list[dict[str, Any]]]
         current_version: int
+        guards_by_version: dict[str, dict[str, Any]]  # by str(version): JSON keys
 
     class Created(LedgerAggregate.Created):
         def apply(self, policy: AccrualPolicy) -> None:
@@ -88,22 +90,35 @@ class AccrualPolicy(LedgerAggregate):
     class VersionSet(LedgerAggregate.Event):
         version: int
         rates: list[dict[str, Any]]
+        guards: dict[str, Any] | None = None
+        """Wash-trade guard settings (ledger.guards); None in versions stored before them."""
 
         def apply(self, policy: AccrualPolicy) -> None:
             policy.versions[self.version] = [dict(row) for row in self.rates]
             policy.current_version = self.version
+            if self.guards is not None:
+                # A snapshot taken before guards existed has no such attribute.
+                policy.guards_by_version = {**getattr(policy, "guards_by_version", {}),
+                                            str(self.version): dict(self.guards)}
 
     @classmethod
     def create(cls, cause: Cause) -> AccrualPolicy:
         return cls._create(cls.Created, id=POLICY_ID, **cause.fields(None))
 
-    def set_version(self, rates: list[dict[str, Any]], cause: Cause) -> int:
+    def set_version(self, rates: list[dict[str, Any]], cause: Cause,
+                    guards: dict[str, Any] | None = None) -> int:
         normalised = validate_rates(rates)
+        guard_settings = validate_guards(guards)
         version = self.current_version + 1
         self.trigger_event(self.VersionSet, version=version, rates=normalised,
-                           **cause.fields(None))
+                           guards=guard_settings, **cause.fields(None))
         assert self.current_version == version
         return version
+
+    def guards_for(self, version: int) -> Guards:
+        """The wash-trade guards of a version (NO_GUARDS for one stored before guards)."""
+        assert version in self.versions
+        return guards_of(getattr(self, "guards_by_version", {}).get(str(version)))
 
     def rates_for(
         self, market: str, seller_kind: str, category: str, version: int | None = None,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from ledger import errors
+from ledger.complex import kst_month
 from ledger.errors import DomainError
 from ledger.events import (
     RENT_CLEARING,
@@ -48,6 +49,7 @@ class Resident(OwedAccount, LedgerAggregate):
         spent_total_won: int
         holds: dict[str, int]
         closed: bool
+        sharing_accrued_won_by_month: dict[str, int]
 
     balance_name = "available_won"  # what OwedAccount credits and claws back
 
@@ -67,6 +69,7 @@ class Resident(OwedAccount, LedgerAggregate):
             wallet.spent_total_won = 0
             wallet.holds = {}
             wallet.closed = False
+            wallet.sharing_accrued_won_by_month = {}
 
     @classmethod
     def enrol(cls, resident_id: UUID, household_id: UUID, complex_id: UUID, consent_ref: str,
@@ -108,6 +111,12 @@ class Resident(OwedAccount, LedgerAggregate):
         def apply(self, wallet: Resident) -> None:
             wallet.apply_credit(self.amount_won, self.recovered_won)
             wallet.accrued_total_won += self.amount_won
+            if self.market == "sharing":  # what the sharing accrual guard reads
+                month = kst_month(self.occurred_at)
+                # A snapshot taken before the guard existed has no such attribute.
+                by_month = getattr(wallet, "sharing_accrued_won_by_month", {})
+                wallet.sharing_accrued_won_by_month = {
+                    **by_month, month: by_month.get(month, 0) + self.amount_won}
 
         def postings(self) -> list[Posting]:
             return accrual_postings(account("wallet", self.originator_id), self.amount_won,
@@ -120,6 +129,21 @@ class Resident(OwedAccount, LedgerAggregate):
                              market=market, seller_kind=seller_kind,
                              policy_version=policy_version, personal_bps=personal_bps,
                              accrual_base_won=base_won)
+
+    def sharing_accrued_won(self, month: str) -> int:
+        """Personal points accrued from the sharing market in a KST month ('YYYY-MM')."""
+        return getattr(self, "sharing_accrued_won_by_month", {}).get(month, 0)
+
+    def check_sharing_accrual(self, month: str, amount_won: int, cap_won: int | None,
+                              trade_id: str) -> None:
+        """The sharing accrual guard (ledger.guards): a trade whose accrual would pass the
+        month's cap is refused whole."""
+        if cap_won is None or amount_won == 0:
+            return
+        accrued_won = self.sharing_accrued_won(month)
+        if accrued_won + amount_won > cap_won:
+            raise DomainError(errors.sharing_accrual_cap_reached,
+                              f"{trade_id}: {accrued_won} of {cap_won} accrued in {month}")
 
     class PointsReceived(LedgerAggregate.Event):
         """As a seller: a buyer paid with points."""
