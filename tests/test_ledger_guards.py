@@ -64,7 +64,7 @@ def test_a_trade_within_one_household_is_refused(world: World) -> None:
 
 def test_the_household_guard_can_be_turned_off(world: World) -> None:
     """A policy version that allows trades within a household records them."""
-    world.policy(guards={"same_household_trades_refused": False})
+    world.policy(guards={"same_household_trades": "allowed"})
     homes = Homes(world)
     assert world.trade(homes.first, homes.second, 10_000)["personal_accrued_won"] == 300
 
@@ -106,7 +106,7 @@ def test_the_pair_cap_is_per_kst_month(world: World) -> None:
 def test_a_different_pair_has_its_own_count(world: World) -> None:
     """One resident at the cap with a neighbour still trades with someone else."""
     world.policy(guards={"pair_trades_per_month_max": 1,
-                         "same_household_trades_refused": False})
+                         "same_household_trades": "allowed"})
     homes = Homes(world)
     world.trade(homes.first, homes.neighbour, 1_000)
     world.trade(homes.first, homes.second, 1_000)
@@ -191,7 +191,7 @@ def test_a_version_stored_before_guards_guards_nothing() -> None:
 
 @pytest.mark.parametrize("guards", [
     {"unknown": 1},
-    {"same_household_trades_refused": "yes"},
+    {"same_household_trades": True},
     {"pair_trades_per_month_max": -1},
     {"pair_trades_per_month_max": limits.guard_pair_trades_per_month_max + 1},
     {"sharing_accrual_won_per_month_max": 1.5},

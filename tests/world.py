@@ -29,6 +29,12 @@ DEFAULT_RATES = [
     {"market": "shopping", "seller_kind": "local_food", "personal_bps": 500, "common_bps": 200},
 ]
 
+GUARDS_OFF: dict[str, Any] = {"same_household_trades": "allowed",
+                              "sharing_accrual_won_per_month_max": None,
+                              "pair_trades_per_month_max": None}
+"""Wash-trade guards off: for workloads about something else that trade within one household
+or often between two residents (the guards have their own tests, test_ledger_guards)."""
+
 _request_numbers = itertools.count(1)
 
 

@@ -34,6 +34,7 @@ from feed.messages import OutgoingMessage, event_id
 from ledger.complex import Complex
 from ledger.events import Caused
 from ledger.groupbuy import GroupBuy, GroupBuyOrderLocator
+from ledger.guards import TradePair
 from ledger.household import Household, RentPaymentLocator
 from ledger.merchant import Merchant
 from ledger.policy import AccrualPolicy
@@ -107,7 +108,7 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(Trade.Recorded, "trade", "recorded", 1),
     PublicType(Trade.Refunded, "trade", "refunded", 1),
     PublicType(AccrualPolicy.Created, "policy", "created", 1),
-    PublicType(AccrualPolicy.VersionSet, "policy", "version_set", 1),
+    PublicType(AccrualPolicy.VersionSet, "policy", "version_set", 2),
     PublicType(Proposal.Opened, "vote", "proposal_opened", 1),
     PublicType(Proposal.Decided, "vote", "proposal_decided", 1),
     # Group buys: every event of one group buy has its id as key, so one partition holds
@@ -130,10 +131,13 @@ INTERNAL_EVENT_CLASSES: tuple[type[Any], ...] = (
     Proposal.BallotCast,  # Who voted how is for auditors only; vote.proposal_decided has the tally.
     Proposal.SpendCited,  # fund.spent.v2 names the proposal a spend cites.
     GroupBuyOrderLocator.Registered,  # An index from order id to group buy, nothing more.
+    TradePair.Opened,  # The wash-trade guard's count per pair; trade.recorded is the fact.
+    TradePair.TradeCounted,
 )
 
 RETIRED_EVENT_TYPES: tuple[str, ...] = (
     "fund.spent.v1",  # v2 adds proposal_id (resident votes gate fund spending).
+    "policy.version_set.v1",  # v2 adds guards (wash-trade guard settings).
 )
 """Earlier versions no longer published, whose checked-in schemas are kept unchanged."""
 

@@ -32,7 +32,9 @@ from ledger import errors, limits
 from ledger.errors import DomainError
 from ledger.events import Cause, LedgerAggregate
 
-SAME_HOUSEHOLD = "same_household_trades_refused"
+SAME_HOUSEHOLD = "same_household_trades"
+REFUSED, ALLOWED = "refused", "allowed"
+"""The values of `same_household_trades` (events carry no booleans)."""
 SHARING_CAP = "sharing_accrual_won_per_month_max"
 PAIR_CAP = "pair_trades_per_month_max"
 GUARD_FIELDS = (SAME_HOUSEHOLD, SHARING_CAP, PAIR_CAP)
@@ -47,7 +49,7 @@ class Guards:
     pair_trades_per_month_max: int | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {SAME_HOUSEHOLD: self.same_household_trades_refused,
+        return {SAME_HOUSEHOLD: REFUSED if self.same_household_trades_refused else ALLOWED,
                 SHARING_CAP: self.sharing_accrual_won_per_month_max,
                 PAIR_CAP: self.pair_trades_per_month_max}
 
@@ -71,8 +73,8 @@ def validate_guards(raw: dict[str, Any] | None) -> dict[str, Any]:
         raise DomainError(errors.invalid_field, f"guards: unknown setting {unknown[0]!r}")
     settings = DEFAULT_GUARDS.as_dict()
     settings.update(given)
-    if type(settings[SAME_HOUSEHOLD]) is not bool:
-        raise DomainError(errors.invalid_field, f"guards.{SAME_HOUSEHOLD}: true or false")
+    if settings[SAME_HOUSEHOLD] not in (REFUSED, ALLOWED):
+        raise DomainError(errors.invalid_field, f"guards.{SAME_HOUSEHOLD}: {REFUSED} or {ALLOWED}")
     for name, largest in ((SHARING_CAP, limits.amount_won_max),
                           (PAIR_CAP, limits.guard_pair_trades_per_month_max)):
         value = settings[name]
@@ -86,7 +88,7 @@ def guards_of(stored: dict[str, Any] | None) -> Guards:
     """The guards a stored version means (None: stored before guards existed)."""
     if stored is None:
         return NO_GUARDS
-    return Guards(same_household_trades_refused=stored[SAME_HOUSEHOLD],
+    return Guards(same_household_trades_refused=stored[SAME_HOUSEHOLD] == REFUSED,
                   sharing_accrual_won_per_month_max=stored[SHARING_CAP],
                   pair_trades_per_month_max=stored[PAIR_CAP])
 
