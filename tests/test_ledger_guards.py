@@ -12,17 +12,17 @@ import pytest
 from ledger import commands as c
 from ledger import limits
 from ledger.application import now
+from ledger.errors import DomainError
 from ledger.events import KST, Cause
 from ledger.guards import DEFAULT_GUARDS, NO_GUARDS, TradePair, trade_pair_id
-from ledger.policy import AccrualPolicy
+from ledger.policy import POLICY_ID, AccrualPolicy
 from ledger.resident import Resident
 from test_group_buys import Market, after_deadline
-from world import OPERATOR, PLATFORM, World
+from world import DEFAULT_RATES, OPERATOR, PLATFORM, World
 
 
 def rejected(world: World, code: str, command: c.Command, **cause_fields: Any) -> None:
     """Assert that the command is rejected with `code` and that nothing was recorded."""
-    from ledger.errors import DomainError
     before = world.ledger.position()
     with pytest.raises(DomainError) as caught:
         world.run(command, **cause_fields)
@@ -176,7 +176,7 @@ def test_the_guards_of_the_trades_policy_version_apply(world: World) -> None:
 def test_a_version_without_guard_settings_gets_the_defaults(world: World) -> None:
     """Guards left out of a new policy version are stored with their defaults."""
     world.policy()
-    policy = world.ledger.snapshot(AccrualPolicy, _policy_id())
+    policy = world.ledger.snapshot(AccrualPolicy, POLICY_ID)
     assert policy is not None and policy.guards_for(1) == DEFAULT_GUARDS
 
 
@@ -199,7 +199,6 @@ def test_a_version_stored_before_guards_guards_nothing() -> None:
 ])
 def test_guard_settings_are_validated(world: World, guards: dict[str, Any]) -> None:
     """A bad guard setting refuses the whole policy version."""
-    from world import DEFAULT_RATES
     rejected(world, "invalid_field", c.SetAccrualPolicy.of(DEFAULT_RATES, guards))
 
 
@@ -220,8 +219,3 @@ def test_a_group_buy_close_is_never_refused_by_a_guard(world: World) -> None:
     assert names.count("Trade.Recorded") == 3
     for buyer in buyers:
         assert market.wallet(buyer).accrued_total_won == 500  # 5 % of 10,000 won
-
-
-def _policy_id() -> uuid.UUID:
-    from ledger.policy import POLICY_ID
-    return POLICY_ID

@@ -48,7 +48,8 @@ class GuardTally:
         if data["seller_kind"] == "resident":
             seller = str(data["seller_id"]["_data_"])
             household = str(data["buyer_household_id"]["_data_"])
-            if guards.get("same_household_trades") == "refused" and household == seller_household_id:
+            refused = guards.get("same_household_trades") == "refused"
+            if refused and household == seller_household_id:
                 breaches.append(f"trade {data['trade_id']} within household {household}")
             low, high = sorted((buyer, seller))
             key = (low, high, month)

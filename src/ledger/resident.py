@@ -132,7 +132,8 @@ class Resident(OwedAccount, LedgerAggregate):
 
     def sharing_accrued_won(self, month: str) -> int:
         """Personal points accrued from the sharing market in a KST month ('YYYY-MM')."""
-        return getattr(self, "sharing_accrued_won_by_month", {}).get(month, 0)
+        by_month: dict[str, int] = getattr(self, "sharing_accrued_won_by_month", {})
+        return by_month.get(month, 0)
 
     def check_sharing_accrual(self, month: str, amount_won: int, cap_won: int | None,
                               trade_id: str) -> None:
