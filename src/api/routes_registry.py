@@ -132,5 +132,6 @@ def set_accrual_policy(body: AccrualPolicyRequest,
                        write: Annotated[Write, Depends(writer(Role.OPERATOR))]
                        ) -> AccrualPolicySet:
     rows = [row.model_dump(exclude_none=True) for row in body.rates]
-    outcome = write.execute(c.SetAccrualPolicy.of(rows))
+    guards = None if body.guards is None else body.guards.model_dump(exclude_unset=True)
+    outcome = write.execute(c.SetAccrualPolicy.of(rows, guards))
     return AccrualPolicySet(position=outcome.position, **outcome.result)
