@@ -124,3 +124,18 @@ def test_two_writer_processes_racing_both_caps(world: World, pair: dict) -> None
     assert pair_count(world, pair) == 3
     wallet = world.ledger.snapshot(Resident, pair["first"])
     assert wallet is not None and wallet.sharing_accrued_won(kst_month(now())) == 900
+
+
+def test_a_cold_writer_sees_the_pair_count_of_another(world: World, pair: dict) -> None:
+    """A writer that has not seen the pair's counter (a new process) takes it as new, and the
+    save's key sends it back to read the counter: the cap still holds."""
+    world.policy(guards={"pair_trades_per_month_max": 1})
+    record(world.ledger, pair["first"], pair["second"], "first", 100)
+    cold = Ledger.connect(world.database_url, world.schema)
+    try:
+        with pytest.raises(DomainError) as refused:
+            record(cold, pair["second"], pair["first"], "second", 100)
+    finally:
+        cold.close()
+    assert refused.value.code == "pair_trade_cap_reached"
+    assert pair_count(world, pair) == 1

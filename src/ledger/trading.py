@@ -119,7 +119,8 @@ def _check_guards(command: c.RecordTrade, cause: Cause, unit: UnitOfWork, guards
     counter: TradePair | None = None
     if isinstance(seller, Resident):
         check_households(guards, buyer.household_id, seller.household_id, command.trade_id)
-        counter = unit.find(TradePair, trade_pair_id(buyer.id, seller.id, month))
+        # Mostly a new pair of the month: taken as new unless cached (see UnitOfWork).
+        counter = unit.find_known(TradePair, trade_pair_id(buyer.id, seller.id, month))
         if counter is not None:
             counter.check_room(guards.pair_trades_per_month_max, command.trade_id)
     if command.market == "sharing":
