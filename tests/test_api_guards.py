@@ -38,6 +38,9 @@ def test_guards_refuse_trades_over_http_and_are_counted(world: World, database_u
             "rates": DEFAULT_RATES,
             "guards": {"pair_trades_per_month_max": 2, "sharing_accrual_won_per_month_max": 400}})
         assert version.status_code == 200, version.text
+        shown = client.get("/v1/accrual-policy", headers=platform).json()["guards"]
+        assert shown == {"same_household_trades": "refused", "pair_trades_per_month_max": 2,
+                         "sharing_accrual_won_per_month_max": 400}
         before = scrape(client)
 
         def send(body: dict[str, Any]) -> Any:

@@ -622,7 +622,14 @@ class PolicyRateView(ResponseBody):
     common_bps: int
 
 
+class GuardsView(ResponseBody):
+    same_household_trades: Literal["refused", "allowed"]
+    sharing_accrual_won_per_month_max: int | None = Field(description="null: no cap.")
+    pair_trades_per_month_max: int | None = Field(description="null: no cap.")
+
+
 class AccrualPolicyView(ResponseBody):
     version: int = Field(description="The version trades use now.")
     rates: list[PolicyRateView]
     rounding: str = Field(description="How each share is computed, in won.")
+    guards: GuardsView = Field(description="The wash-trade guards of this version.")
