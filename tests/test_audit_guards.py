@@ -4,9 +4,16 @@ is a `guard_breached` finding; a log of guarded trades verifies clean."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from audit.chain import ChainFollower
 from audit.guard_audit import GuardTally
+from audit.verification import verify_ledger
+from ledger.errors import DomainError
+from world import World
 
 GUARDS = {"same_household_trades": "refused", "sharing_accrual_won_per_month_max": 400,
           "pair_trades_per_month_max": 2}
@@ -46,3 +53,35 @@ def test_versions_stored_before_guards_guarded_nothing() -> None:
     tally.version_set({"version": 2, "guards": GUARDS})
     assert tally.trade_recorded(recorded(buyer, buyer, home, 50_000, "group-buy:O-1", 2),
                                 AT, str(home)) == []
+
+
+def test_a_guarded_log_verifies_and_a_forged_count_is_found(world: World, tmp_path: Path
+                                                             ) -> None:
+    """Trades under the guards, some refused, verify clean; a pair counter whose count was
+    rewritten around the rules is named by position as guard_breached."""
+    world.policy(guards={"pair_trades_per_month_max": 2})
+    complex_id = world.complex()
+    home = world.household(complex_id)
+    first, housemate = world.resident(home), world.resident(home)
+    second = world.resident(world.household(complex_id))
+    world.trade(first, second, 10_000)
+    world.trade(second, first, 10_000)
+    for buyer, seller in ((first, second), (housemate, first)):  # pair cap, household
+        with pytest.raises(DomainError):
+            world.trade(buyer, seller, 10_000)
+    key_dir = tmp_path / "keys"
+    ChainFollower(world.database_url, world.schema, key_dir=key_dir).catch_up()
+    clean = verify_ledger(world.database_url, world.schema, key_dir=key_dir, parallel=False)
+    assert clean.ok, clean.findings
+    with world.connect() as conn:
+        conn.execute("SET session_replication_role = replica")  # past the immutability trigger
+        (position,) = conn.execute(
+            "UPDATE ledger_events SET state = convert_to(replace(convert_from(state, 'UTF8'), "
+            "'\"trades_count\":2', '\"trades_count\":1'), 'UTF8') "
+            "WHERE topic LIKE %s AND convert_from(state, 'UTF8') LIKE %s "
+            "RETURNING notification_id", ("%TradePair.TradeCounted", "%\"trades_count\":2%")
+        ).fetchone() or (0,)
+        conn.commit()
+    result = verify_ledger(world.database_url, world.schema, key_dir=key_dir, parallel=False)
+    assert any(item["code"] == "guard_breached" and item["position"] == position
+               for item in result.findings), result.findings
