@@ -132,5 +132,6 @@ def set_accrual_policy(body: AccrualPolicyRequest,
                        write: Annotated[Write, Depends(writer(Role.OPERATOR))]
                        ) -> AccrualPolicySet:
     rows = [row.model_dump(exclude_none=True) for row in body.rates]
-    outcome = write.execute(c.SetAccrualPolicy.of(rows))
+    lifecycle = None if body.lifecycle is None else body.lifecycle.model_dump(exclude_none=True)
+    outcome = write.execute(c.SetAccrualPolicy.of(rows, lifecycle))
     return AccrualPolicySet(position=outcome.position, **outcome.result)

@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger import commands as c
-from ledger import errors, group_buying, limits, trading, voting
+from ledger import errors, group_buying, lifecycle, limits, trading, voting
 from ledger.checks import (
     check_amount,
     check_aware,
@@ -130,7 +130,7 @@ class Ledger(Application[UUID]):
             c.RegisterComplex.name: self._register_complex,
             c.RegisterHousehold.name: self._register_household,
             c.EnrolResident.name: self._enrol_resident,
-            c.MoveOut.name: self._move_out,
+            c.MoveOut.name: lifecycle.move_out,
             c.RegisterMerchant.name: self._register_merchant,
             c.PayOutMerchant.name: self._pay_out_merchant,
             c.SetAccrualPolicy.name: self._set_accrual_policy,
@@ -150,6 +150,8 @@ class Ledger(Application[UUID]):
             c.PlaceGroupBuyOrder.name: group_buying.place_order,
             c.CancelGroupBuyOrder.name: group_buying.cancel_order,
             c.CloseGroupBuy.name: self._close_group_buy,
+            c.ReleasePendingPoints.name: lifecycle.release_pending_points,
+            c.ExpirePoints.name: lifecycle.expire_points,
         }
 
     def construct_transcoder(self) -> Transcoder:
@@ -480,15 +482,6 @@ class Ledger(Application[UUID]):
         unit.change(wallet)
         return {"resident_id": str(resident_id)}, household.home_complex_id
 
-    def _move_out(self, command: c.MoveOut, cause: Cause,
-                  unit: UnitOfWork) -> Result:
-        wallet = unit.get(Resident, command.resident_id, errors.unknown_resident)
-        unit.change(wallet)
-        owed_won = wallet.owed_won
-        remaining_won = wallet.move_out(cause)
-        return ({"resident_id": str(wallet.id), "remaining_won": remaining_won,
-                 "owed_won": owed_won}, wallet.home_complex_id)
-
     def _register_merchant(self, command: c.RegisterMerchant, cause: Cause,
                            unit: UnitOfWork) -> Result:
         if command.kind not in MERCHANT_KINDS:
@@ -518,7 +511,7 @@ class Ledger(Application[UUID]):
         if policy is None:
             policy = AccrualPolicy.create(cause)  # dropped with the command if it is refused
         unit.change(policy)
-        version = policy.set_version(command.rate_rows(), cause)
+        version = policy.set_version(command.rate_rows(), cause, command.lifecycle())
         return {"version": version}, None
 
     def _record_trade(self, command: c.RecordTrade, cause: Cause,

@@ -35,6 +35,7 @@ from ledger.errors import DomainError
 from ledger.events import KST, Cause
 from ledger.resident import Resident
 from seeding.group_buys import seed_group_buys
+from seeding.lifecycle import release_ended_windows, seed_lifecycle
 
 OPERATOR = uuid.UUID("0b1e0000-0000-4000-8000-000000000001")
 PLATFORM = uuid.UUID("0b1e0000-0000-4000-8000-000000000002")
@@ -152,6 +153,9 @@ class Seeder:
             self._population(bar)
             for month in range(self.months):
                 self._month(month, bar)
+            seed_lifecycle(self, [r for r in self.world.residents
+                                  if r[0] not in self.world.closed],
+                           self.start, self.months, OPERATOR, bar)
         self.summary.events_after = self.ledger.position()
         return self.summary
 
@@ -246,6 +250,8 @@ class Seeder:
         self._group_buys(first, residents, bar)
         self._rent(first, residents, bar)
         approved = self._votes(first, residents, bar)
+        release_ended_windows(self, datetime.combine(first + timedelta(days=days - 2),
+                                                     datetime.min.time(), KST), OPERATOR, bar)
         self._fund_spends(first + timedelta(days=days - 2), approved, bar)
         self._move_outs(first + timedelta(days=days - 1), residents, bar)
 
