@@ -244,3 +244,45 @@ def test_an_import_killed_midway_resumes_without_losing_or_doubling(
         whole_events = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
     assert requests == (plan["lines"] - len(expected_rejects),)
     assert events == whole_events
+
+
+@pytest.mark.slow
+def test_a_second_run_of_the_same_file_is_refused_while_the_first_imports(
+        database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two runs of one file into one schema at once would each judge the other's refused
+    lines again: the second is refused at once (exit 2, saying why) and changes nothing;
+    the first ends as an uninterrupted run does."""
+    path = tmp_path / "commands.jsonl"
+    plan = write_file(path, trades=3000)
+    alone, twice = _schema(database_url), _schema(database_url)
+    assert _import(database_url, alone, path, workers=2) == 1
+    expected_rejects = _rejects(path)
+    command = [sys.executable, "-m", "cli.main", "--database-url", database_url, "--schema",
+               twice, "--quiet", "import", str(path), "--workers", "2"]
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    conninfo = ConnectionSettings.from_url(database_url).conninfo()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            with psycopg.connect(conninfo, options=f"-c search_path={twice}") as conn:
+                try:
+                    done = conn.execute("SELECT coalesce(sum(line_done), 0) FROM "
+                                        "ledger_imports").fetchone()
+                except psycopg.errors.UndefinedTable:
+                    continue
+            if done and done[0] > 0:
+                break
+        assert first.poll() is None, "the first run ended before the second could start"
+        capsys.readouterr()
+        assert _import(database_url, twice, path, workers=2) == 2
+        assert "another run is importing this file" in capsys.readouterr().err
+        assert first.wait(timeout=120) == 1  # refused lines, as the uninterrupted run
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=10)
+    assert _rejects(path) == expected_rejects
+    assert (_balances(database_url, twice, plan["residents"])
+            == _balances(database_url, alone, plan["residents"]))

@@ -199,7 +199,7 @@ def test_a_version_stored_before_guards_guards_nothing() -> None:
 ])
 def test_guard_settings_are_validated(world: World, guards: dict[str, Any]) -> None:
     """A bad guard setting refuses the whole policy version."""
-    rejected(world, "invalid_field", c.SetAccrualPolicy.of(DEFAULT_RATES, guards))
+    rejected(world, "invalid_field", c.SetAccrualPolicy.of(DEFAULT_RATES, guards=guards))
 
 
 def test_a_group_buy_close_is_never_refused_by_a_guard(world: World) -> None:

@@ -22,6 +22,7 @@ from audit.chain import CHAIN_TABLE, ChainFollower
 from eventlog.follower import stopped_followers
 from eventlog.log import Event
 from ledger.application import Ledger
+from ledger.database import ConnectionSettings
 from ledger.errors import DatabaseUnavailable
 from private_postgres import PrivatePostgres
 from projections.base import TradeFacts
@@ -195,3 +196,29 @@ def test_a_follower_idling_on_listen_follows_again_after_a_database_crash() -> N
                 assert runner.stopped is None
         finally:
             ledger.close()
+
+
+def test_a_notification_due_while_the_database_is_away_is_sent_once_it_is_back() -> None:
+    """The notifier's connection dies with the database; a commit's notification that
+    fell due meanwhile is sent when the database is back, without another commit, and
+    later ones reach listeners (the notifier's thread survives the outage)."""
+    from ledger.persistence import Notifier  # noqa: PLC0415
+
+    with PrivatePostgres() as server:
+        conninfo = ConnectionSettings.from_url(server.url).conninfo()
+        notifier = Notifier(conninfo, "ledger_test_channel")
+        try:
+            notifier.poke()
+            wait_until(lambda: notifier.sent == 1, 10, "the first notification")
+            server.crash()
+            notifier.poke()  # falls due while the database is away
+            wait_until(lambda: notifier.failed >= 1, 10, "a failed attempt")
+            server.start()
+            wait_until(lambda: notifier.sent == 2, 15, "the due notification, sent")
+            with psycopg.connect(conninfo, autocommit=True) as listener:  # and it still works
+                listener.execute("LISTEN ledger_test_channel")
+                notifier.poke()
+                heard = next(listener.notifies(timeout=10), None)
+            assert heard is not None and heard.channel == "ledger_test_channel"
+        finally:
+            notifier.close()

@@ -347,6 +347,17 @@ def drive_workload(ledger: Ledger) -> dict[str, uuid.UUID]:
     ledger.execute(c.CloseGroupBuy("GB-2"),
                    Cause(operator, "operator", "close-GB-2", now() + timedelta(days=2)))
 
+    # Points lifecycle: a shopping trade's pending shares released after its window, and a
+    # lot from long ago expired into the fund.
+    long_ago = now() - timedelta(days=800)
+    for trade_id, market, seller_id, kind, at in (
+            ("T5", "shopping", merchant, "small_firm", now() - timedelta(days=8)),
+            ("T6", "sharing", seller, "resident", long_ago)):
+        ledger.execute(c.RecordTrade(trade_id, market, "filters", seller_id, kind, buyer, 10_000,
+                                     0), Cause(operator, "platform", f"rec-{trade_id}", at))
+    run(c.ReleasePendingPoints("T5", now()))
+    run(c.ExpirePoints(buyer, now()))
+
     run(c.MoveOut(seller), "coordinator", coordinator, seller)
     return {"complex_id": complex_id, "household_id": household_id}
 

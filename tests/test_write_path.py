@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import DataError, OperationalError
 
 from ledger import commands as c
 from ledger.application import Ledger, Outcome, now
@@ -240,3 +240,52 @@ def test_a_closed_ledger_answers_queued_and_new_commands_unavailable(
 
 def time_in_days(days: int) -> datetime:
     return now() + timedelta(days=days)
+
+
+def test_a_group_run_atomically_commits_with_its_companion_statements_or_not_at_all(
+        world: World) -> None:
+    """`execute_atomically` (an import's chunk): the accepted commands, the statements made
+    of the rejections and the progress are one transaction. A companion that fails leaves
+    nothing committed; one that succeeds records exactly the rejections, in order."""
+    import psycopg  # noqa: PLC0415
+    from psycopg.sql import SQL, Identifier  # noqa: PLC0415
+
+    from ledger.complex import complex_id_for  # noqa: PLC0415
+    from ledger.database import ConnectionSettings  # noqa: PLC0415
+    from ledger.persistence import APP_ROLE  # noqa: PLC0415
+
+    conninfo = ConnectionSettings.from_url(world.database_url).conninfo()
+    table = SQL("{}.{}").format(Identifier(world.schema), Identifier("progress"))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SQL("CREATE TABLE {} (rejected int[] NOT NULL)").format(table))
+        conn.execute(SQL("GRANT INSERT, SELECT ON {} TO {}").format(table,
+                                                                 Identifier(APP_ROLE)))
+    unknown_complex = uuid.uuid4()
+    items = [(c.RegisterComplex("AT-01", "Atomic", "Hwaseong"), cause()),
+             (c.RegisterHousehold(unknown_complex, "101-1"), cause()),
+             (c.RegisterComplex("AT-02", "Atomic two", "Hwaseong"), cause())]
+
+    def failing(_rejections: list[tuple[int, DomainError]]) -> list[Any]:
+        return [("SELECT 1 / 0", ())]
+
+    with pytest.raises(DataError, match="division by zero"):
+        world.ledger.execute_atomically(items, failing)
+    assert world.ledger.load(complex_id_for("AT-01")) is None, "nothing was committed"
+
+    seen: list[list[tuple[int, str]]] = []
+
+    def recording(rejections: list[tuple[int, DomainError]]) -> list[Any]:
+        seen.append([(index, error.code) for index, error in rejections])
+        return [(SQL("INSERT INTO {} VALUES (%s)").format(table),
+                 ([index for index, _ in rejections],))]
+
+    retried = [(command, cause()) for command, _ in items]  # new request ids
+    results = world.ledger.execute_atomically(retried, recording)
+    assert [type(result).__name__ for result in results] == ["Outcome", "DomainError",
+                                                              "Outcome"]
+    assert seen[-1] == [(1, "unknown_complex")]
+    assert world.ledger.load(complex_id_for("AT-01")) is not None
+    assert world.ledger.load(complex_id_for("AT-02")) is not None
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(SQL("SELECT rejected FROM {}").format(table)).fetchall()
+    assert rows == [([1],)]

@@ -73,7 +73,8 @@ class World:
 
     def policy(self, rates: list[dict[str, Any]] | None = None,
                guards: dict[str, Any] | None = None) -> int:
-        return int(self.run(c.SetAccrualPolicy.of(rates or DEFAULT_RATES, guards))["version"])
+        outcome = self.run(c.SetAccrualPolicy.of(rates or DEFAULT_RATES, guards=guards))
+        return int(outcome["version"])
 
     def trade(self, buyer: UUID, seller: UUID, amount_won: int, points_used_won: int = 0,
               seller_kind: str = "resident", market: str | None = None,

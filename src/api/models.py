@@ -248,6 +248,28 @@ class RateRow(RequestBody):
     common_bps: Bps
 
 
+class ReturnWindows(RequestBody):
+    sharing: int | None = Field(default=None, ge=0, le=limits.return_window_days_max)
+    shopping: int | None = Field(default=None, ge=0, le=limits.return_window_days_max)
+
+
+LapseDestination = Literal["fund", "issuance", "unclaimed"]
+
+
+class LifecycleSettings(RequestBody):
+    """A policy version's points lifecycle; an omitted setting takes its default
+    (docs/api.md: shopping 7 days, sharing 0, expiry 24 months, both destinations `fund`)."""
+
+    return_window_days: ReturnWindows | None = Field(default=None, description=(
+        "Days a trade's points stay pending, per market."))
+    expiry_months: int | None = Field(default=None, ge=1, le=limits.expiry_months_max,
+                                      description="Months from availability to a lot's expiry.")
+    expired_to: LapseDestination | None = Field(default=None, description=(
+        "Where expired personal points go: the complex's common fund, issuance or unclaimed."))
+    moved_out_to: LapseDestination | None = Field(default=None, description=(
+        "Where a moved-out resident's remaining points go."))
+
+
 class GuardSettings(RequestBody):
     """Wash-trade guards of the version (docs/ledger.md); an omitted setting gets its default."""
 
@@ -275,6 +297,8 @@ class AccrualPolicyRequest(RequestBody):
         description=f"1–{limits.policy_rates_count_max} rows, each (market, seller_kind, "
                     "category) at most once, an omitted category counting as `*` (a rule "
                     "JSON Schema cannot state; else 422 `invalid_field`).")
+    lifecycle: LifecycleSettings | None = Field(default=None, description=(
+        "Points lifecycle settings of this version; omitted: the defaults."))
     guards: GuardSettings | None = Field(
         default=None, description="Omitted: every guard at its default.")
 
@@ -354,8 +378,12 @@ class ResidentEnrolled(Written):
 
 class ResidentMovedOut(Written):
     resident_id: UUID
-    remaining_won: int = Field(description="Points left in the wallet, kept as unclaimed.")
+    remaining_won: int = Field(description="Points left in the wallet, moved lot by lot to "
+                                           "`moved_to`.")
     owed_won: int
+    moved_to: LapseDestination = "unclaimed"
+    pending_cancelled_won: int = Field(default=0, description=(
+        "Pending points (return windows still open) cancelled at the move-out."))
 
 
 class MerchantRegistered(Written):
@@ -378,6 +406,8 @@ class TradeRecorded(Written):
     personal_accrued_won: int
     common_accrued_won: int
     points_used_won: int
+    pending_until: datetime | None = Field(default=None, description=(
+        "When the accrued points become available (the return window's end); null: at once."))
 
 
 class TradeRefunded(Written):
@@ -385,6 +415,9 @@ class TradeRefunded(Written):
     points_returned_won: int
     personal_clawback_won: int
     common_clawback_won: int
+    personal_cancelled_won: int = Field(default=0, description=(
+        "Pending personal points cancelled: a refund inside the return window."))
+    common_cancelled_won: int = 0
 
 
 class RentInvoiceIssued(Written):
@@ -409,6 +442,11 @@ class FundSpent(Written):
 
 # Read responses --------------------------------------------------------------------------
 
+class ExpiringPoints(ResponseBody):
+    expires_at: datetime
+    amount_won: int
+
+
 class WalletView(ResponseBody):
     """The whole wallet: for its resident and for auditors."""
 
@@ -425,6 +463,14 @@ class WalletView(ResponseBody):
     closed: bool
     enrolled_at: datetime
     position: int = Field(description="Log position of the last event that changed it.")
+    pending_won: int = Field(default=0, description=(
+        "Accrued points not yet spendable: their trades' return windows are open."))
+    next_available_at: datetime | None = Field(default=None, description=(
+        "When the next pending points become available."))
+    expiring_soon_won: int = Field(default=0, description=(
+        f"Points that expire within {limits.expiring_soon_days} days."))
+    expiring_soon: list[ExpiringPoints] = Field(default_factory=list, description=(
+        "What expires when, earliest first."))
 
 
 class WalletStaffView(ResponseBody):
@@ -542,6 +588,8 @@ class FundView(ResponseBody):
     clawed_back_total_won: int
     spent_total_won: int
     position: int
+    pending_won: int = Field(default=0, description=(
+        "Common points accrued by trades whose return windows are open: not spendable yet."))
     inflows: list[FundInflow]
     outflows: list[FundOutflow]
     spends: list[FundSpendView] = Field(default_factory=list, description=(
@@ -632,4 +680,7 @@ class AccrualPolicyView(ResponseBody):
     version: int = Field(description="The version trades use now.")
     rates: list[PolicyRateView]
     rounding: str = Field(description="How each share is computed, in won.")
+    lifecycle: dict[str, Any] = Field(default_factory=dict, description=(
+        "The version's points lifecycle: return_window_days per market, expiry_months, "
+        "expired_to, moved_out_to."))
     guards: GuardsView = Field(description="The wash-trade guards of this version.")

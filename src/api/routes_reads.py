@@ -66,6 +66,9 @@ async def _wallet_row(read: Read, resident_id: UUID, *, staff_roles: tuple[Role,
         raise missing
     async with read.statement_connection_async() as conn:
         row = await projections.wallet_async(conn, resident_id)
+        if row is not None:
+            row.update(await projections.wallet_lifecycle_async(
+                conn, resident_id, datetime.now(KST)))
     if row is None:
         raise missing
     if principal.role in STAFF_ROLES and (
@@ -197,6 +200,7 @@ def get_fund(complex_id: Annotated[UUID, Path()],
         if row is None:
             raise missing
         row["spends"] = projections.fund_spends(conn, complex_id)
+        row["pending_won"] = projections.fund_pending_won(conn, complex_id)
     return FundView(**row)
 
 
@@ -286,4 +290,5 @@ def get_accrual_policy(read: Annotated[Read, Depends(reader(*Role))]) -> Accrual
         rates=[PolicyRateView(**row) for row in policy.versions[policy.current_version]],
         rounding="share_won = floor((amount_won - points_used_won) * share_bps / 10000), "
                  "for the personal and the common share separately",
+        lifecycle=policy.lifecycle(),
         guards=GuardsView(**policy.guards_for(policy.current_version).as_dict()))

@@ -22,10 +22,20 @@ from datetime import datetime
 from typing import Any
 
 from audit.guard_audit import GUARD_BREACHED, GuardTally
+from audit.lifecycle_check import (
+    LEGACY_EXPIRY_MONTHS,
+    LotBook,
+    latest_back,
+    moment,
+    months_later,
+    recorded_taking,
+    same,
+)
 from eventlog.log import Event
 from ledger.events import (
     FUND_SPENDING,
     ISSUANCE,
+    LAPSE_CLEARING,
     PAYOUTS,
     RENT_CLEARING,
     TRADE_CLEARING,
@@ -45,6 +55,8 @@ UNKNOWN_EVENT = "unknown_event"
 TALLY_MISMATCH = "tally_mismatch"
 PROPOSAL_OVERSPENT = "proposal_overspent"
 GROUP_BUY_MISMATCH = "group_buy_mismatch"
+LOT_MISMATCH = "lot_mismatch"
+PENDING_MISMATCH = "pending_mismatch"
 
 SKIPPED = frozenset({"RequestRecord.Accepted", "AccrualPolicy.Created",
                      "RentPaymentLocator.Registered", "Household.Registered",
@@ -63,8 +75,9 @@ class Finding:
 
 
 class Wallet:
-    __slots__ = ("accrued_total_won", "available_won", "closed", "complex_id", "held_won",
-                 "household_id", "owed_won", "position", "spent_total_won")
+    __slots__ = ("accrued_total_won", "available_won", "book", "closed", "complex_id",
+                 "held_won", "household_id", "owed_won", "pending_won", "position",
+                 "spent_total_won")
 
     def __init__(self, household_id: str | None, complex_id: str | None) -> None:
         self.household_id = household_id
@@ -76,11 +89,13 @@ class Wallet:
         self.spent_total_won = 0
         self.closed = False
         self.position = 0
+        self.pending_won = 0
+        self.book = LotBook()
 
 
 class Fund:
     __slots__ = ("accrued_total_won", "balance_won", "clawed_back_total_won", "code", "name",
-                 "owed_won", "position", "region", "spent_total_won")
+                 "owed_won", "pending", "position", "region", "spent_total_won")
 
     def __init__(self, code: str | None = None, name: str | None = None,
                  region: str | None = None) -> None:
@@ -91,6 +106,7 @@ class Fund:
         self.clawed_back_total_won = 0
         self.spent_total_won = 0
         self.position = 0
+        self.pending: dict[str, tuple[datetime, int]] = {}
 
 
 class MerchantAccount:
@@ -113,7 +129,8 @@ class TradeAccrual:
     before the trade's own, so an accrual may be seen before its trade is.
     """
 
-    __slots__ = ("common_won", "delivered_common_won", "delivered_personal_won", "personal_won",
+    __slots__ = ("cancelled_common_won", "cancelled_personal_won", "common_won",
+                 "delivered_common_won", "delivered_personal_won", "personal_won",
                  "points_used_won", "position", "recorded", "refunded")
 
     def __init__(self, position: int) -> None:
@@ -124,6 +141,8 @@ class TradeAccrual:
         self.points_used_won = 0
         self.delivered_personal_won = 0
         self.delivered_common_won = 0
+        self.cancelled_personal_won = 0
+        self.cancelled_common_won = 0
         self.refunded = False
 
 
@@ -242,7 +261,8 @@ class Scratch:
     payments: dict[str, list[Any]] = field(default_factory=dict)
     """payment id -> [household, invoice id, amount_won, status, position]."""
     system: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        (ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING), 0))
+        (ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING,
+         LAPSE_CLEARING), 0))
     versions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     trades: dict[str, TradeAccrual] = field(default_factory=dict)
     proposals: dict[str, ProposalTally] = field(default_factory=dict)
@@ -320,8 +340,20 @@ class Scratch:
             return
         wallet = self._wallet(event)
         label = f"wallet {event.originator_id}"
-        if what in ("PointsAccrued", "PointsReceived", "PointsRefunded"):
+        if what == "PointsAccrued" and data.get("pending_until") is not None:
+            amount = data["amount_won"]
+            wallet.book.pending[data["trade_id"]] = (moment(data["pending_until"]), amount)
+            wallet.pending_won += amount
+            wallet.accrued_total_won += amount
+            system[ISSUANCE] -= amount
+            self._accrued(event, "personal")
+        elif what in ("PendingPointsReleased", "PendingPointsCancelled"):
+            self._pending_ends(what, event, wallet, label)
+        elif what in ("PointsExpired", "MovedOut") and "lots" in data:
+            self._lapse(what, event, wallet, label)
+        elif what in ("PointsAccrued", "PointsReceived", "PointsRefunded"):
             amount, recovered = data["amount_won"], data["recovered_won"]
+            self._lot_credit(what, event, wallet, amount - recovered)
             if not 0 <= recovered <= min(amount, wallet.owed_won):
                 self.found(position, INCONSISTENT_EVENT,
                            f"{label}: recovered {recovered} of {amount}, owed {wallet.owed_won}")
@@ -338,6 +370,7 @@ class Scratch:
                     wallet.spent_total_won -= amount
         elif what == "PointsSpent":
             amount = data["amount_won"]
+            wallet.book.spent_lots[data["trade_id"]] = self._lot_debit(event, wallet, amount)
             wallet.available_won -= amount
             wallet.spent_total_won += amount
             system[TRADE_CLEARING] += amount
@@ -348,6 +381,7 @@ class Scratch:
                 self.found(position, INCONSISTENT_EVENT,
                            f"{label}: takes {taken} + owes {owed} of {amount} with "
                            f"{wallet.available_won} available")
+            self._lot_debit(event, wallet, taken)
             wallet.available_won -= taken
             wallet.owed_won += owed
             if what == "AccrualClawedBack":
@@ -360,20 +394,25 @@ class Scratch:
             self._not_negative(position, label, wallet.available_won)
         elif what == "PointsHeld":
             amount = data["amount_won"]
+            wallet.book.hold_lots[data["payment_id"]] = self._lot_debit(event, wallet, amount)
             wallet.available_won -= amount
             wallet.held_won += amount
             self._not_negative(position, label, wallet.available_won)
         elif what in ("HoldSettled", "HoldReleased"):
             amount = data["amount_won"]
             wallet.held_won -= amount
+            taking = wallet.book.hold_lots.pop(data["payment_id"], [])
             if what == "HoldSettled":
                 wallet.spent_total_won += amount
                 system[RENT_CLEARING] += amount
             else:
                 wallet.available_won += amount
+                wallet.book.give_back(taking)
             self._not_negative(position, f"held points of {label}", wallet.held_won)
         elif what == "OrderPointsHeld":
             amount = data["amount_won"]
+            wallet.book.hold_lots[f"order:{data['order_id']}"] = self._lot_debit(
+                event, wallet, amount)
             wallet.available_won -= amount
             wallet.held_won += amount
             self._not_negative(position, label, wallet.available_won)
@@ -381,11 +420,14 @@ class Scratch:
         elif what in ("OrderHoldReleased", "OrderHoldSpent"):
             amount = data["amount_won"]
             wallet.held_won -= amount
+            taking = wallet.book.hold_lots.pop(f"order:{data['order_id']}", [])
             if what == "OrderHoldSpent":
                 wallet.spent_total_won += amount
                 system[TRADE_CLEARING] += amount
+                wallet.book.spent_lots[data["trade_id"]] = taking
             else:
                 wallet.available_won += amount
+                wallet.book.give_back(taking)
             self._not_negative(position, f"held points of {label}", wallet.held_won)
             self._order_hold(event, "spent" if what == "OrderHoldSpent" else data["reason"])
         elif what == "MovedOut":
@@ -397,8 +439,132 @@ class Scratch:
             wallet.available_won -= remaining
             wallet.closed = True
             system[UNCLAIMED] += remaining
+            wallet.book.lots.clear()
         else:
             self.found(position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    # Lots and pending shares (see audit.lifecycle_check) ---------------------------------
+
+    def _lot_credit(self, what: str, event: Event, wallet: Wallet, kept_won: int) -> None:
+        data = event.data
+        trade_id = data["trade_id"]
+        if what == "PointsRefunded":
+            taking = wallet.book.spent_lots.pop(trade_id, None)
+            back = (latest_back(taking, kept_won) if taking is not None else
+                    [(f"refund:{trade_id}", months_later(moment(event.occurred_at),
+                                                         LEGACY_EXPIRY_MONTHS), kept_won)])
+            recorded = recorded_taking(data)
+            if recorded is not None and not same(recorded, back):
+                self.found(event.position, LOT_MISMATCH,
+                           f"refund of trade {trade_id} to wallet {event.originator_id} "
+                           f"gives back {recorded}, recomputed {back}")
+            wallet.book.give_back(back if recorded is None else recorded)
+            return
+        expires = data.get("expires_at")
+        expires_at = (moment(expires) if expires is not None else
+                      months_later(moment(event.occurred_at), LEGACY_EXPIRY_MONTHS))
+        prefix = "accrual" if what == "PointsAccrued" else "received"
+        wallet.book.credit(f"{prefix}:{trade_id}", expires_at, kept_won)
+
+    def _lot_debit(self, event: Event, wallet: Wallet,
+                   amount_won: int) -> list[tuple[str, datetime, int]]:
+        """Take `amount_won` earliest-expiring first; the event must record just that."""
+        if amount_won > wallet.book.total_won():
+            self.found(event.position, LOT_MISMATCH,
+                       f"wallet {event.originator_id}: {event.name} takes {amount_won:,} won, "
+                       f"its lots hold {wallet.book.total_won():,}")
+        taking = wallet.book.take(min(amount_won, wallet.book.total_won()))
+        recorded = recorded_taking(event.data)
+        if recorded is not None and not same(recorded, taking):
+            self.found(event.position, LOT_MISMATCH,
+                       f"wallet {event.originator_id}: {event.name} records lots {recorded}, "
+                       f"earliest-expiring first is {taking}")
+        return taking
+
+    def _pending_ends(self, what: str, event: Event, wallet: Wallet, label: str) -> None:
+        data = event.data
+        trade_id, amount = data["trade_id"], data["amount_won"]
+        pending = wallet.book.pending.pop(trade_id, None)
+        if pending is None or pending[1] != amount:
+            self.found(event.position, PENDING_MISMATCH,
+                       f"{label}: {event.name} of {amount:,} won for trade {trade_id}, "
+                       f"pending {pending}")
+            return
+        wallet.pending_won -= amount
+        happened = moment(event.occurred_at)
+        if what == "PendingPointsReleased":
+            if happened < pending[0]:
+                self.found(event.position, PENDING_MISMATCH,
+                           f"{label}: trade {trade_id} released before its window ended")
+            recovered = data["recovered_won"]
+            wallet.owed_won -= recovered
+            wallet.available_won += amount - recovered
+            self.system[ISSUANCE] += recovered
+            wallet.book.credit(f"accrual:{trade_id}", moment(data["expires_at"]),
+                               amount - recovered)
+        else:
+            if happened >= pending[0]:
+                self.found(event.position, PENDING_MISMATCH,
+                           f"{label}: trade {trade_id} cancelled after its window ended")
+            wallet.accrued_total_won -= amount
+            self.system[ISSUANCE] += amount
+            self._cancelled(trade_id, "personal", amount)
+
+    def _lapse(self, what: str, event: Event, wallet: Wallet, label: str) -> None:
+        """Expired lots, or a move-out's remaining lots, leave the wallet lot by lot."""
+        data = event.data
+        destination = data["expired_to"] if what == "PointsExpired" else data["moved_to"]
+        amount = data["amount_won"] if what == "PointsExpired" else data["remaining_won"]
+        if what == "PointsExpired":
+            happened = moment(event.occurred_at)
+            recorded = recorded_taking(data) or []
+            for lot_id, expires_at, part in recorded:
+                lot = wallet.book.lots.get(lot_id)
+                if lot is None or lot[0] != expires_at or lot[1] != part or happened < lot[0]:
+                    self.found(event.position, LOT_MISMATCH,
+                               f"{label}: expires lot {lot_id} ({part:,} won, {expires_at}) "
+                               f"that is {lot}, at {happened}")
+                else:
+                    del wallet.book.lots[lot_id]
+            if sum(part for _, _, part in recorded) != amount:
+                self.found(event.position, LOT_MISMATCH, f"{label}: expiry total differs")
+        else:
+            if amount != wallet.available_won or wallet.held_won:
+                self.found(event.position, INCONSISTENT_EVENT,
+                           f"{label} moved out with {amount} of {wallet.available_won} "
+                           f"available and {wallet.held_won} held")
+            self._lot_debit(event, wallet, amount)
+            cancelled = data.get("pending_cancelled_won", 0)
+            if cancelled != wallet.pending_won:
+                self.found(event.position, PENDING_MISMATCH,
+                           f"{label}: move-out cancels {cancelled:,} pending of "
+                           f"{wallet.pending_won:,}")
+            for trade_id, (_, part) in wallet.book.pending.items():
+                self._cancelled(trade_id, "personal", part)
+            wallet.book.pending.clear()
+            wallet.pending_won = 0
+            self.system[ISSUANCE] += cancelled
+            wallet.closed = True
+        wallet.available_won -= amount
+        self._not_negative(event.position, label, wallet.available_won)
+        target = {"fund": LAPSE_CLEARING, "issuance": ISSUANCE, "unclaimed": UNCLAIMED}.get(
+            destination)
+        if target is None:
+            self.found(event.position, INCONSISTENT_EVENT, f"{label}: lapse to {destination}")
+            return
+        self.system[target] += amount
+
+    def _cancelled(self, trade_id: str, share: str, amount_won: int) -> None:
+        """A pending share cancelled: its trade delivered that much less."""
+        if not self.check_accruals:
+            return
+        trade = self.trades.get(trade_id)
+        if trade is None:
+            return
+        if share == "personal":
+            trade.cancelled_personal_won += amount_won
+        else:
+            trade.cancelled_common_won += amount_won
 
     def _complex(self, what: str, event: Event) -> None:
         data = event.data
@@ -415,7 +581,35 @@ class Scratch:
         fund = found
         fund.position = position
         label = f"common fund {event.originator_id}"
-        if what == "CommonPointsAccrued":
+        if what == "CommonPointsAccrued" and data.get("pending_until") is not None:
+            amount = data["amount_won"]
+            fund.pending[data["trade_id"]] = (moment(data["pending_until"]), amount)
+            fund.accrued_total_won += amount
+            self.system[ISSUANCE] -= amount
+            self._accrued(event, "common")
+        elif what in ("PendingCommonPointsReleased", "PendingCommonPointsCancelled"):
+            trade_id, amount = data["trade_id"], data["amount_won"]
+            pending = fund.pending.pop(trade_id, None)
+            if pending is None or pending[1] != amount:
+                self.found(position, PENDING_MISMATCH,
+                           f"{label}: {event.name} of {amount:,} won for trade {trade_id}, "
+                           f"pending {pending}")
+            elif what == "PendingCommonPointsReleased":
+                recovered = data["recovered_won"]
+                fund.owed_won -= recovered
+                fund.balance_won += amount - recovered
+                self.system[ISSUANCE] += recovered
+            else:
+                fund.accrued_total_won -= amount
+                self.system[ISSUANCE] += amount
+                self._cancelled(trade_id, "common", amount)
+        elif what == "LapsedPointsReceived":
+            amount, recovered = data["amount_won"], data["recovered_won"]
+            fund.owed_won -= recovered
+            fund.balance_won += amount - recovered
+            self.system[LAPSE_CLEARING] -= amount
+            self.system[ISSUANCE] += recovered
+        elif what == "CommonPointsAccrued":
             amount, recovered = data["amount_won"], data["recovered_won"]
             fund.owed_won -= recovered
             fund.balance_won += amount - recovered
@@ -642,7 +836,9 @@ class Scratch:
                        f"refund of trade {trade_id} that is unknown or already refunded")
             return
         trade.refunded = True
-        if (data["personal_clawback_won"], data["common_clawback_won"],
+        # A refund inside the return window cancels pending shares instead of clawing back.
+        if (data["personal_clawback_won"] + data.get("personal_cancelled_won", 0),
+                data["common_clawback_won"] + data.get("common_cancelled_won", 0),
                 data["points_returned_won"]) != (trade.personal_won, trade.common_won,
                                                  trade.points_used_won):
             self.found(event.position, ACCRUAL_MISMATCH,
@@ -838,8 +1034,12 @@ class Scratch:
         for resident, wallet in self.wallets.items():
             found[f"wallet:{resident}"] = wallet.available_won
             found[f"held:{resident}"] = wallet.held_won
+            if wallet.pending_won:
+                found[f"pending:{resident}"] = wallet.pending_won
         for complex_id, fund in self.funds.items():
             found[f"fund:{complex_id}"] = fund.balance_won
+            if fund.pending:
+                found[f"pending:{complex_id}"] = sum(part for _, part in fund.pending.values())
         for merchant, account in self.merchants.items():
             found[f"merchant:{merchant}"] = account.balance_won
         return found
@@ -856,6 +1056,9 @@ class Scratch:
         total = sum(self.accounts().values())
         if total != 0:
             self.found(self.position, NOT_CONSERVED, f"all accounts sum to {total:,}, not 0")
+        if self.system[LAPSE_CLEARING] != 0:
+            self.found(self.position, NOT_CONSERVED,
+                       f"lapse clearing holds {self.system[LAPSE_CLEARING]:,} won")
         if self.system[TRADE_CLEARING] != 0:
             self.found(self.clearing_since, TRADE_CLEARING_NOT_EMPTY,
                        f"trade clearing holds {self.system[TRADE_CLEARING]:,} won since this "

@@ -53,15 +53,19 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
-    from seeding.importing import import_file  # noqa: PLC0415
+    from seeding.importing import ImportRunning, import_file  # noqa: PLC0415
 
     path = Path(args.file)
     if not path.is_file():
         print(f"ledger import: {path}: no such file", file=sys.stderr)
         return 2
-    report = import_file(_url(args), args.schema, path, workers=args.workers,
-                         rejects_path=Path(args.rejects) if args.rejects else None,
-                         show_progress=not args.quiet)
+    try:
+        report = import_file(_url(args), args.schema, path, workers=args.workers,
+                             rejects_path=Path(args.rejects) if args.rejects else None,
+                             show_progress=not args.quiet)
+    except ImportRunning as error:
+        print(f"ledger import: {path}: {error}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0 if report.rejected == 0 else 1
 

@@ -200,9 +200,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f'"{base}/v1/me/wallet/entries?limit=5"')
     print(f'  curl -s -H "Authorization: Bearer $RESIDENT_TOKEN" '
           f"{base}/v1/households/{household_id}/rent")
+    print(f'  curl -s -H "Authorization: Bearer $RESIDENT_TOKEN" '
+          f"{base}/v1/complexes/{complex_id}/group-buys   # open group buys")
     print("Their complex's manager:")
     print(f'  curl -s -H "Authorization: Bearer $MANAGER_TOKEN" '
           f"{base}/v1/complexes/{complex_id}/fund")
+    print(f'  curl -s -H "Authorization: Bearer $MANAGER_TOKEN" '
+          f"{base}/v1/complexes/{complex_id}/proposals   # votes on spending, with tallies")
     print("An auditor:")
     print(f'  curl -s -H "Authorization: Bearer $AUDITOR_TOKEN" '
           f'"{base}/v1/markets/stats?from=2026-01-01&to=2026-01-31"')

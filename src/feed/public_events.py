@@ -81,7 +81,7 @@ class PublicType:
 # class names: renaming a class must not rename a public event.
 PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(Complex.Registered, "fund", "complex_registered", 1),
-    PublicType(Complex.CommonPointsAccrued, "fund", "common_points_accrued", 1),
+    PublicType(Complex.CommonPointsAccrued, "fund", "common_points_accrued", 2),
     PublicType(Complex.CommonPointsClawedBack, "fund", "common_points_clawed_back", 1),
     PublicType(Complex.FundSpent, "fund", "spent", 2),
     PublicType(Complex.FundAllowanceSet, "fund", "allowance_set", 1),
@@ -91,22 +91,22 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(Household.RentPaymentSettled, rent_area, "payment_settled", 1),
     PublicType(Household.RentPaymentReleased, rent_area, "payment_released", 1),
     PublicType(Resident.Enrolled, "wallet", "resident_enrolled", 1),
-    PublicType(Resident.PointsAccrued, "wallet", "points_accrued", 1),
-    PublicType(Resident.PointsReceived, "wallet", "points_received", 1),
-    PublicType(Resident.PointsRefunded, "wallet", "points_refunded", 1),
-    PublicType(Resident.PointsSpent, "wallet", "points_spent", 1),
-    PublicType(Resident.AccrualClawedBack, "wallet", "accrual_clawed_back", 1),
-    PublicType(Resident.PaymentReturned, "wallet", "payment_returned", 1),
-    PublicType(Resident.PointsHeld, "wallet", "points_held", 1),
+    PublicType(Resident.PointsAccrued, "wallet", "points_accrued", 2),
+    PublicType(Resident.PointsReceived, "wallet", "points_received", 2),
+    PublicType(Resident.PointsRefunded, "wallet", "points_refunded", 2),
+    PublicType(Resident.PointsSpent, "wallet", "points_spent", 2),
+    PublicType(Resident.AccrualClawedBack, "wallet", "accrual_clawed_back", 2),
+    PublicType(Resident.PaymentReturned, "wallet", "payment_returned", 2),
+    PublicType(Resident.PointsHeld, "wallet", "points_held", 2),
     PublicType(Resident.HoldSettled, "wallet", "hold_settled", 1),
-    PublicType(Resident.HoldReleased, "wallet", "hold_released", 1),
-    PublicType(Resident.MovedOut, "wallet", "resident_moved_out", 1),
+    PublicType(Resident.HoldReleased, "wallet", "hold_released", 2),
+    PublicType(Resident.MovedOut, "wallet", "resident_moved_out", 2),
     PublicType(Merchant.Registered, "merchant", "registered", 1),
     PublicType(Merchant.SettlementCredited, "merchant", "settlement_credited", 1),
     PublicType(Merchant.SettlementReturned, "merchant", "settlement_returned", 1),
     PublicType(Merchant.PaidOut, "merchant", "paid_out", 1),
-    PublicType(Trade.Recorded, "trade", "recorded", 1),
-    PublicType(Trade.Refunded, "trade", "refunded", 1),
+    PublicType(Trade.Recorded, "trade", "recorded", 2),
+    PublicType(Trade.Refunded, "trade", "refunded", 2),
     PublicType(AccrualPolicy.Created, "policy", "created", 1),
     PublicType(AccrualPolicy.VersionSet, "policy", "version_set", 2),
     PublicType(Proposal.Opened, "vote", "proposal_opened", 1),
@@ -119,9 +119,18 @@ PUBLIC_TYPES: tuple[PublicType, ...] = (
     PublicType(GroupBuy.OrderCancelled, "groupbuy", "order_cancelled", 1),
     PublicType(GroupBuy.Completed, "groupbuy", "completed", 1),
     PublicType(GroupBuy.Cancelled, "groupbuy", "cancelled", 1),
-    PublicType(Resident.OrderPointsHeld, "wallet", "order_points_held", 1),
-    PublicType(Resident.OrderHoldReleased, "wallet", "order_hold_released", 1),
+    PublicType(Resident.OrderPointsHeld, "wallet", "order_points_held", 2),
+    PublicType(Resident.OrderHoldReleased, "wallet", "order_hold_released", 2),
     PublicType(Resident.OrderHoldSpent, "wallet", "order_hold_spent", 1),
+    # Points lifecycle: pending shares released or cancelled, expired lots, and personal
+    # points that came to a fund by expiry or move-out.
+    PublicType(Resident.PendingPointsReleased, "wallet", "pending_points_released", 1),
+    PublicType(Resident.PendingPointsCancelled, "wallet", "pending_points_cancelled", 1),
+    PublicType(Resident.PointsExpired, "wallet", "points_expired", 1),
+    PublicType(Complex.PendingCommonPointsReleased, "fund", "pending_common_points_released", 1),
+    PublicType(Complex.PendingCommonPointsCancelled, "fund", "pending_common_points_cancelled",
+               1),
+    PublicType(Complex.LapsedPointsReceived, "fund", "lapsed_points_received", 1),
 )
 
 INTERNAL_EVENT_CLASSES: tuple[type[Any], ...] = (
@@ -137,7 +146,23 @@ INTERNAL_EVENT_CLASSES: tuple[type[Any], ...] = (
 
 RETIRED_EVENT_TYPES: tuple[str, ...] = (
     "fund.spent.v1",  # v2 adds proposal_id (resident votes gate fund spending).
-    "policy.version_set.v1",  # v2 adds guards (wash-trade guard settings).
+    # v2 of these add the points lifecycle's fields (pending_until, expires_at, lots,
+    # moved_to, cancelled shares, available_at, lifecycle): issue 12.
+    "fund.common_points_accrued.v1",
+    "wallet.points_accrued.v1",
+    "wallet.points_received.v1",
+    "wallet.points_refunded.v1",
+    "wallet.points_spent.v1",
+    "wallet.accrual_clawed_back.v1",
+    "wallet.payment_returned.v1",
+    "wallet.points_held.v1",
+    "wallet.resident_moved_out.v1",
+    "trade.recorded.v1",
+    "trade.refunded.v1",
+    "policy.version_set.v1",
+    "wallet.order_points_held.v1",
+    "wallet.hold_released.v1",
+    "wallet.order_hold_released.v1",  # policy.version_set.v2 also adds guards.
 )
 """Earlier versions no longer published, whose checked-in schemas are kept unchanged."""
 

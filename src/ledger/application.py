@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger import commands as c
-from ledger import errors, group_buying, limits, trading, voting
+from ledger import errors, group_buying, lifecycle, limits, trading, voting
 from ledger.checks import (
     check_amount,
     check_aware,
@@ -56,7 +56,7 @@ from ledger.household import (
     rent_payment_locator_id,
 )
 from ledger.merchant import Merchant
-from ledger.persistence import STALE_ALL, LedgerRecorder
+from ledger.persistence import STALE_ALL, LedgerRecorder, Statement
 from ledger.policy import (
     MERCHANT_KINDS,
     POLICY_ID,
@@ -130,7 +130,7 @@ class Ledger(Application[UUID]):
             c.RegisterComplex.name: self._register_complex,
             c.RegisterHousehold.name: self._register_household,
             c.EnrolResident.name: self._enrol_resident,
-            c.MoveOut.name: self._move_out,
+            c.MoveOut.name: lifecycle.move_out,
             c.RegisterMerchant.name: self._register_merchant,
             c.PayOutMerchant.name: self._pay_out_merchant,
             c.SetAccrualPolicy.name: self._set_accrual_policy,
@@ -150,6 +150,8 @@ class Ledger(Application[UUID]):
             c.PlaceGroupBuyOrder.name: group_buying.place_order,
             c.CancelGroupBuyOrder.name: group_buying.cancel_order,
             c.CloseGroupBuy.name: self._close_group_buy,
+            c.ReleasePendingPoints.name: lifecycle.release_pending_points,
+            c.ExpirePoints.name: lifecycle.expire_points,
         }
 
     def construct_transcoder(self) -> Transcoder:
@@ -270,6 +272,15 @@ class Ledger(Application[UUID]):
         """Run many commands in order, sharing transactions (bulk loading)."""
         return self.engine.execute_many(items)
 
+    def execute_atomically(
+            self, items: list[tuple[c.Command, Cause]],
+            companion_for: Callable[[list[tuple[int, DomainError]]], Sequence[Statement]],
+    ) -> list[Outcome | DomainError]:
+        """Run commands in order and commit all of them, with the statements
+        `companion_for` makes of their rejections, in one transaction (an import's
+        chunk); see `Engine.execute_atomically`."""
+        return self.engine.execute_atomically(items, companion_for)
+
     def close(self) -> None:
         """Answer queued commands, let the batch in flight finish, close the pools."""
         self.engine.close()
@@ -321,7 +332,7 @@ class Ledger(Application[UUID]):
             last_event=-1)  # placed when the batch is saved
         batch.staged.append(Staged(pending, events, result, request))
 
-    def save_batch(self, batch: Batch) -> list[int]:
+    def save_batch(self, batch: Batch, companion: Sequence[Statement] = ()) -> list[int]:
         all_events = [event for stage in batch.staged for event in stage.events]
         requests: list[RequestRow] = []
         count = 0
@@ -336,7 +347,8 @@ class Ledger(Application[UUID]):
         # request id accepted then must not be accepted again (a primary-key probe each).
         for request in requests:
             read_only[request_record_id(request.actor_id, request.request_id)] = 0
-        recordings = self.events.put(all_events, read_versions=read_only, requests=requests)
+        recordings = self.events.put(all_events, read_versions=read_only, requests=requests,
+                                     companion=companion)
         positions = [recording.notification.id for recording in recordings]
         self._last_position = positions[-1] if positions else 0
         return positions
@@ -470,15 +482,6 @@ class Ledger(Application[UUID]):
         unit.change(wallet)
         return {"resident_id": str(resident_id)}, household.home_complex_id
 
-    def _move_out(self, command: c.MoveOut, cause: Cause,
-                  unit: UnitOfWork) -> Result:
-        wallet = unit.get(Resident, command.resident_id, errors.unknown_resident)
-        unit.change(wallet)
-        owed_won = wallet.owed_won
-        remaining_won = wallet.move_out(cause)
-        return ({"resident_id": str(wallet.id), "remaining_won": remaining_won,
-                 "owed_won": owed_won}, wallet.home_complex_id)
-
     def _register_merchant(self, command: c.RegisterMerchant, cause: Cause,
                            unit: UnitOfWork) -> Result:
         if command.kind not in MERCHANT_KINDS:
@@ -508,7 +511,8 @@ class Ledger(Application[UUID]):
         if policy is None:
             policy = AccrualPolicy.create(cause)  # dropped with the command if it is refused
         unit.change(policy)
-        version = policy.set_version(command.rate_rows(), cause, command.guard_settings())
+        version = policy.set_version(command.rate_rows(), cause, lifecycle=command.lifecycle(),
+                                     guards=command.guard_settings())
         return {"version": version}, None
 
     def _record_trade(self, command: c.RecordTrade, cause: Cause,

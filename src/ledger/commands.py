@@ -8,6 +8,7 @@ its idempotency fingerprint covers.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -78,14 +79,23 @@ class PayOutMerchant(Command):
 class SetAccrualPolicy(Command):
     name: ClassVar[str] = "set_accrual_policy"
     rates: tuple[tuple[tuple[str, Any], ...], ...]
+    lifecycle_json: str = ""
+    """The version's points lifecycle settings as canonical JSON; empty: the defaults."""
     guards: tuple[tuple[str, Any], ...] | None = None
     """Wash-trade guard settings (ledger.guards); None: the defaults."""
 
     @classmethod
-    def of(cls, rates: list[dict[str, Any]],
+    def of(cls, rates: list[dict[str, Any]], lifecycle: dict[str, Any] | None = None,
            guards: dict[str, Any] | None = None) -> SetAccrualPolicy:
         return cls(rates=tuple(tuple(sorted(row.items())) for row in rates),
+                   lifecycle_json="" if lifecycle is None else json.dumps(lifecycle,
+                                                                         sort_keys=True),
                    guards=None if guards is None else tuple(sorted(guards.items())))
+
+    def lifecycle(self) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = (json.loads(self.lifecycle_json) if self.lifecycle_json
+                                         else None)
+        return found
 
     def rate_rows(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.rates]
@@ -95,6 +105,8 @@ class SetAccrualPolicy(Command):
 
     def content(self) -> dict[str, Any]:
         content: dict[str, Any] = {"rates": self.rate_rows()}
+        if self.lifecycle_json:  # absent as before lifecycles: old request records match
+            content["lifecycle"] = self.lifecycle()
         if self.guards is not None:  # absent as before guards: old request records match
             content["guards"] = self.guard_settings()
         return content
@@ -160,6 +172,25 @@ class ExpireRentPayment(Command):
 
     name: ClassVar[str] = "expire_rent_payment"
     payment_id: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class ReleasePendingPoints(Command):
+    """A trade's return window ended: make its pending shares available (`now` is the
+    sweeper's clock)."""
+
+    name: ClassVar[str] = "release_pending_points"
+    trade_id: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class ExpirePoints(Command):
+    """Expire a wallet's lots that reached their expiry by `now` (the sweeper's clock)."""
+
+    name: ClassVar[str] = "expire_points"
+    resident_id: UUID
     now: datetime
 
 

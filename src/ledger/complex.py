@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger import errors, limits
 from ledger.errors import DomainError
-from ledger.events import FUND_SPENDING, KST, Cause, LedgerAggregate, Posting, account
-from ledger.owed import OwedAccount, accrual_postings, clawback_postings
+from ledger.events import (
+    FUND_SPENDING,
+    ISSUANCE,
+    KST,
+    LAPSE_CLEARING,
+    Cause,
+    LedgerAggregate,
+    Posting,
+    account,
+)
+from ledger.owed import OwedAccount, accrual_postings, clawback_postings, credit_postings
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from ledger.proposal import Proposal
 
 FUND_PURPOSES = ("facility", "event", "upkeep")
@@ -38,6 +46,9 @@ class Complex(OwedAccount, LedgerAggregate):
         allowance_won: int | None
         allowance_month: str
         allowance_spent_won: int
+        pending: dict[str, list[Any]]
+        pending_won: int
+        lapsed_total_won: int
 
     # State added with resident votes. Class attributes, so that complexes registered,
     # and snapshots taken, before it read as "no households counted, default allowance".
@@ -49,6 +60,13 @@ class Complex(OwedAccount, LedgerAggregate):
     """The KST month ('YYYY-MM') of the latest spend without a proposal."""
     allowance_spent_won = 0
     """What spends without a proposal took in `allowance_month`."""
+
+    # State added with points lifecycles (class attributes, as above).
+    pending = {}  # noqa: RUF012  (replaced on write, never mutated)
+    """Pending common shares: trade id -> [available_at, amount_won]."""
+    pending_won = 0
+    lapsed_total_won = 0
+    """Personal points that came to the fund by expiry or move-out."""
 
     balance_name = "balance_won"  # what OwedAccount credits and claws back
 
@@ -82,21 +100,110 @@ class Complex(OwedAccount, LedgerAggregate):
         accrual_base_won: int
         amount_won: int
         recovered_won: int
+        pending_until: datetime | None = None
+        """Set when the trade's return window is open (see Resident.PointsAccrued)."""
 
         def apply(self, fund: Complex) -> None:
-            fund.apply_credit(self.amount_won, self.recovered_won)
             fund.accrued_total_won += self.amount_won
+            if self.pending_until is not None:
+                fund.pending = {**fund.pending,
+                                self.trade_id: [self.pending_until, self.amount_won]}
+                fund.pending_won += self.amount_won
+                return
+            fund.apply_credit(self.amount_won, self.recovered_won)
 
         def postings(self) -> list[Posting]:
+            if self.pending_until is not None:
+                return [(ISSUANCE, -self.amount_won),
+                        (account("pending", self.originator_id), self.amount_won)]
             return accrual_postings(account("fund", self.originator_id), self.amount_won,
                                     self.recovered_won)
 
     def accrue(self, trade_id: str, market: str, seller_kind: str, policy_version: int,
-               common_bps: int, base_won: int, amount_won: int, cause: Cause) -> None:
+               common_bps: int, base_won: int, amount_won: int, cause: Cause,
+               pending_until: datetime | None = None) -> None:
+        fields = ({"amount_won": amount_won, "recovered_won": 0} if pending_until is not None
+                  else self.credit_fields(amount_won))
         self.trigger_event(
             self.CommonPointsAccrued, trade_id=trade_id, market=market, seller_kind=seller_kind,
             policy_version=policy_version, common_bps=common_bps, accrual_base_won=base_won,
-            **self.credit_fields(amount_won), **cause.fields(self.id))
+            pending_until=pending_until, **fields, **cause.fields(self.id))
+        self.check_not_negative()
+
+    class PendingCommonPointsReleased(LedgerAggregate.Event):
+        """A trade's return window ended: its pending common share is in the fund."""
+
+        trade_id: str
+        amount_won: int
+        recovered_won: int
+
+        def apply(self, fund: Complex) -> None:
+            fund.pending = {key: value for key, value in fund.pending.items()
+                            if key != self.trade_id}
+            fund.pending_won -= self.amount_won
+            fund.apply_credit(self.amount_won, self.recovered_won)
+
+        def postings(self) -> list[Posting]:
+            return [(account("pending", self.originator_id), -self.amount_won),
+                    (ISSUANCE, self.recovered_won),
+                    (account("fund", self.originator_id), self.amount_won - self.recovered_won)]
+
+    def pending_until(self, trade_id: str) -> datetime | None:
+        found = self.pending.get(trade_id)
+        return None if found is None else found[0]
+
+    def release_pending(self, trade_id: str, cause: Cause) -> None:
+        amount_won = self.pending[trade_id][1]
+        self.trigger_event(self.PendingCommonPointsReleased, trade_id=trade_id,
+                           **self.credit_fields(amount_won), **cause.fields(self.id))
+        self.check_not_negative()
+
+    class PendingCommonPointsCancelled(LedgerAggregate.Event):
+        """The trade was refunded inside its return window: its pending common share is
+        cancelled. Nothing is clawed back, nothing owed."""
+
+        trade_id: str
+        amount_won: int
+
+        def apply(self, fund: Complex) -> None:
+            fund.pending = {key: value for key, value in fund.pending.items()
+                            if key != self.trade_id}
+            fund.pending_won -= self.amount_won
+            fund.accrued_total_won -= self.amount_won
+
+        def postings(self) -> list[Posting]:
+            return [(account("pending", self.originator_id), -self.amount_won),
+                    (ISSUANCE, self.amount_won)]
+
+    def cancel_pending(self, trade_id: str, cause: Cause) -> None:
+        amount_won = self.pending[trade_id][1]
+        self.trigger_event(self.PendingCommonPointsCancelled, trade_id=trade_id,
+                           amount_won=amount_won, **cause.fields(self.id))
+        assert self.pending_won >= 0
+
+    class LapsedPointsReceived(LedgerAggregate.Event):
+        """A resident's personal points came to the fund: lots that expired (`reason`
+        "expired") or remained at move-out ("moved_out"). Like any credit, it first pays
+        back what the fund owes."""
+
+        resident_id: UUID
+        reason: str
+        amount_won: int
+        recovered_won: int
+
+        def apply(self, fund: Complex) -> None:
+            fund.apply_credit(self.amount_won, self.recovered_won)
+            fund.lapsed_total_won += self.amount_won
+
+        def postings(self) -> list[Posting]:
+            return credit_postings(account("fund", self.originator_id), LAPSE_CLEARING,
+                                   self.amount_won, self.recovered_won)
+
+    def receive_lapsed(self, resident_id: UUID, reason: str, amount_won: int,
+                       cause: Cause) -> None:
+        assert reason in ("expired", "moved_out")
+        self.trigger_event(self.LapsedPointsReceived, resident_id=resident_id, reason=reason,
+                           **self.credit_fields(amount_won), **cause.fields(self.id))
         self.check_not_negative()
 
     class CommonPointsClawedBack(LedgerAggregate.Event):

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.events import OWNED_ACCOUNT_KINDS, TRADE_CLEARING, account_kind
+from ledger.events import LAPSE_CLEARING, OWNED_ACCOUNT_KINDS, TRADE_CLEARING, account_kind
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Balances:
                 found.append(f"{name} is {amount}")
         if self.accounts.get(TRADE_CLEARING, 0) != 0:
             found.append(f"trade clearing holds {self.accounts[TRADE_CLEARING]}")
+        if self.accounts.get(LAPSE_CLEARING, 0) != 0:
+            found.append(f"lapse clearing holds {self.accounts[LAPSE_CLEARING]}")
         return found
 
 

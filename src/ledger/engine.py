@@ -46,7 +46,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,9 +132,10 @@ class Ledgerlike(Protocol):
         """Run the command against memory; add it to `batch.staged` or `batch.rejected`,
         or answer it (a replayed request). Raises on anything else."""
 
-    def save_batch(self, batch: Batch) -> list[int]:
-        """Save the staged events in one transaction; the position of each event. Raises
-        IntegrityError when another writer changed what the batch changed or read."""
+    def save_batch(self, batch: Batch, companion: Sequence[Any] = ()) -> list[int]:
+        """Save the staged events in one transaction, with the `companion` statements;
+        the position of each event. Raises IntegrityError when another writer changed
+        what the batch changed or read."""
 
     def saved(self, batch: Batch) -> None:
         """After a successful save: cache what was created, take due snapshots."""
@@ -263,6 +264,71 @@ class Engine:
                         assert pending.outcome is not None
                         results.append(pending.outcome)
         return results
+
+    def execute_atomically(
+            self, items: list[tuple[c.Command, Cause]],
+            companion_for: Callable[[list[tuple[int, DomainError]]], Sequence[Any]],
+    ) -> list[Outcome | DomainError]:
+        """Run the commands in order, as `execute_many` would answer them, and save every
+        accepted one in ONE transaction together with the statements `companion_for`
+        makes of the rejections ((index, error) pairs): all of it is committed, or
+        nothing. For an import, whose progress and rejections must never be committed
+        apart from the effects they go with (a resumed run would otherwise judge a
+        refused line again, against state that lines after it already changed).
+
+        A save refused because another writer changed what the commands read or changed
+        runs the whole group again, what it read read anew (then fresh), up to
+        `command_attempts_max` times; then, and when the database is away,
+        DatabaseUnavailable: nothing was committed, and the caller may retry the group.
+        """
+        with self._write_lock:
+            for attempt in range(limits.command_attempts_max):
+                fresh = attempt >= 1  # after a conflict: everything read anew
+                batch = [Pending(command, cause) for command, cause in items]
+                staging = Batch()
+                try:
+                    if not fresh:
+                        self.ledger.prefetch([pending.command for pending in batch])
+                    for pending in batch:
+                        self.ledger.stage(pending, staging, fresh=fresh)
+                    if not fresh and not all(self.ledger.rejection_stands(rejected)
+                                             for rejected in staging.rejected):
+                        self.ledger.evict(list(staging.in_flight)
+                                          + list(staging.read_versions))
+                        continue
+                    index_of = {id(pending): index for index, pending in enumerate(batch)}
+                    rejections = sorted((index_of[id(rejected.pending)], rejected.error)
+                                        for rejected in staging.rejected)
+                    positions = self.ledger.save_batch(staging, companion_for(rejections))
+                except IntegrityError:
+                    self._contended_until = time.monotonic() + limits.contended_seconds
+                    self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
+                    continue
+                except DATABASE_ERRORS as error:
+                    self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
+                    raise DatabaseUnavailable(str(error)) from error
+                except BaseException:
+                    self.ledger.evict(list(staging.in_flight) + list(staging.read_versions))
+                    raise
+                index = 0
+                for stage in staging.staged:
+                    index += len(stage.events)
+                    stage.pending.answer(outcome=self.make_outcome(stage.result,
+                                                                   positions[index - 1]))
+                self.ledger.saved(staging)
+                for rejected in staging.rejected:
+                    rejected.pending.answer(error=rejected.error)
+                results: list[Outcome | DomainError] = []
+                for pending in batch:  # every one answered: staged, rejected or replayed
+                    if pending.outcome is not None:
+                        results.append(pending.outcome)
+                    else:
+                        assert isinstance(pending.error, DomainError), pending.error
+                        results.append(pending.error)
+                self.batches += 1
+                self.commands += len(batch)
+                return results
+        raise DatabaseUnavailable("gave up after concurrent changes; retry the same group")
 
     def close(self, wait_seconds: float = limits.command_wait_seconds_max) -> None:
         """Stop taking commands; answer the queued ones unavailable; wait (bounded) for

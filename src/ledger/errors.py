@@ -115,6 +115,15 @@ hold_already_settled = _kind(
 hold_already_released = _kind(
     "hold_already_released", 409, "The hold has already been released.",
     "이미 해제된 보류입니다.")
+return_window_open = _kind(
+    "return_window_open", 409, "The trade's return window has not ended yet.",
+    "거래의 반품 기간이 아직 끝나지 않았습니다.")
+accrual_not_pending = _kind(
+    "accrual_not_pending", 409, "The trade has no pending points.",
+    "이 거래에는 적립 대기 포인트가 없습니다.")
+nothing_to_expire = _kind(
+    "nothing_to_expire", 409, "No points of this wallet have reached their expiry.",
+    "만료 기한이 지난 포인트가 없습니다.")
 hold_not_due = _kind(
     "hold_not_due", 409, "The hold's deadline has not passed yet.",
     "보류 기한이 아직 지나지 않았습니다.")

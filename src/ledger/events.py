@@ -33,13 +33,19 @@ TRADE_CLEARING = "trade_clearing"
 """Points in flight between a buyer and a seller within one trade or refund; zero after
 every command, because both sides are saved together."""
 
+LAPSE_CLEARING = "lapse_clearing"
+"""Expired or moved-out personal points on their way from a wallet to its complex's fund;
+zero after every command, because the wallet and the fund are saved together."""
+
 ACCOUNT_KINDS = (
-    "wallet", "held", "fund", "merchant",
-    ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING,
+    "wallet", "held", "fund", "merchant", "pending",
+    ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING, LAPSE_CLEARING,
 )
-SYSTEM_ACCOUNT_KINDS = (ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING)
-OWNED_ACCOUNT_KINDS = ("wallet", "held", "fund", "merchant")
-"""Accounts that belong to someone and may never go below zero."""
+SYSTEM_ACCOUNT_KINDS = (ISSUANCE, RENT_CLEARING, FUND_SPENDING, PAYOUTS, UNCLAIMED, TRADE_CLEARING,
+                        LAPSE_CLEARING)
+OWNED_ACCOUNT_KINDS = ("wallet", "held", "fund", "merchant", "pending")
+"""Accounts that belong to someone and may never go below zero. `pending:ID` holds a
+wallet's or a fund's accrued points while their trades' return windows are open."""
 
 Posting = tuple[str, int]
 

@@ -419,3 +419,11 @@ seed_households_max = 2_000_000
 
 seed_months_max = 120
 """Months of activity `ledger seed` may simulate."""
+
+# Points lifecycle (pending accruals, expiry lots) ---------------------------------------
+return_window_days_max = 90
+"""The longest return window a policy version may set for a market."""
+expiry_months_max = 120
+"""The longest life of a lot a policy version may set (months after availability)."""
+expiring_soon_days = 30
+"""The wallet view shows what expires within this many days."""

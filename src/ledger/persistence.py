@@ -36,7 +36,7 @@ from eventsourcing.postgres import (
 from psycopg import Cursor
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger import limits
 from ledger.database import IdleCheck
@@ -181,6 +181,9 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.sent = 0
+        self.failed = 0
+        """Attempts that found the database away (each retried after
+        `limits.notify_retry_seconds`)."""
 
     def poke(self) -> None:
         """New events are committed: notify soon (never blocks, never raises)."""
@@ -212,6 +215,10 @@ class Notifier:
                     with contextlib.suppress(psycopg.Error):
                         conn.close()
                 conn = None
+                self.failed += 1
+                # Still due: sent once the database is back, waking the followers then
+                # rather than at their next poll.
+                self._due.set()
                 self._stopping.wait(limits.notify_retry_seconds)
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
@@ -488,21 +495,52 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], *,
         read_versions: Mapping[UUID, int] | None = None,
-        requests: Sequence[RequestRow] = (), **_: Any
+        requests: Sequence[RequestRow] = (), companion: Sequence[Statement] = (), **_: Any
     ) -> Sequence[int] | None:
         """Insert the events in one transaction, after checking that each aggregate of
         `read_versions` is still at that version (IntegrityError if not, as for a
-        concurrent change of a written aggregate). Never retried here: a failure is the
-        caller's to answer, and a retry of the same request is safe."""
-        if not stored_events:
-            return []
+        concurrent change of a written aggregate). `companion` statements run in the same
+        transaction (an import's rejections and progress), also when there are no events.
+        Never retried here: a failure is the caller's to answer, and a retry of the same
+        request is safe."""
         reads = read_versions or {}
-        if len(stored_events) >= COPY_THRESHOLD_EVENTS:
-            positions = self._copy_events(stored_events, reads, requests)
+        if not stored_events:
+            if companion:
+                self._companion_alone(reads, companion)
+            return []
+        if companion or len(stored_events) >= COPY_THRESHOLD_EVENTS:
+            positions = self._copy_events(stored_events, reads, requests, companion)
         else:
             positions = self._pipelined_insert(stored_events, reads, requests)
         self.notifier.poke()  # committed: the followers may read
         return positions
+
+    def _companion_alone(self, reads: Mapping[UUID, int], companion: Sequence[Statement]
+                         ) -> None:
+        """The companion statements of a save without events, under the same lock and the
+        same check of what was read as a save with events."""
+        try:
+            with self.datastore.get_connection() as conn, conn.transaction(), \
+                    conn.cursor() as curs:
+                self._lock_and_check(curs, reads)
+                for statement, parameters in companion:
+                    curs.execute(statement, parameters)
+        except psycopg.errors.UniqueViolation as e:
+            raise IntegrityError(str(e)) from e
+
+    def _lock_and_check(self, curs: Cursor[DictRow], reads: Mapping[UUID, int]) -> None:
+        """As the ledger's role: the events table's lock, then the versions read."""
+        curs.execute(self.set_role_statement)
+        for statement in self.lock_table_statements:
+            curs.execute(statement)
+        if reads:
+            # A nested loop of primary-key probes, never a scan of the table.
+            curs.execute("SET LOCAL enable_seqscan = off")
+            curs.execute("SET LOCAL enable_hashjoin = off")
+            curs.execute(self.check_reads_statement, (list(reads), list(reads.values())))
+            if curs.fetchone() is not None:
+                msg = f"{STALE_READ}: an aggregate read changed meanwhile"
+                raise IntegrityError(msg)
 
     def _pipelined_insert(self, stored_events: Sequence[StoredEvent],
                           reads: Mapping[UUID, int],
@@ -538,23 +576,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
         return notification_ids
 
     def _copy_events(self, stored_events: Sequence[StoredEvent],
-                     reads: Mapping[UUID, int],
-                     requests: Sequence[RequestRow]) -> list[int]:
+                     reads: Mapping[UUID, int], requests: Sequence[RequestRow],
+                     companion: Sequence[Statement] = ()) -> list[int]:
         count = len(stored_events)
         try:
             with self.datastore.get_connection() as conn, conn.transaction(), \
                     conn.cursor() as curs:
-                curs.execute(self.set_role_statement)
-                for statement in self.lock_table_statements:
-                    curs.execute(statement)
-                if reads:
-                    # A nested loop of primary-key probes, never a scan of the table.
-                    curs.execute("SET LOCAL enable_seqscan = off")
-                    curs.execute("SET LOCAL enable_hashjoin = off")
-                    curs.execute(self.check_reads_statement, (list(reads), list(reads.values())))
-                    if curs.fetchone() is not None:
-                        msg = f"{STALE_READ}: an aggregate read changed meanwhile"
-                        raise IntegrityError(msg)
+                self._lock_and_check(curs, reads)
                 curs.execute(self.reserve_positions_statement, (count,))
                 row = curs.fetchone()
                 assert row is not None
@@ -571,9 +599,15 @@ class LedgerRecorder(PostgresApplicationRecorder):
                         [_outcome_json(r) for r in requests],
                         [first + r.last_event for r in requests],
                         [r.complex_id for r in requests]))
+                for statement, parameters in companion:
+                    curs.execute(statement, parameters)
         except psycopg.errors.UniqueViolation as e:
             raise IntegrityError(str(e)) from e
         return list(range(first, first + count))
+
+
+Statement = tuple[Composed | SQL | str, Sequence[Any]]
+"""A statement and its parameters, run in a save's transaction (`companion`)."""
 
 
 def requests_table_name(events_table_name: str) -> str:

@@ -28,6 +28,50 @@ ANY_CATEGORY = "*"
 
 POLICY_ID = uuid5(NAMESPACE_URL, "ledger:accrual-policy")
 
+LAPSE_DESTINATIONS = ("fund", "issuance", "unclaimed")
+"""Where expired or moved-out personal points go: the resident's complex's common fund,
+back to the issuance account, or the unclaimed account (kept on record)."""
+LIFECYCLE_DEFAULTS: dict[str, Any] = {
+    "return_window_days": {"shopping": 7, "sharing": 0},
+    "expiry_months": 24,
+    "expired_to": "fund",
+    "moved_out_to": "fund",
+}
+"""The points lifecycle of a policy version that does not say otherwise, including every
+version stored before lifecycles existed: return window per market (days; points of a
+trade are pending until it ends), months from availability to a lot's expiry, and where
+expired and moved-out points go. The one place these defaults live."""
+
+
+def validate_lifecycle(lifecycle: dict[str, Any] | None) -> dict[str, Any]:
+    """Check a version's lifecycle settings; missing keys take the defaults."""
+    if lifecycle is None:
+        lifecycle = {}
+    if not isinstance(lifecycle, dict) or set(lifecycle) - set(LIFECYCLE_DEFAULTS):
+        raise DomainError(errors.invalid_field, "lifecycle: unknown setting")
+    windows_in = lifecycle.get("return_window_days", {})
+    if not isinstance(windows_in, dict) or set(windows_in) - set(MARKETS):
+        raise DomainError(errors.invalid_field, "lifecycle.return_window_days: markets only")
+    windows = dict(LIFECYCLE_DEFAULTS["return_window_days"])
+    for market, days in windows_in.items():
+        if type(days) is not int or not 0 <= days <= limits.return_window_days_max:
+            raise DomainError(errors.invalid_field,
+                              f"lifecycle.return_window_days.{market}: 0 to "
+                              f"{limits.return_window_days_max}")
+        windows[market] = days
+    months = lifecycle.get("expiry_months", LIFECYCLE_DEFAULTS["expiry_months"])
+    if type(months) is not int or not 1 <= months <= limits.expiry_months_max:
+        raise DomainError(errors.invalid_field,
+                          f"lifecycle.expiry_months: 1 to {limits.expiry_months_max}")
+    normalised: dict[str, Any] = {"return_window_days": windows, "expiry_months": months}
+    for key in ("expired_to", "moved_out_to"):
+        destination = lifecycle.get(key, LIFECYCLE_DEFAULTS[key])
+        if destination not in LAPSE_DESTINATIONS:
+            raise DomainError(errors.invalid_field,
+                              f"lifecycle.{key}: one of {', '.join(LAPSE_DESTINATIONS)}")
+        normalised[key] = destination
+    return normalised
+
 
 def share_won(accrual_base_won: int, share_bps: int) -> int:
     """One share of an accrual: floor, in won. The only rounding rule of the ledger."""
@@ -80,7 +124,12 @@ class AccrualPolicy(LedgerAggregate):
         # would otherwise take annotations as constructor arguments.
         versions: dict[int, list[dict[str, Any]]]
         current_version: int
+        lifecycles: dict[int, dict[str, Any]]
         guards_by_version: dict[str, dict[str, Any]]  # by str(version): JSON keys
+
+    # Added with points lifecycles. A class attribute, so that policies stored, and
+    # snapshots taken, before it read every version as the defaults (LIFECYCLE_DEFAULTS).
+    lifecycles = {}  # noqa: RUF012  (replaced, never mutated)
 
     class Created(LedgerAggregate.Created):
         def apply(self, policy: AccrualPolicy) -> None:
@@ -90,12 +139,16 @@ class AccrualPolicy(LedgerAggregate):
     class VersionSet(LedgerAggregate.Event):
         version: int
         rates: list[dict[str, Any]]
+        lifecycle: dict[str, Any] | None = None
+        """Normalised lifecycle settings; None in versions stored before lifecycles."""
         guards: dict[str, Any] | None = None
         """Wash-trade guard settings (ledger.guards); None in versions stored before them."""
 
         def apply(self, policy: AccrualPolicy) -> None:
             policy.versions[self.version] = [dict(row) for row in self.rates]
             policy.current_version = self.version
+            if self.lifecycle is not None:
+                policy.lifecycles = {**policy.lifecycles, self.version: dict(self.lifecycle)}
             if self.guards is not None:
                 # A snapshot taken before guards existed has no such attribute.
                 policy.guards_by_version = {**getattr(policy, "guards_by_version", {}),
@@ -106,12 +159,15 @@ class AccrualPolicy(LedgerAggregate):
         return cls._create(cls.Created, id=POLICY_ID, **cause.fields(None))
 
     def set_version(self, rates: list[dict[str, Any]], cause: Cause,
+                    lifecycle: dict[str, Any] | None = None,
                     guards: dict[str, Any] | None = None) -> int:
         normalised = validate_rates(rates)
+        normalised_lifecycle = validate_lifecycle(lifecycle)
         guard_settings = validate_guards(guards)
         version = self.current_version + 1
         self.trigger_event(self.VersionSet, version=version, rates=normalised,
-                           guards=guard_settings, **cause.fields(None))
+                           lifecycle=normalised_lifecycle, guards=guard_settings,
+                           **cause.fields(None))
         assert self.current_version == version
         return version
 
@@ -136,3 +192,13 @@ class AccrualPolicy(LedgerAggregate):
             if row["category"] == ANY_CATEGORY:
                 fallback = (row["personal_bps"], row["common_bps"])
         return chosen, fallback[0], fallback[1]
+
+    def lifecycle(self, version: int | None = None) -> dict[str, Any]:
+        """A version's lifecycle settings (default: the current version's)."""
+        chosen = self.current_version if version is None else version
+        found = self.lifecycles.get(chosen)
+        return validate_lifecycle(None) if found is None else found
+
+    def return_window_days(self, market: str, version: int | None = None) -> int:
+        days: int = self.lifecycle(version)["return_window_days"].get(market, 0)
+        return days

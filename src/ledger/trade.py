@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -30,6 +31,13 @@ class Trade(LedgerAggregate):
         common_won: int
         buyer_complex_id: UUID
         refunded: bool
+        available_at: datetime | None
+        policy_version: int
+
+    available_at = None
+    """When the accrual's return window ends (None: trades stored before windows, whose
+    accruals were available at once). A class attribute, for trades stored before it."""
+    policy_version = 0
 
     class Recorded(LedgerAggregate.Created):
         """The sale, and every input an auditor needs to recompute its accrual."""
@@ -49,8 +57,13 @@ class Trade(LedgerAggregate):
         accrual_base_won: int
         personal_won: int
         common_won: int
+        available_at: datetime | None = None
+        """When the return window ends; the shares are pending until then (None in trades
+        stored before return windows, and when the window is 0 days)."""
 
         def apply(self, trade: Trade) -> None:
+            trade.available_at = self.available_at
+            trade.policy_version = self.policy_version
             trade.trade_id = self.trade_id
             trade.market = self.market
             trade.category = self.category
@@ -79,6 +92,9 @@ class Trade(LedgerAggregate):
         points_returned_won: int
         personal_clawback_won: int
         common_clawback_won: int
+        personal_cancelled_won: int = 0
+        """Pending personal share cancelled (refund inside the return window)."""
+        common_cancelled_won: int = 0
 
         def apply(self, trade: Trade) -> None:
             trade.refunded = True
@@ -87,10 +103,13 @@ class Trade(LedgerAggregate):
         if self.refunded:
             raise DomainError(errors.trade_already_refunded, self.trade_id)
 
-    def refund(self, cause: Cause) -> None:
+    def refund(self, cause: Cause, personal_cancelled_won: int = 0,
+               common_cancelled_won: int = 0) -> None:
         self.check_refundable()
         self.trigger_event(self.Refunded, trade_id=self.trade_id, amount_won=self.amount_won,
                            points_returned_won=self.points_used_won,
-                           personal_clawback_won=self.personal_won,
-                           common_clawback_won=self.common_won,
+                           personal_clawback_won=self.personal_won - personal_cancelled_won,
+                           common_clawback_won=self.common_won - common_cancelled_won,
+                           personal_cancelled_won=personal_cancelled_won,
+                           common_cancelled_won=common_cancelled_won,
                            **cause.fields(self.buyer_complex_id))

@@ -19,6 +19,8 @@ from ledger.complex import Complex, kst_month
 from ledger.errors import DomainError
 from ledger.events import Cause
 from ledger.guards import Guards, TradePair, check_households, trade_pair_id
+from ledger.lifecycle import release_shares, the_policy, trade_timing
+from ledger.lots import add_months
 from ledger.merchant import Merchant
 from ledger.policy import (
     MARKETS,
@@ -80,6 +82,8 @@ def _record(command: c.RecordTrade, cause: Cause, unit: UnitOfWork,
     base_won = accrual_base_won(amount_won, points_used_won)
     personal_won = share_won(base_won, personal_bps)
     common_won = share_won(base_won, common_bps)
+    pending_until, expires_at = trade_timing(policy, policy_version, command.market,
+                                             cause.occurred_at)
     counted = None if held_by_order is not None else _check_guards(
         command, cause, unit, policy.guards_for(policy_version), buyer, seller, personal_won)
     # After this point, every change must succeed.
@@ -88,25 +92,33 @@ def _record(command: c.RecordTrade, cause: Cause, unit: UnitOfWork,
         category=category, seller_id=seller.id, seller_kind=command.seller_kind,
         buyer_id=buyer.id, amount_won=amount_won, points_used_won=points_used_won,
         policy_version=policy_version, personal_bps=personal_bps, common_bps=common_bps,
-        accrual_base_won=base_won, personal_won=personal_won, common_won=common_won)
+        accrual_base_won=base_won, personal_won=personal_won, common_won=common_won,
+        available_at=pending_until)
     unit.change(trade, buyer, seller, buyer_complex)
     if held_by_order is not None:
         buyer.spend_order_hold(held_by_order[0], held_by_order[1], trade_id, seller.id, cause)
     elif points_used_won:
         buyer.spend(trade_id, seller.id, points_used_won, cause)
     if points_used_won:
-        seller.receive(trade_id, buyer.id, points_used_won, cause)
+        if isinstance(seller, Resident):
+            seller.receive(trade_id, buyer.id, points_used_won, cause,
+                           add_months(cause.occurred_at,
+                                      policy.lifecycle(policy_version)["expiry_months"]))
+        else:
+            seller.receive(trade_id, buyer.id, points_used_won, cause)
     if personal_won:
         buyer.accrue(trade_id, command.market, command.seller_kind, policy_version,
-                     personal_bps, base_won, personal_won, cause)
+                     personal_bps, base_won, personal_won, cause, pending_until, expires_at)
     if common_won:
         buyer_complex.accrue(trade_id, command.market, command.seller_kind, policy_version,
-                             common_bps, base_won, common_won, cause)
+                             common_bps, base_won, common_won, cause, pending_until)
     if counted is not None:
         _count_pair(counted, buyer, seller.id, trade_id, cause, unit)
     return ({"trade_id": trade_id, "policy_version": policy_version,
              "personal_accrued_won": personal_won, "common_accrued_won": common_won,
-             "points_used_won": points_used_won}, buyer.home_complex_id)
+             "points_used_won": points_used_won,
+             "pending_until": None if pending_until is None else pending_until.isoformat()},
+            buyer.home_complex_id)
 
 
 def _check_guards(command: c.RecordTrade, cause: Cause, unit: UnitOfWork, guards: Guards,
@@ -176,16 +188,41 @@ def refund_trade(command: c.RefundTrade, cause: Cause, unit: UnitOfWork) -> Resu
     else:
         seller = unit.get(Merchant, trade.seller_id, errors.unknown_merchant)
     fund = unit.get(Complex, trade.buyer_complex_id, errors.unknown_complex)
+    inside_window = (trade.available_at is not None
+                     and cause.occurred_at < trade.available_at)
+    policy = the_policy(unit) if trade.available_at is not None else None
     # After this point, every change must succeed: what cannot be taken back is owed.
     unit.change(trade, buyer, seller, fund)
-    trade.refund(cause)
+    personal_cancelled_won = common_cancelled_won = 0
+    if inside_window:
+        # A refund inside the return window cancels the pending shares: nothing was ever
+        # available, so nothing is clawed back and nothing owed.
+        if buyer.pending_until(trade_id) is not None:
+            personal_cancelled_won = buyer.pending[trade_id][1]
+        if fund.pending_until(trade_id) is not None:
+            common_cancelled_won = fund.pending[trade_id][1]
+    elif policy is not None:
+        release_shares(trade, buyer, fund, policy, cause)  # the window ended, unswept
+    # A share pending at the buyer's move-out was cancelled then: nothing to take back.
+    personal_forfeited_won = (trade.personal_won if trade_id in buyer.forfeited_pending
+                              else 0)
+    trade.refund(cause, personal_cancelled_won + personal_forfeited_won,
+                 common_cancelled_won)
     if trade.points_used_won:
         seller.return_payment(trade_id, trade.points_used_won, cause)
         buyer.refund_points(trade_id, trade.points_used_won, cause)
-    if trade.personal_won:
+    if personal_cancelled_won:
+        buyer.cancel_pending(trade_id, cause)
+    elif trade.personal_won and not personal_forfeited_won:
         buyer.claw_back(trade_id, trade.personal_won, cause)
-    if trade.common_won:
+    if common_cancelled_won:
+        fund.cancel_pending(trade_id, cause)
+    elif trade.common_won:
         fund.claw_back(trade_id, trade.common_won, cause)
+    personal_clawback_won = (trade.personal_won - personal_cancelled_won
+                             - personal_forfeited_won)
     return ({"trade_id": trade_id, "points_returned_won": trade.points_used_won,
-             "personal_clawback_won": trade.personal_won,
-             "common_clawback_won": trade.common_won}, trade.buyer_complex_id)
+             "personal_clawback_won": personal_clawback_won,
+             "common_clawback_won": trade.common_won - common_cancelled_won,
+             "personal_cancelled_won": personal_cancelled_won,
+             "common_cancelled_won": common_cancelled_won}, trade.buyer_complex_id)

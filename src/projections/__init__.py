@@ -14,6 +14,13 @@ from projections.group_buys import (
     open_group_buys,
 )
 from projections.market_views import market_stats, merchant_settlement
+from projections.points_lifecycle import (
+    due_expiry_wallets,
+    due_pending_trades,
+    fund_pending_won,
+    wallet_lifecycle,
+    wallet_lifecycle_async,
+)
 from projections.proposals import (
     ballots,
     complex_proposals,
@@ -45,11 +52,14 @@ __all__ = [
     "ballots",
     "complex_proposals",
     "connect",
+    "due_expiry_wallets",
     "due_group_buys",
     "due_holds",
+    "due_pending_trades",
     "due_proposals",
     "fold_all",
     "fund",
+    "fund_pending_won",
     "fund_spends",
     "group_buy",
     "group_buy_order",
@@ -68,4 +78,6 @@ __all__ = [
     "wallet_async",
     "wallet_entries",
     "wallet_entries_async",
+    "wallet_lifecycle",
+    "wallet_lifecycle_async",
 ]

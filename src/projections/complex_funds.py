@@ -76,8 +76,11 @@ class ComplexFunds(Projection):
                 changes.add(FUNDS.name, key, balance_won=0)
             elif kind == "CommonPointsAccrued":
                 amount, recovered = data["amount_won"], data["recovered_won"]
-                changes.add(FUNDS.name, key, balance_won=amount - recovered, owed_won=-recovered,
-                            accrued_total_won=amount)
+                if event.time("pending_until") is not None:  # pending: not in the balance yet
+                    changes.add(FUNDS.name, key, accrued_total_won=amount)
+                else:
+                    changes.add(FUNDS.name, key, balance_won=amount - recovered,
+                                owed_won=-recovered, accrued_total_won=amount)
                 changes.add(INFLOWS.name, (complex_id, kst_month(event.occurred_at),
                                            data["market"]),
                             accruals_count=1, accrued_won=amount, recovered_won=recovered)
@@ -95,6 +98,16 @@ class ComplexFunds(Projection):
                             spends_count=1, spent_won=data["amount_won"])
                 changes.set(OUTFLOWS.name, (complex_id, data["purpose"], data["decision_ref"]),
                             last_spent_at=event.occurred_at)
+            elif kind in ("PendingCommonPointsReleased", "LapsedPointsReceived"):
+                amount, recovered = data["amount_won"], data["recovered_won"]
+                changes.add(FUNDS.name, key, balance_won=amount - recovered,
+                            owed_won=-recovered)
+            elif kind == "PendingCommonPointsCancelled":
+                facts = trades.get(data["trade_id"]) or {}
+                changes.add(FUNDS.name, key, accrued_total_won=-data["amount_won"])
+                changes.add(INFLOWS.name, (complex_id, kst_month(event.occurred_at),
+                                           facts.get("market", UNKNOWN_MARKET)),
+                            accrued_won=-data["amount_won"])
             elif kind in ("HouseholdCounted", "FundAllowanceSet"):
                 pass  # counted by the proposals projection: no points move
             else:

@@ -85,8 +85,12 @@ class MarketViews(Projection):
                        facts["seller_kind"], event.uuid("complex_id"))
                 changes.add(DAILY.name, key, refunds_count=1,
                             refunded_amount_won=data["amount_won"],
-                            personal_clawback_won=data["personal_clawback_won"],
-                            common_clawback_won=data["common_clawback_won"])
+                            # A share cancelled inside the return window is taken
+                            # back on refund too: it counts with the clawbacks here.
+                            personal_clawback_won=data["personal_clawback_won"]
+                            + data.get("personal_cancelled_won", 0),
+                            common_clawback_won=data["common_clawback_won"]
+                            + data.get("common_cancelled_won", 0))
                 if facts["seller_kind"] != RESIDENT_SELLER:
                     changes.add(MERCHANTS.name, (facts["seller_id"]["_data_"],), refunds_count=1,
                                 refunded_amount_won=data["amount_won"])

@@ -34,6 +34,7 @@ from projections.base import Key, Projection, Row, TradeFacts, merge_into, read_
 from projections.complex_funds import ComplexFunds
 from projections.group_buys import GroupBuys
 from projections.market_views import MarketViews
+from projections.points_lifecycle import PointsLifecycle
 from projections.proposals import Proposals
 from projections.rent_payments import RentPayments
 from projections.wallet_balances import WalletBalances
@@ -41,7 +42,7 @@ from projections.wallet_balances import WalletBalances
 log = logging.getLogger(__name__)
 
 ALL: tuple[Projection, ...] = (WalletBalances(), ComplexFunds(), RentPayments(), MarketViews(),
-                               Proposals(), GroupBuys())
+                               Proposals(), GroupBuys(), PointsLifecycle())
 
 TRACKING_TABLE = "p_tracking"
 SHADOW_SUFFIX = "__new"

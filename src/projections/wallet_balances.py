@@ -62,6 +62,11 @@ def _actor(event: Event) -> str:
     return f"by {role}"
 
 
+def _lapse(destination: str) -> str:
+    return {"fund": "the complex's common fund", "issuance": "issuance",
+            "unclaimed": "unclaimed"}[destination]
+
+
 def _recovered(recovered_won: int) -> str:
     return f"; {_won(recovered_won)} of it repaid owed points" if recovered_won else ""
 
@@ -100,7 +105,9 @@ class WalletBalances(Projection):
             description = f"Wallet opened {_actor(event)}"
         elif kind == "PointsAccrued":
             amount, recovered = data["amount_won"], data["recovered_won"]
-            available, owed = amount - recovered, -recovered
+            pending_until = event.time("pending_until")
+            if pending_until is None:
+                available, owed = amount - recovered, -recovered
             changes.add(table, key, accrued_total_won=amount)
             line = {"trade_id": data["trade_id"], "market": data["market"],
                     "policy_version": data["policy_version"], "rate_bps": data["personal_bps"]}
@@ -108,7 +115,26 @@ class WalletBalances(Projection):
                 f"Accrued {_won(amount)}: {data['personal_bps'] / 100:.2f}% of "
                 f"{_won(data['accrual_base_won'])} paid in money on {data['market']} trade "
                 f"{data['trade_id']}, accrual policy version {data['policy_version']}"
-                f"{_recovered(recovered)}")
+                f"{_recovered(recovered)}"
+                + ("" if pending_until is None else
+                   f"; pending until {pending_until} (the return window)"))
+        elif kind == "PendingPointsReleased":
+            amount, recovered = data["amount_won"], data["recovered_won"]
+            available, owed = amount - recovered, -recovered
+            line = {"trade_id": data["trade_id"], "policy_version": data["policy_version"]}
+            description = (f"{_won(amount)} pending from trade {data['trade_id']} available: "
+                           f"its return window ended; they expire "
+                           f"{event.time('expires_at')}{_recovered(recovered)}")
+        elif kind == "PendingPointsCancelled":
+            changes.add(table, key, accrued_total_won=-data["amount_won"])
+            line = {"trade_id": data["trade_id"]}
+            description = (f"{_won(data['amount_won'])} pending from trade {data['trade_id']} "
+                           f"cancelled: the trade was refunded inside its return window")
+        elif kind == "PointsExpired":
+            available = -data["amount_won"]
+            line = {"policy_version": data["policy_version"]}
+            description = (f"{_won(data['amount_won'])} expired from "
+                           f"{len(data['lots'])} lot(s), moved to {_lapse(data['expired_to'])}")
         elif kind == "PointsReceived":
             amount, recovered = data["amount_won"], data["recovered_won"]
             available, owed = amount - recovered, -recovered
@@ -187,8 +213,14 @@ class WalletBalances(Projection):
             remaining = data["remaining_won"]
             available = -remaining
             changes.set(table, key, closed=True)
+            moved_to = data.get("moved_to", "unclaimed")
             description = (f"Moved out; wallet closed, {_won(remaining)} kept on record as "
-                           f"unclaimed")
+                           f"unclaimed" if moved_to == "unclaimed" else
+                           f"Moved out; wallet closed, {_won(remaining)} moved to "
+                           f"{_lapse(moved_to)}")
+            if data.get("pending_cancelled_won"):
+                description += (f"; {_won(data['pending_cancelled_won'])} pending "
+                                f"cancelled")
         else:
             raise AssertionError(f"unknown wallet event {event.name}")
         row = changes.row(table, key)

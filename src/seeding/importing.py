@@ -17,9 +17,11 @@ How it runs:
   `workers` processes. Lines that belong to no complex (the accrual policy, merchants) are
   barriers: what comes before them runs first, then they run, in file order.
 - Idempotent: every line carries its request id, so running a file twice changes nothing.
-- Resumable: each worker records in `ledger_imports` (per file digest) the last line it
-  finished; a run after a crash skips what is done (a chunk cut short is run again, and its
-  accepted lines are replayed, not applied twice).
+- Resumable: each worker runs its lines in chunks, and each chunk's accepted commands, its
+  refused lines (`ledger_import_rejects`) and the last line done (`ledger_imports`, per
+  file digest) are committed in one transaction (`Ledger.execute_atomically`): after a
+  crash, a chunk is either wholly done or not begun, so a run again skips what is done and
+  judges every other line exactly as an uninterrupted run would.
 - Nothing refused is dropped: every line that is not accepted (malformed, or refused by the
   ledger) is written to the rejects file with its line number, code and reason.
 """
@@ -33,7 +35,8 @@ import multiprocessing
 import time
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +54,7 @@ from ledger.database import ConnectionSettings
 from ledger.errors import DatabaseUnavailable, DomainError
 from ledger.events import Cause
 from ledger.household import Household, RentPaymentLocator, rent_payment_locator_id
+from ledger.persistence import APP_ROLE, Statement
 from ledger.proposal import Proposal, proposal_aggregate_id
 from ledger.resident import Resident
 from ledger.trade import Trade, trade_aggregate_id
@@ -70,6 +74,7 @@ GLOBAL = -1
 """The partition of lines that belong to no complex: run alone, as barriers."""
 INVALID_LINE = "invalid_line"
 TABLE = "ledger_imports"
+REJECTS_TABLE = "ledger_import_rejects"
 
 
 class LineError(ValueError):
@@ -296,6 +301,15 @@ def _setup(conninfo: str, schema: str) -> None:
             "part int NOT NULL, line_done bigint NOT NULL, "
             "PRIMARY KEY (file_sha256, part))").format(
             schema=Identifier(schema), table=Identifier(TABLE)))
+        conn.execute(SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{table} (file_sha256 text NOT NULL, "
+            "line bigint NOT NULL, entry text NOT NULL, "
+            "PRIMARY KEY (file_sha256, line))").format(
+            schema=Identifier(schema), table=Identifier(REJECTS_TABLE)))
+        # Written in the ledger's own save (as its role), with the chunk's effects.
+        for table in (TABLE, REJECTS_TABLE):
+            conn.execute(SQL("GRANT SELECT, INSERT, UPDATE ON {schema}.{table} TO {role}").format(
+                schema=Identifier(schema), table=Identifier(table), role=Identifier(APP_ROLE)))
 
 
 def _done(conninfo: str, schema: str, digest: str) -> dict[int, int]:
@@ -306,13 +320,32 @@ def _done(conninfo: str, schema: str, digest: str) -> dict[int, int]:
     return {int(part): int(line) for part, line in rows}
 
 
-def _mark(conn: psycopg.Connection[Any], schema: str, digest: str, part: int,
-          line: int) -> None:
-    conn.execute(SQL(
+def _chunk_done(schema: str, digest: str, part: int, line: int,
+                rejected: list[tuple[int, str]]) -> list[Statement]:
+    """The statements that record a chunk as done, in the transaction of its effects: its
+    refused lines (number, rejects-file entry) and its last line."""
+    statements: list[Statement] = []
+    if rejected:
+        statements.append((SQL(
+            "INSERT INTO {schema}.{table} (file_sha256, line, entry) "
+            "SELECT %s, * FROM unnest(%s::bigint[], %s::text[]) "
+            "ON CONFLICT (file_sha256, line) DO NOTHING").format(
+            schema=Identifier(schema), table=Identifier(REJECTS_TABLE)),
+            (digest, [number for number, _ in rejected], [entry for _, entry in rejected])))
+    statements.append((SQL(
         "INSERT INTO {schema}.{table} (file_sha256, part, line_done) VALUES (%s, %s, %s) "
         "ON CONFLICT (file_sha256, part) DO UPDATE SET line_done = excluded.line_done").format(
-        schema=Identifier(schema), table=Identifier(TABLE)), (digest, part, line))
-    conn.commit()
+        schema=Identifier(schema), table=Identifier(TABLE)), (digest, part, line)))
+    return statements
+
+
+def _rejected_lines(conninfo: str, schema: str, digest: str) -> dict[int, str]:
+    """Every line the ledger refused in this file's runs, and its rejects-file entry."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(SQL("SELECT line, entry FROM {schema}.{table} "
+                                "WHERE file_sha256 = %s").format(
+            schema=Identifier(schema), table=Identifier(REJECTS_TABLE)), (digest,)).fetchall()
+    return {int(line): str(entry) for line, entry in rows}
 
 
 @dataclass(frozen=True)
@@ -325,7 +358,6 @@ class Job:
     digest: str
     part: int
     numbers: tuple[int, ...]
-    rejects: str
     default_actor: UUID
     started_at: datetime
 
@@ -343,67 +375,62 @@ def _read_lines(path: str, wanted: set[int]) -> Iterator[tuple[int, str]]:
 def run_job(job: Job, progress: Any = None) -> tuple[int, int, int]:
     """Run one partition's lines in order; (accepted, replayed, rejected)."""
     ledger = Ledger.connect(job.url, job.schema)
-    conninfo = ConnectionSettings.from_url(job.url).conninfo()
     accepted = replayed = rejected = 0
     try:
-        with psycopg.connect(conninfo) as conn, open(job.rejects, "a", encoding="utf-8") as out:
-            chunk: list[tuple[Line, str]] = []
+        chunk: list[tuple[Line, str]] = []
 
-            def flush() -> None:
-                nonlocal accepted, replayed, rejected
-                if not chunk:
-                    return
-                results = _execute(ledger, [line for line, _ in chunk])
-                for (line, text), result in zip(chunk, results, strict=True):
-                    if isinstance(result, Outcome):
-                        if result.replayed:
-                            replayed += 1
-                        else:
-                            accepted += 1
+        def flush() -> None:
+            nonlocal accepted, replayed, rejected
+            if not chunk:
+                return
+
+            def done(rejections: list[tuple[int, DomainError]]) -> list[Statement]:
+                entries = []
+                for index, error in rejections:
+                    line, text = chunk[index]
+                    entries.append((line.number, _reject(line.number, line.cause.request_id,
+                                                         error.code, error.detail, text)))
+                return _chunk_done(job.schema, job.digest, job.part, chunk[-1][0].number,
+                                   entries)
+
+            for result in _execute(ledger, [line for line, _ in chunk], done):
+                if isinstance(result, Outcome):
+                    if result.replayed:
+                        replayed += 1
                     else:
-                        rejected += 1
-                        out.write(_reject(line.number, line.cause.request_id, result.code,
-                                          result.detail, text))
-                out.flush()
-                _mark(conn, job.schema, job.digest, job.part, chunk[-1][0].number)
-                if progress is not None:
-                    with progress.get_lock():
-                        progress.value += len(chunk)
-                chunk.clear()
+                        accepted += 1
+                else:
+                    rejected += 1
+            if progress is not None:
+                with progress.get_lock():
+                    progress.value += len(chunk)
+            chunk.clear()
 
-            for number, text in _read_lines(job.path, set(job.numbers)):
-                line = parse(number, text, job.default_actor, job.started_at)
-                chunk.append((line, text))
-                if len(chunk) >= limits.import_chunk_lines:
-                    flush()
-            flush()
+        for number, text in _read_lines(job.path, set(job.numbers)):
+            line = parse(number, text, job.default_actor, job.started_at)
+            chunk.append((line, text))
+            if len(chunk) >= limits.import_chunk_lines:
+                flush()
+        flush()
     finally:
         ledger.close()
     return accepted, replayed, rejected
 
 
-def _execute(ledger: Ledger, lines: list[Line]) -> list[Outcome | DomainError]:
-    """The chunk through `execute_many`, retried while the database is briefly away."""
+def _execute(ledger: Ledger, lines: list[Line],
+             done: Callable[[list[tuple[int, DomainError]]], list[Statement]]
+             ) -> list[Outcome | DomainError]:
+    """The chunk through `execute_atomically` (its effects, rejections and progress in one
+    transaction), run again while the database is briefly away (nothing was committed)."""
     deadline = time.monotonic() + limits.import_unavailable_seconds_max
     while True:
         try:
-            results = ledger.execute_many([(line.command, line.cause) for line in lines])
+            return ledger.execute_atomically(
+                [(line.command, line.cause) for line in lines], done)
         except DatabaseUnavailable:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-            continue
-        unavailable = [i for i, r in enumerate(results) if isinstance(r, DatabaseUnavailable)]
-        if not unavailable:
-            return results
-        if time.monotonic() > deadline:
-            msg = f"database unavailable for {limits.import_unavailable_seconds_max} s"
-            raise DatabaseUnavailable(msg)
-        time.sleep(1)
-        again = _execute(ledger, [lines[i] for i in unavailable])
-        for index, result in zip(unavailable, again, strict=True):
-            results[index] = result
-        return results
 
 
 def _reject(number: int, request_id: str | None, code: str, reason: str, text: str) -> str:
@@ -423,10 +450,43 @@ def _run_in_worker(job: Job) -> tuple[int, int, int]:
     return run_job(job, _progress)
 
 
+class ImportRunning(Exception):  # noqa: N818  (a state, not a failure of ours)
+    """Another run is importing the same file into the same schema."""
+
+
+@contextmanager
+def _only_run(conninfo: str, schema: str, file_sha256: str) -> Iterator[None]:
+    """Hold, for the run, the lock that keeps a second run of the same file into the same
+    schema out (a PostgreSQL session advisory lock: a crashed run's lock goes with its
+    connection). Two runs at once would each judge the other's refused lines again."""
+    name = f"ledger-import:{schema}:{file_sha256}".encode()
+    key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not (row and row[0]):
+            msg = (f"another run is importing this file into schema {schema!r}; "
+                   "wait for it to end (or for its connection to close) and run again")
+            raise ImportRunning(msg)
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def import_file(url: str, schema: str, path: Path, *, workers: int = 2,
                 rejects_path: Path | None = None, default_actor: UUID = IMPORTER_ID,
                 show_progress: bool = True) -> Report:
-    """Import the file; see the module's docstring."""
+    """Import the file; see the module's docstring. ImportRunning if another run is
+    importing the same file into the same schema."""
+    conninfo = ConnectionSettings.from_url(url).conninfo()
+    with _only_run(conninfo, schema, file_digest(path)):
+        return _import_file(url, schema, path, workers=workers, rejects_path=rejects_path,
+                            default_actor=default_actor, show_progress=show_progress)
+
+
+def _import_file(url: str, schema: str, path: Path, *, workers: int,
+                 rejects_path: Path | None, default_actor: UUID,
+                 show_progress: bool) -> Report:
     from tqdm import tqdm  # noqa: PLC0415
 
     started = time.monotonic()
@@ -445,11 +505,8 @@ def import_file(url: str, schema: str, path: Path, *, workers: int = 2,
                                                 started_at, show_progress)
     finally:
         ledger.close()
-    parts_dir = rejects_path.with_name(rejects_path.name + ".parts")
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    with (parts_dir / "invalid.jsonl").open("w", encoding="utf-8") as out:
-        for number, request_id, reason, text in invalid:
-            out.write(_reject(number, request_id, INVALID_LINE, reason, text))
+    invalid_entries = {number: _reject(number, request_id, INVALID_LINE, reason, text)
+                       for number, request_id, reason, text in invalid}
     report.rejected += len(invalid)
     context = multiprocessing.get_context("spawn")
     progress = context.Value("q", len(invalid))
@@ -467,8 +524,7 @@ def import_file(url: str, schema: str, path: Path, *, workers: int = 2,
                     progress.value += skipped
                 if todo:
                     jobs.append(Job(url, schema, str(path), digest, part, todo,
-                                    str(parts_dir / f"part-{part}.jsonl"), default_actor,
-                                    started_at))
+                                    default_actor, started_at))
             pending = pool.map_async(_run_in_worker, jobs) if jobs else None
             while pending is not None and not pending.ready():
                 pending.wait(0.5)
@@ -481,48 +537,13 @@ def import_file(url: str, schema: str, path: Path, *, workers: int = 2,
                     report.rejected += rejected
             bar.n = progress.value
             bar.refresh()
-    kept = _earlier_rejects(rejects_path, segments, done)
-    report.rejected = _merge_rejects(parts_dir, rejects_path, kept)
+    entries = {**_rejected_lines(conninfo, schema, digest), **invalid_entries}
+    with rejects_path.open("w", encoding="utf-8") as out:
+        for number in sorted(entries):
+            out.write(entries[number])
+    report.rejected = len(entries)
     report.seconds = time.monotonic() - started
     return report
-
-
-def _earlier_rejects(rejects_path: Path, segments: list[dict[int, list[int]]],
-                     done: dict[int, int]) -> dict[int, str]:
-    """Entries of the rejects file an earlier run of this file wrote for lines this run
-    skipped as done (lines run again are judged again)."""
-    if not rejects_path.exists():
-        return {}
-    earlier: dict[int, str] = {}
-    for text in rejects_path.read_text(encoding="utf-8").splitlines():
-        if text.strip():
-            earlier[int(json.loads(text)["line"])] = text + "\n"
-    kept: dict[int, str] = {}
-    for segment in segments:
-        for part, numbers in segment.items():
-            watermark = done.get(part, 0)
-            for number in numbers:
-                if number <= watermark and number in earlier:
-                    kept[number] = earlier[number]
-    return kept
-
-
-def _merge_rejects(parts_dir: Path, rejects_path: Path, kept: dict[int, str]) -> int:
-    """The parts' rejects and those `kept` from an earlier run, one per line number (a
-    chunk run again after a crash may have written a line twice), in file order, into the
-    rejects file."""
-    by_line: dict[int, str] = dict(kept)
-    for part in sorted(parts_dir.glob("*.jsonl")):
-        for text in part.read_text(encoding="utf-8").splitlines():
-            if text.strip():
-                by_line[json.loads(text)["line"]] = text + "\n"
-    with rejects_path.open("w", encoding="utf-8") as out:
-        for number in sorted(by_line):
-            out.write(by_line[number])
-    for part in parts_dir.glob("*.jsonl"):
-        part.unlink()
-    parts_dir.rmdir()
-    return len(by_line)
 
 
 def _plan(ledger: Ledger, path: Path, workers: int, default_actor: UUID, at: datetime,

@@ -1,6 +1,7 @@
 """The expiry sweeper: a writer that releases rent holds whose deadline has passed,
-decides proposals whose voting window has closed, and closes group buys whose deadline
-has passed."""
+decides proposals whose voting window has closed, closes group buys whose deadline
+has passed, releases pending points whose return window has ended and expires lots
+past their expiry."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ledger import commands as c
 from ledger import limits
 from ledger.application import Ledger, now
 from ledger.errors import DomainError
-from ledger.events import Cause
+from ledger.events import KST, Cause
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,42 @@ class ExpirySweeper:
                 closed += 1
         return closed
 
+    def sweep_points(self, moment: datetime | None = None) -> tuple[int, int]:
+        """Release the pending shares of every trade whose return window ended by `moment`,
+        and expire every wallet's lots past their expiry; returns (trades released, wallets
+        expired).
+
+        Request ids are derived from the trade, or from the wallet and the KST day, so two
+        sweepers release a trade once and expire a wallet once a day; the other gets
+        `accrual_not_pending`, `nothing_to_expire` or its first answer back. The projection
+        only proposes candidates: the ledger decides what is due."""
+        moment = moment or now()
+        released = expired = 0
+        with self.pool.connection() as conn:
+            trades = projections.due_pending_trades(conn, moment, limits.page_size_max)
+            wallets = projections.due_expiry_wallets(conn, moment, limits.page_size_max)
+        for trade_id in trades:
+            cause = Cause(SWEEPER_ACTOR, "operator",
+                          f"release-{uuid5(NAMESPACE_URL, trade_id).hex}", moment)
+            try:
+                outcome = self.ledger.execute(c.ReleasePendingPoints(trade_id, moment), cause)
+            except DomainError as error:  # released meanwhile, or refunded
+                log.debug("release of %s skipped: %s", trade_id, error.code)
+                continue
+            released += 0 if outcome.replayed else 1
+        day = moment.astimezone(KST).date().isoformat()
+        for resident_id in wallets:
+            cause = Cause(SWEEPER_ACTOR, "operator",
+                          f"expire-lots-{uuid5(NAMESPACE_URL, f'{resident_id}:{day}').hex}",
+                          moment)
+            try:
+                outcome = self.ledger.execute(c.ExpirePoints(resident_id, moment), cause)
+            except DomainError as error:  # expired meanwhile, spent, or moved out
+                log.debug("expiry of lots of %s skipped: %s", resident_id, error.code)
+                continue
+            expired += 0 if outcome.replayed else 1
+        return released, expired
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
         self._thread.start()
@@ -119,6 +156,10 @@ class ExpirySweeper:
                 self.close_due_group_buys()
             except Exception:  # the next round tries again
                 log.exception("group-buy sweep failed")
+            try:
+                self.sweep_points()
+            except Exception:  # the next round tries again
+                log.exception("points sweep failed")
 
     def stop(self) -> None:
         self._stopping.set()
