@@ -46,7 +46,7 @@ class World:
              "common_bps": 100},
             {"market": "shopping", "seller_kind": "local_food", "personal_bps": 500,
              "common_bps": 200},
-        ], GUARDS_OFF))  # buyer and seller share a household
+        ], guards=GUARDS_OFF))  # buyer and seller share a household
         self.trades = 0
 
     def run(self, command: c.Command, why: Cause | None = None) -> Any:

@@ -125,7 +125,7 @@ def _command(cls: type[c.Command], body: dict[str, Any]) -> c.Command:
                 isinstance(row, dict) for row in rates) or not isinstance(guards, dict | None):
             raise LineError("body: {\"rates\": [ {market, seller_kind, category, "
                             "personal_bps, common_bps}, ... ], \"guards\"?: {...}}")
-        return c.SetAccrualPolicy.of(rates, guards)
+        return c.SetAccrualPolicy.of(rates, guards=guards)
     hints, fields = _shape(cls)
     unknown = set(body) - set(fields)
     if unknown:
