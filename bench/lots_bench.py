@@ -1,13 +1,14 @@
 """Points-lifecycle benchmark: a month's expiry sweep, and what lot bookkeeping costs a trade.
 
     .venv/bin/python bench/lots_bench.py [--database-url URL] [--residents 2000]
-                                         [--trades 4000] [--baseline-ref int-try]
+                                         [--trades 4000] [--baseline-ref 785ef01]
 
 What it measures, in one run on one server, each part on a fresh schema:
   1. trades, against today's trade: the same workload (N residents, M trades, a fifth of
      them paying part with points, so spends take lots) sent in bulk through the engine
      (`execute_many`), once with this tree's code and once with the code of
-     `--baseline-ref` (the branch before lots; its `src/` is exported with `git archive`
+     `--baseline-ref` (default 785ef01: int-try before issue 12, the last trade without
+     lots; any commit or branch name works; its `src/` is exported with `git archive`
      to a temporary directory and run in a child process). Figures: trades/s and events
      per trade of each, and the ratio: the cost per trade of the lot bookkeeping (and of
      the lifecycle's bigger events);
@@ -202,7 +203,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--residents", type=int, default=2_000)
     parser.add_argument("--trades", type=int, default=4_000)
-    parser.add_argument("--baseline-ref", default="int-try")
+    parser.add_argument("--baseline-ref", default="785ef01")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from ledger.database import start_embedded  # noqa: PLC0415

@@ -448,9 +448,9 @@ def test_every_public_message_validates_against_its_schema(
         if topic == rent_topic:
             assert {r.key for r in received} == {str(h.household_id) for h in homes}
     assert {"rent.invoice_issued.v1", "rent.payment_held.v1", "rent.payment_settled.v1",
-            "rent.payment_released.v1", "trade.recorded.v1", "trade.refunded.v1",
-            "wallet.points_held.v1", "fund.spent.v2", "merchant.paid_out.v1",
-            "wallet.resident_moved_out.v1", "vote.proposal_opened.v1",
+            "rent.payment_released.v1", "trade.recorded.v2", "trade.refunded.v2",
+            "wallet.points_held.v2", "fund.spent.v2", "merchant.paid_out.v1",
+            "wallet.resident_moved_out.v2", "vote.proposal_opened.v1",
             "vote.proposal_decided.v1"} <= seen
 
 
