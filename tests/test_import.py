@@ -129,7 +129,12 @@ def _balances(database_url: str, schema: str, residents: list[str]) -> dict[str,
             fund = ledger.snapshot(Complex, complex_id_for(f"IM-{number}"))
             assert fund is not None
             funds[number] = fund.balance_won
-        return {"wallets": wallets, "funds": funds, "position": ledger.position()}
+        # Events, not the log's head: a save refused by the events table's key (writers racing
+        # to open one pair's trade counter, ledger.guards) burns positions, so heads differ.
+        with psycopg.connect(ConnectionSettings.from_url(database_url).conninfo(),
+                             options=f"-c search_path={schema}") as conn:
+            row = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+        return {"wallets": wallets, "funds": funds, "events": row[0] if row else 0}
     finally:
         ledger.close()
 
