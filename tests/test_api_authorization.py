@@ -18,6 +18,7 @@ from api.auth import Role
 from ledger.application import now
 from test_api_fixtures import ApiWorld, Caller, api, key_dir  # noqa: F401  (fixtures)
 from votes_api import open_proposal, past_proposal
+from world import GUARDS_OFF
 
 OWN, SAME, OTHER = "own", "same complex", "other complex"
 RELATIONS = (OWN, SAME, OTHER)
@@ -274,7 +275,7 @@ def _write_cases(api: ApiWorld) -> list[tuple[str, str, str, Callable[[], Any], 
             {"market": "sharing", "seller_kind": "resident", "personal_bps": 300,
              "common_bps": 100},
             {"market": "shopping", "seller_kind": "small_firm", "personal_bps": 200,
-             "common_bps": 100}]}, 200),
+             "common_bps": 100}], "guards": GUARDS_OFF}, 200),
         ("operator", "POST", lambda: f"/v1/merchants/{merchants['m1']}/payouts",
          lambda: {"payout_id": new_id("PO")}, 201),
         ("operator", "POST", lambda: f"/v1/residents/{moving_resident('b1')}/move-out",
@@ -422,7 +423,7 @@ def _valid_bodies(api: ApiWorld) -> list[tuple[Caller, str, str, dict[str, Any]]
          {"payout_id": "MA-PO"}),
         (api.callers["operator"], "PUT", "/v1/accrual-policy", {"rates": [
             {"market": "sharing", "seller_kind": "resident", "personal_bps": 1,
-             "common_bps": 1}]}),
+             "common_bps": 1}], "guards": GUARDS_OFF}),
         (api.callers["platform"], "POST", "/v1/trades",
          {"trade_id": "MA-T", "market": "sharing", "category": "c",
           "seller_id": str(res["a2"]), "seller_kind": "resident",

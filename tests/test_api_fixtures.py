@@ -28,6 +28,7 @@ from api.routes_common import Services
 from api.settings import ApiSettings
 from ledger.application import now
 from service.app import create_app
+from world import GUARDS_OFF
 
 RATES = [
     {"market": "sharing", "seller_kind": "resident", "personal_bps": 300, "common_bps": 100},
@@ -123,7 +124,8 @@ class ApiWorld:
         platform = self.callers["platform"] = self.caller(Role.PLATFORM)
         self.callers["billing"] = self.caller(Role.BILLING)
         self.callers["auditor"] = self.caller(Role.AUDITOR)
-        self.ok("PUT", "/v1/accrual-policy", operator, {"rates": RATES})
+        # Residents here are funded by large trades, some within a household: guards off.
+        self.ok("PUT", "/v1/accrual-policy", operator, {"rates": RATES, "guards": GUARDS_OFF})
         self.complex_a = UUID(self.ok("POST", "/v1/complexes", operator,
                                       {"code": "HS-A", "name": "A", "region": "Hwaseong"})
                               ["complex_id"])

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 import pytest
 
 from cli.main import main
+from ledger.application import now
+from ledger.events import KST
+from seeding.seed import seed
+from world import World
 
 
 def test_seed_prints_events_points_and_a_passing_conservation_check(
@@ -18,6 +25,23 @@ def test_seed_prints_events_points_and_a_passing_conservation_check(
     for kind in ("wallet", "fund", "issuance", "rent_clearing", "fund_spending"):
         assert f"  {kind}" in out
     assert "conservation: sum of all accounts = 0 — OK" in out
+    refused = re.search(r"wash trades refused by the guards: same_household_trade (\d+), "
+                        r"pair_trade_cap_reached (\d+), sharing_accrual_cap_reached (\d+)", out)
+    assert refused is not None, out
+    assert all(int(count) >= 1 for count in refused.groups())
+
+
+def test_seeded_months_end_today(world: World) -> None:
+    """The last seeded month ends with yesterday (KST): a new user's demo shows recent
+    activity, and nothing is dated in the future."""
+    summary = seed(world.ledger, complexes=1, households=12, months=1, progress=False)
+    assert summary.counts["record_trade"] > 0
+    today = now().astimezone(KST).date()
+    moments = [event.occurred_at.astimezone(KST).date() for event in world.all_events()
+               if type(event).__qualname__ == "Trade.Recorded"]
+    assert max(moments) < today
+    assert max(moments) >= today - timedelta(days=14)
+    assert min(moments) >= today - timedelta(days=31)
 
 
 def test_seeding_again_adds_to_the_ledger(database_url: str, schema: str,

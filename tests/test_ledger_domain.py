@@ -44,7 +44,8 @@ def test_a_trade_records_the_sale_and_accrues_both_shares(world: World, pilot: d
     before = world.ledger.position()
     outcome = world.trade(buyer, pilot["seller"], 10_000)
     assert world.event_names_after(before) == [
-        "Trade.Recorded", "Resident.PointsAccrued", "Complex.CommonPointsAccrued"]
+        "Trade.Recorded", "Resident.PointsAccrued", "Complex.CommonPointsAccrued",
+        "TradePair.Opened", "TradePair.TradeCounted"]
     assert outcome["personal_accrued_won"] == 300
     assert outcome["common_accrued_won"] == 100
     assert world.ledger.snapshot(Resident, buyer).available_won == 300

@@ -42,6 +42,7 @@ from ledger.conservation import fold
 from ledger.database import ConnectionSettings
 from ledger.errors import DomainError
 from ledger.groupbuy import GroupBuy, group_buy_aggregate_id
+from ledger.guards import TradePair, trade_pair_id
 from ledger.lots import add_months
 from ledger.merchant import Merchant
 from ledger.policy import share_won
@@ -54,6 +55,15 @@ COMMON_BPS = 100
 SHOPPING_WINDOW = timedelta(days=7)  # the default lifecycle; sharing has no window
 EXPIRY_MONTHS = 24
 Taking = list[tuple[str, datetime, int]]
+RATES = [
+    {"market": "sharing", "seller_kind": "resident", "personal_bps": PERSONAL_BPS,
+     "common_bps": COMMON_BPS},
+    {"market": "shopping", "seller_kind": "social_enterprise",
+     "personal_bps": PERSONAL_BPS, "common_bps": COMMON_BPS}]
+MACHINE_GUARDS = {"same_household_trades": "allowed", "sharing_accrual_won_per_month_max": 1_500,
+                  "pair_trades_per_month_max": 2}
+"""The machine's residents share one household: it starts with that guard off and small caps,
+so that trades between residents happen and the caps are reached."""
 
 
 class Model:
@@ -87,6 +97,12 @@ class Model:
         self.spent_lots: dict[str, Taking] = {}
         self.pending: dict[str, dict[str, Any]] = {}
         """trade id -> until, buyer, personal and common shares still pending"""
+        self.guards: dict[str, Any] = dict(MACHINE_GUARDS)
+        """The wash-trade guards of the policy version in force."""
+        self.pair_trades: dict[tuple[str, str, str], int] = {}
+        """(resident, other resident, KST month) -> trades recorded between them."""
+        self.sharing_accrued: dict[tuple[uuid.UUID, str], int] = {}
+        """(buyer, KST month) -> personal points accrued from the sharing market."""
 
     def open_orders_of(self, resident: uuid.UUID) -> list[dict[str, Any]]:
         return [order for order in self.orders.values()
@@ -180,11 +196,7 @@ class LedgerMachine(RuleBasedStateMachine):
         type(self).schemas.append(schema)
         self.ledger = Ledger.connect(self.database_url, schema)
         self.model = Model()
-        self.ledger.execute(c.SetAccrualPolicy.of([
-            {"market": "sharing", "seller_kind": "resident", "personal_bps": PERSONAL_BPS,
-             "common_bps": COMMON_BPS},
-            {"market": "shopping", "seller_kind": "social_enterprise",
-             "personal_bps": PERSONAL_BPS, "common_bps": COMMON_BPS}]), cause())
+        self.ledger.execute(c.SetAccrualPolicy.of(RATES, guards=MACHINE_GUARDS), cause())
         self.complex_id = uuid.UUID(self.ledger.execute(
             c.RegisterComplex("SM-1", "machine", "Hwaseong"), cause())["complex_id"])
         self.household = uuid.UUID(self.ledger.execute(
@@ -250,7 +262,8 @@ class LedgerMachine(RuleBasedStateMachine):
         return neighbour
 
     @rule(buyer=residents, seller=residents, amount=st.integers(1, 40_000),
-          points=st.integers(0, 3_000), to_merchant=st.booleans(), overspend=st.booleans())
+          points=st.one_of(st.just(0), st.integers(0, 3_000)), to_merchant=st.booleans(),
+          overspend=st.booleans())
     def trade(self, buyer: uuid.UUID, seller: uuid.UUID, amount: int, points: int,
               to_merchant: bool, overspend: bool) -> None:
         m = self.model
@@ -261,8 +274,10 @@ class LedgerMachine(RuleBasedStateMachine):
         seller_id = self.merchant_id if to_merchant else seller
         kind = "social_enterprise" if to_merchant else "resident"
         market = "shopping" if to_merchant else "sharing"
+        at = m.clock  # the guards count by the KST month of the machine's clock
         code = self._attempt(c.RecordTrade(trade_id, market, "any", seller_id, kind, buyer,
-                                           amount, points), actor=PLATFORM, role="platform")
+                                           amount, points), actor=PLATFORM, role="platform",
+                             occurred_at=at)
         if buyer in m.closed or (not to_merchant and seller in m.closed):
             assert code == "wallet_closed"
             return
@@ -272,9 +287,31 @@ class LedgerMachine(RuleBasedStateMachine):
         if points > m.wallet[buyer]:
             assert code == "insufficient_points"
             return
-        assert code is None
         base = amount - points
         personal, common = share_won(base, PERSONAL_BPS), share_won(base, COMMON_BPS)
+        # The guards, written out again (ledger.guards), in their order; every resident of
+        # the machine lives in one household.
+        month = kst_month(at)
+        low, high = sorted((str(buyer), str(seller)))
+        pair_key = (low, high, month)
+        pair_cap = m.guards["pair_trades_per_month_max"]
+        sharing_cap = m.guards["sharing_accrual_won_per_month_max"]
+        accrued = m.sharing_accrued.get((buyer, month), 0)
+        if not to_merchant and m.guards["same_household_trades"] == "refused":
+            assert code == "same_household_trade"
+            return
+        if not to_merchant and pair_cap is not None and m.pair_trades.get(pair_key, 0) >= pair_cap:
+            assert code == "pair_trade_cap_reached"
+            return
+        if (market == "sharing" and personal and sharing_cap is not None
+                and accrued + personal > sharing_cap):
+            assert code == "sharing_accrual_cap_reached"
+            return
+        assert code is None
+        if not to_merchant:
+            m.pair_trades[pair_key] = m.pair_trades.get(pair_key, 0) + 1
+        if market == "sharing" and personal:
+            m.sharing_accrued[(buyer, month)] = accrued + personal
         m.wallet[buyer] -= points
         m.spent_lots[trade_id] = m.take_lots(buyer, points)
         at = m.clock
@@ -299,6 +336,15 @@ class LedgerMachine(RuleBasedStateMachine):
         m.trades[trade_id] = {"buyer": buyer, "seller": seller, "points": points,
                               "personal": personal, "common": common,
                               "to_merchant": to_merchant, "refunded": False}
+
+    @rule(buyer=residents, seller=residents, amount=st.integers(1, 40_000),
+          times=st.integers(1, 4))
+    def trade_between_residents(self, buyer: uuid.UUID, seller: uuid.UUID, amount: int,
+                                times: int) -> None:
+        """Sharing trades paid in money between two residents, again and again: what wash
+        trades look like, so that the caps are reached."""
+        for _ in range(times):
+            self.trade(buyer, seller, amount, 0, to_merchant=False, overspend=False)
 
     @precondition(lambda self: bool(self.model.trades))
     @rule(data=st.data())
@@ -484,6 +530,32 @@ class LedgerMachine(RuleBasedStateMachine):
             assert code is None
             m.fund -= amount
             proposal["spent"] += amount
+
+    @rule(household=st.sampled_from(["refused", "allowed"]),
+          sharing_cap=st.sampled_from([None, 0, 1_500, 6_000]),
+          pair_cap=st.sampled_from([None, 1, 2, 4]))
+    def set_guards(self, household: str, sharing_cap: int | None, pair_cap: int | None) -> None:
+        """The operator sets a new policy version with other guards; later trades follow it."""
+        guards = {"same_household_trades": household,
+                  "sharing_accrual_won_per_month_max": sharing_cap,
+                  "pair_trades_per_month_max": pair_cap}
+        self.ledger.execute(c.SetAccrualPolicy.of(RATES, guards=guards), cause())
+        self.model.guards = guards
+
+    @invariant()
+    def guard_counts_agree_with_the_model(self) -> None:
+        """The pair counters and each wallet's sharing accruals are the model's; no count
+        passed the cap in force when it was reached (the model refuses beyond it)."""
+        if not hasattr(self, "ledger"):
+            return
+        m = self.model
+        for (low, high, month), count in m.pair_trades.items():
+            counter = self.ledger.snapshot(TradePair, trade_pair_id(
+                uuid.UUID(low), uuid.UUID(high), month))
+            assert counter is not None and counter.trades_count == count
+        for (buyer, month), accrued in m.sharing_accrued.items():
+            wallet = self.ledger.snapshot(Resident, buyer)
+            assert wallet is not None and wallet.sharing_accrued_won(month) == accrued
 
     @invariant()
     def spends_per_proposal_stay_within_its_amount(self) -> None:

@@ -19,6 +19,7 @@ from ledger.events import Cause
 from ledger.resident import Resident
 from projections.runner import ProjectionRunner, WalletBalances, rebuild
 from projections.wallet_balances import BALANCES
+from world import GUARDS_OFF
 
 OPERATOR = uuid.uuid4()
 
@@ -45,7 +46,7 @@ class World:
              "common_bps": 100},
             {"market": "shopping", "seller_kind": "local_food", "personal_bps": 500,
              "common_bps": 200},
-        ]))
+        ], guards=GUARDS_OFF))  # buyer and seller share a household
         self.trades = 0
 
     def run(self, command: c.Command, why: Cause | None = None) -> Any:

@@ -53,6 +53,7 @@ import projections
 from api.problems import PROBLEM_CODE_SCOPE_KEY
 from eventlog.log import head_position
 from ledger import limits
+from ledger.errors import GUARD_CODES
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,12 @@ PROBLEMS = Counter(
     "Problem responses (RFC 9457) by their stable code and status: 503s by cause "
     "(database_unavailable, not_ready, not_yet_consistent), 429 rate_limited, and the rest.",
     ("code", "status"))
+GUARD_REFUSALS = Counter(
+    "ledger_trades_refused_by_guard",
+    "Trades a wash-trade guard refused (ledger.guards), by the guard's code: "
+    "same_household_trade, pair_trade_cap_reached, sharing_accrual_cap_reached. A refusal "
+    "stores no event; this is where the operator sees them.",
+    ("code",))
 QUEUE_DEPTH = Gauge(
     "ledger_engine_queue_depth",
     "Commands waiting for the commit engine to take them into a batch (all live workers).",
@@ -146,6 +153,8 @@ class RequestMetrics:
         series[1].observe(seconds)
         if status >= 400:
             PROBLEMS.labels(code or "unknown", str(status)).inc()
+            if code in GUARD_CODES:
+                GUARD_REFUSALS.labels(code).inc()
 
 
 class EngineMetrics:

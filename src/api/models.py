@@ -270,6 +270,27 @@ class LifecycleSettings(RequestBody):
         "Where a moved-out resident's remaining points go."))
 
 
+class GuardSettings(RequestBody):
+    """Wash-trade guards of the version (docs/ledger.md); an omitted setting gets its default."""
+
+    same_household_trades: Literal["refused", "allowed"] = Field(
+        default="refused" if limits.guard_same_household_refused_default else "allowed",
+        description="Trades between residents of one household: refused with 409 "
+                    "`same_household_trade`, or allowed.")
+    sharing_accrual_won_per_month_max: Annotated[
+        int, Field(strict=True, ge=0, le=limits.amount_won_max)] | None = Field(
+        default=limits.guard_sharing_accrual_won_per_month_default,
+        description="Personal points one resident may accrue from the sharing market per KST "
+                    "month; a trade that would pass it is refused whole with 409 "
+                    "`sharing_accrual_cap_reached`. null: no cap.")
+    pair_trades_per_month_max: Annotated[
+        int, Field(strict=True, ge=0, le=limits.guard_pair_trades_per_month_max)] | None = Field(
+        default=limits.guard_pair_trades_per_month_default,
+        description="Trades between the same two residents per KST month, both directions "
+                    "counted together; the next is refused with 409 `pair_trade_cap_reached`. "
+                    "null: no cap.")
+
+
 class AccrualPolicyRequest(RequestBody):
     rates: list[RateRow] = Field(
         min_length=1, max_length=limits.policy_rates_count_max,
@@ -278,6 +299,8 @@ class AccrualPolicyRequest(RequestBody):
                     "JSON Schema cannot state; else 422 `invalid_field`).")
     lifecycle: LifecycleSettings | None = Field(default=None, description=(
         "Points lifecycle settings of this version; omitted: the defaults."))
+    guards: GuardSettings | None = Field(
+        default=None, description="Omitted: every guard at its default.")
 
 
 class TradeRequest(RequestBody):
@@ -647,6 +670,12 @@ class PolicyRateView(ResponseBody):
     common_bps: int
 
 
+class GuardsView(ResponseBody):
+    same_household_trades: Literal["refused", "allowed"]
+    sharing_accrual_won_per_month_max: int | None = Field(description="null: no cap.")
+    pair_trades_per_month_max: int | None = Field(description="null: no cap.")
+
+
 class AccrualPolicyView(ResponseBody):
     version: int = Field(description="The version trades use now.")
     rates: list[PolicyRateView]
@@ -654,3 +683,4 @@ class AccrualPolicyView(ResponseBody):
     lifecycle: dict[str, Any] = Field(default_factory=dict, description=(
         "The version's points lifecycle: return_window_days per market, expiry_months, "
         "expired_to, moved_out_to."))
+    guards: GuardsView = Field(description="The wash-trade guards of this version.")

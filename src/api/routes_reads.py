@@ -21,6 +21,7 @@ from api.models import (
     DAY_PATTERN,
     AccrualPolicyView,
     FundView,
+    GuardsView,
     HouseholdRentView,
     Market,
     MarketStatsView,
@@ -289,4 +290,5 @@ def get_accrual_policy(read: Annotated[Read, Depends(reader(*Role))]) -> Accrual
         rates=[PolicyRateView(**row) for row in policy.versions[policy.current_version]],
         rounding="share_won = floor((amount_won - points_used_won) * share_bps / 10000), "
                  "for the personal and the common share separately",
-        lifecycle=policy.lifecycle())
+        lifecycle=policy.lifecycle(),
+        guards=GuardsView(**policy.guards_for(policy.current_version).as_dict()))

@@ -133,5 +133,6 @@ def set_accrual_policy(body: AccrualPolicyRequest,
                        ) -> AccrualPolicySet:
     rows = [row.model_dump(exclude_none=True) for row in body.rates]
     lifecycle = None if body.lifecycle is None else body.lifecycle.model_dump(exclude_none=True)
-    outcome = write.execute(c.SetAccrualPolicy.of(rows, lifecycle))
+    guards = None if body.guards is None else body.guards.model_dump(exclude_unset=True)
+    outcome = write.execute(c.SetAccrualPolicy.of(rows, lifecycle, guards))
     return AccrualPolicySet(position=outcome.position, **outcome.result)

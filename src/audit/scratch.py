@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from audit.guard_audit import GUARD_BREACHED, GuardTally
 from audit.lifecycle_check import (
     LEGACY_EXPIRY_MONTHS,
     LotBook,
@@ -285,6 +286,9 @@ class Scratch:
     clearing_since: int = 0
     """First position after which the trade clearing account has not been empty."""
     check_accruals: bool = True
+    guard_tally: GuardTally = field(default_factory=GuardTally)
+    pairs: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    """TradePair aggregate -> (resident, other resident, KST month), from TradePair.Opened."""
 
     # Findings -----------------------------------------------------------------------------
 
@@ -773,6 +777,7 @@ class Scratch:
     def _policy(self, what: str, event: Event) -> None:
         if what == "VersionSet":
             self.versions[event.data["version"]] = event.data["rates"]
+            self.guard_tally.version_set(event.data)
         else:
             self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
 
@@ -793,33 +798,64 @@ class Scratch:
             self._check_delivered(trade_id, trade, event.position)
             if trade_id.startswith(GROUP_BUY_TRADE_PREFIX):
                 self._order_trade(event)
-            if not self.check_accruals:
-                return
-            computed = recompute(self.versions, data)
-            self.trades_recomputed += 1
-            if computed is None:
-                self.found(event.position, ACCRUAL_MISMATCH,
-                           f"trade {trade_id} names unknown policy version "
-                           f"{data['policy_version']}")
-                return
-            differences = accrual_differences(data, computed)
-            if differences:
-                self.found(event.position, ACCRUAL_MISMATCH,
-                           f"trade {trade_id} (policy version {data['policy_version']}): "
-                           + "; ".join(differences))
+            if self.check_accruals:
+                self._recompute_accrual(event)
+            seller = self.wallets.get(str(data["seller_id"]["_data_"]))
+            for breach in self.guard_tally.trade_recorded(
+                    data, event.occurred_at, None if seller is None else seller.household_id):
+                self.found(event.position, GUARD_BREACHED, breach)
         elif what == "Refunded":
-            trade = self.trades.get(trade_id)
-            if trade is None or trade.refunded:
-                self.found(event.position, INCONSISTENT_EVENT,
-                           f"refund of trade {trade_id} that is unknown or already refunded")
-                return
-            trade.refunded = True
-            if (data["personal_clawback_won"] + data.get("personal_cancelled_won", 0),
-                    data["common_clawback_won"] + data.get("common_cancelled_won", 0),
-                    data["points_returned_won"]) != (trade.personal_won, trade.common_won,
-                                                     trade.points_used_won):
-                self.found(event.position, ACCRUAL_MISMATCH,
-                           f"refund of trade {trade_id} claws back other amounts than it accrued")
+            self._trade_refunded(event)
+        else:
+            self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _recompute_accrual(self, event: Event) -> None:
+        """The trade's accrual, recomputed from the policy version it recorded."""
+        data = event.data
+        trade_id = data["trade_id"]
+        computed = recompute(self.versions, data)
+        self.trades_recomputed += 1
+        if computed is None:
+            self.found(event.position, ACCRUAL_MISMATCH,
+                       f"trade {trade_id} names unknown policy version "
+                       f"{data['policy_version']}")
+            return
+        differences = accrual_differences(data, computed)
+        if differences:
+            self.found(event.position, ACCRUAL_MISMATCH,
+                       f"trade {trade_id} (policy version {data['policy_version']}): "
+                       + "; ".join(differences))
+
+    def _trade_refunded(self, event: Event) -> None:
+        """A refund claws back what the trade accrued, once."""
+        data = event.data
+        trade_id = data["trade_id"]
+        trade = self.trades.get(trade_id)
+        if trade is None or trade.refunded:
+            self.found(event.position, INCONSISTENT_EVENT,
+                       f"refund of trade {trade_id} that is unknown or already refunded")
+            return
+        trade.refunded = True
+        # A refund inside the return window cancels pending shares instead of clawing back.
+        if (data["personal_clawback_won"] + data.get("personal_cancelled_won", 0),
+                data["common_clawback_won"] + data.get("common_cancelled_won", 0),
+                data["points_returned_won"]) != (trade.personal_won, trade.common_won,
+                                                 trade.points_used_won):
+            self.found(event.position, ACCRUAL_MISMATCH,
+                       f"refund of trade {trade_id} claws back other amounts than it accrued")
+
+    def _trade_pair(self, what: str, event: Event) -> None:
+        """A pair's counter of trades per KST month (ledger.guards): it must agree with the
+        trades recomputed for the pair."""
+        data = event.data
+        if what == "Opened":
+            low, high = sorted((str(_uuid(data, "resident_id")),
+                                str(_uuid(data, "other_resident_id"))))
+            self.pairs[event.originator_id] = (low, high, data["month"])
+        elif what == "TradeCounted":
+            problem = self.guard_tally.trade_counted(data, self.pairs.get(event.originator_id))
+            if problem is not None:
+                self.found(event.position, GUARD_BREACHED, problem)
         else:
             self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
 
@@ -1065,6 +1101,7 @@ _HANDLERS = {
     "Household": Scratch._household,
     "AccrualPolicy": Scratch._policy,
     "Trade": Scratch._trade,
+    "TradePair": Scratch._trade_pair,
     "Proposal": Scratch._proposal,
     "GroupBuy": Scratch._group_buy,
 }

@@ -39,6 +39,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
         ledger.close()
     print(f"commands: {result.commands:,} accepted {result.commands - result.rejected:,}, "
           f"rejected {result.rejected:,} (e.g. points spent before a refund arrived)")
+    from ledger.errors import GUARD_CODES  # noqa: PLC0415
+    refused = ", ".join(f"{code} {result.rejected_by_code.get(code, 0):,}"
+                        for code in GUARD_CODES)
+    print(f"wash trades refused by the guards: {refused}")
     print(f"events written: {result.events_after - result.events_before:,}")
     summary = summarise(url, args.schema, progress=not args.quiet)
     for line in summary.lines():

@@ -34,6 +34,7 @@ from feed.messages import OutgoingMessage, event_id
 from ledger.complex import Complex
 from ledger.events import Caused
 from ledger.groupbuy import GroupBuy, GroupBuyOrderLocator
+from ledger.guards import TradePair
 from ledger.household import Household, RentPaymentLocator
 from ledger.merchant import Merchant
 from ledger.policy import AccrualPolicy
@@ -139,6 +140,8 @@ INTERNAL_EVENT_CLASSES: tuple[type[Any], ...] = (
     Proposal.BallotCast,  # Who voted how is for auditors only; vote.proposal_decided has the tally.
     Proposal.SpendCited,  # fund.spent.v2 names the proposal a spend cites.
     GroupBuyOrderLocator.Registered,  # An index from order id to group buy, nothing more.
+    TradePair.Opened,  # The wash-trade guard's count per pair; trade.recorded is the fact.
+    TradePair.TradeCounted,
 )
 
 RETIRED_EVENT_TYPES: tuple[str, ...] = (
@@ -159,7 +162,7 @@ RETIRED_EVENT_TYPES: tuple[str, ...] = (
     "policy.version_set.v1",
     "wallet.order_points_held.v1",
     "wallet.hold_released.v1",
-    "wallet.order_hold_released.v1",
+    "wallet.order_hold_released.v1",  # policy.version_set.v2 also adds guards.
 )
 """Earlier versions no longer published, whose checked-in schemas are kept unchanged."""
 

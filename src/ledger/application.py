@@ -511,7 +511,8 @@ class Ledger(Application[UUID]):
         if policy is None:
             policy = AccrualPolicy.create(cause)  # dropped with the command if it is refused
         unit.change(policy)
-        version = policy.set_version(command.rate_rows(), cause, command.lifecycle())
+        version = policy.set_version(command.rate_rows(), cause, lifecycle=command.lifecycle(),
+                                     guards=command.guard_settings())
         return {"version": version}, None
 
     def _record_trade(self, command: c.RecordTrade, cause: Cause,

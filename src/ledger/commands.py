@@ -81,13 +81,16 @@ class SetAccrualPolicy(Command):
     rates: tuple[tuple[tuple[str, Any], ...], ...]
     lifecycle_json: str = ""
     """The version's points lifecycle settings as canonical JSON; empty: the defaults."""
+    guards: tuple[tuple[str, Any], ...] | None = None
+    """Wash-trade guard settings (ledger.guards); None: the defaults."""
 
     @classmethod
-    def of(cls, rates: list[dict[str, Any]],
-           lifecycle: dict[str, Any] | None = None) -> SetAccrualPolicy:
+    def of(cls, rates: list[dict[str, Any]], lifecycle: dict[str, Any] | None = None,
+           guards: dict[str, Any] | None = None) -> SetAccrualPolicy:
         return cls(rates=tuple(tuple(sorted(row.items())) for row in rates),
                    lifecycle_json="" if lifecycle is None else json.dumps(lifecycle,
-                                                                         sort_keys=True))
+                                                                         sort_keys=True),
+                   guards=None if guards is None else tuple(sorted(guards.items())))
 
     def lifecycle(self) -> dict[str, Any] | None:
         found: dict[str, Any] | None = (json.loads(self.lifecycle_json) if self.lifecycle_json
@@ -97,10 +100,16 @@ class SetAccrualPolicy(Command):
     def rate_rows(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.rates]
 
+    def guard_settings(self) -> dict[str, Any] | None:
+        return None if self.guards is None else dict(self.guards)
+
     def content(self) -> dict[str, Any]:
-        if self.lifecycle_json:
-            return {"rates": self.rate_rows(), "lifecycle": self.lifecycle()}
-        return {"rates": self.rate_rows()}
+        content: dict[str, Any] = {"rates": self.rate_rows()}
+        if self.lifecycle_json:  # absent as before lifecycles: old request records match
+            content["lifecycle"] = self.lifecycle()
+        if self.guards is not None:  # absent as before guards: old request records match
+            content["guards"] = self.guard_settings()
+        return content
 
 
 @dataclass(frozen=True)

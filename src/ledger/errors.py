@@ -224,6 +224,22 @@ request_id_reused = _kind(
 forbidden = _kind(
     "forbidden", 403, "This role may not do that.", "이 역할로는 할 수 없는 작업입니다.")
 
+# Wash-trade guards (ledger.guards): trades between residents the policy version refuses.
+same_household_trade = _kind(
+    "same_household_trade", 409,
+    "Residents of the same household cannot trade with each other.",
+    "같은 세대의 입주민끼리는 거래할 수 없습니다.")
+pair_trade_cap_reached = _kind(
+    "pair_trade_cap_reached", 409,
+    "These two residents have reached this month's limit of trades with each other.",
+    "두 입주민 간의 이번 달 거래 한도에 도달했습니다.")
+sharing_accrual_cap_reached = _kind(
+    "sharing_accrual_cap_reached", 409,
+    "This trade would take the buyer past this month's limit of sharing-market points.",
+    "이 거래로 구매자의 이번 달 공유마켓 적립 한도를 넘게 됩니다.")
+GUARD_CODES = (same_household_trade, pair_trade_cap_reached, sharing_accrual_cap_reached)
+"""The codes by which a wash-trade guard refuses a trade (counted by the API's metrics)."""
+
 
 class DomainError(Exception):
     """A command was rejected; nothing changed."""

@@ -31,6 +31,20 @@ identifier_length_max = 64
 policy_rates_count_max = 200
 """Rows in one accrual policy version."""
 
+guard_same_household_refused_default = True
+"""Wash-trade guard: a trade between two residents of one household is refused."""
+
+guard_sharing_accrual_won_per_month_default = 30_000
+"""Wash-trade guard: personal points one resident may accrue from the sharing market per KST
+month (at the seeded 3 % personal rate, a million won of sharing trades)."""
+
+guard_pair_trades_per_month_default = 31
+"""Wash-trade guard: trades between the same two residents per KST month, both directions
+counted together (one a day: a daily carpool or school walk fits)."""
+
+guard_pair_trades_per_month_max = 10_000
+"""The largest pair cap a policy version may set."""
+
 hold_seconds_default = 3 * 24 * 3600
 """A rent hold not settled or released within three days is released automatically."""
 

@@ -19,6 +19,7 @@ from uuid import NAMESPACE_URL, uuid5
 from ledger import errors, limits
 from ledger.errors import DomainError
 from ledger.events import Cause, LedgerAggregate
+from ledger.guards import Guards, guards_of, validate_guards
 
 MARKETS = ("sharing", "shopping")
 SELLER_KINDS = ("resident", "small_firm", "social_enterprise", "local_food", "public_body")
@@ -124,6 +125,7 @@ class AccrualPolicy(LedgerAggregate):
         versions: dict[int, list[dict[str, Any]]]
         current_version: int
         lifecycles: dict[int, dict[str, Any]]
+        guards_by_version: dict[str, dict[str, Any]]  # by str(version): JSON keys
 
     # Added with points lifecycles. A class attribute, so that policies stored, and
     # snapshots taken, before it read every version as the defaults (LIFECYCLE_DEFAULTS).
@@ -139,26 +141,40 @@ class AccrualPolicy(LedgerAggregate):
         rates: list[dict[str, Any]]
         lifecycle: dict[str, Any] | None = None
         """Normalised lifecycle settings; None in versions stored before lifecycles."""
+        guards: dict[str, Any] | None = None
+        """Wash-trade guard settings (ledger.guards); None in versions stored before them."""
 
         def apply(self, policy: AccrualPolicy) -> None:
             policy.versions[self.version] = [dict(row) for row in self.rates]
             policy.current_version = self.version
             if self.lifecycle is not None:
                 policy.lifecycles = {**policy.lifecycles, self.version: dict(self.lifecycle)}
+            if self.guards is not None:
+                # A snapshot taken before guards existed has no such attribute.
+                policy.guards_by_version = {**getattr(policy, "guards_by_version", {}),
+                                            str(self.version): dict(self.guards)}
 
     @classmethod
     def create(cls, cause: Cause) -> AccrualPolicy:
         return cls._create(cls.Created, id=POLICY_ID, **cause.fields(None))
 
     def set_version(self, rates: list[dict[str, Any]], cause: Cause,
-                    lifecycle: dict[str, Any] | None = None) -> int:
+                    lifecycle: dict[str, Any] | None = None,
+                    guards: dict[str, Any] | None = None) -> int:
         normalised = validate_rates(rates)
         normalised_lifecycle = validate_lifecycle(lifecycle)
+        guard_settings = validate_guards(guards)
         version = self.current_version + 1
         self.trigger_event(self.VersionSet, version=version, rates=normalised,
-                           lifecycle=normalised_lifecycle, **cause.fields(None))
+                           lifecycle=normalised_lifecycle, guards=guard_settings,
+                           **cause.fields(None))
         assert self.current_version == version
         return version
+
+    def guards_for(self, version: int) -> Guards:
+        """The wash-trade guards of a version (NO_GUARDS for one stored before guards)."""
+        assert version in self.versions
+        return guards_of(getattr(self, "guards_by_version", {}).get(str(version)))
 
     def rates_for(
         self, market: str, seller_kind: str, category: str, version: int | None = None,

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from ledger import errors
 from ledger import lots as lot_book
+from ledger.complex import kst_month
 from ledger.errors import DomainError
 from ledger.events import (
     ISSUANCE,
@@ -81,6 +82,7 @@ class Resident(OwedAccount, LedgerAggregate):
         pending_won: int
         expired_total_won: int
         forfeited_pending: list[str]
+        sharing_accrued_won_by_month: dict[str, int]
 
     # State added with points lifecycles. Class attributes, so that wallets snapshotted
     # before it load: `lots` None means "not yet known", and the first event applied
@@ -117,6 +119,7 @@ class Resident(OwedAccount, LedgerAggregate):
             wallet.holds = {}
             wallet.closed = False
             wallet.lot_state()
+            wallet.sharing_accrued_won_by_month = {}
 
     @classmethod
     def enrol(cls, resident_id: UUID, household_id: UUID, complex_id: UUID, consent_ref: str,
@@ -207,6 +210,12 @@ class Resident(OwedAccount, LedgerAggregate):
         def apply(self, wallet: Resident) -> None:
             lots = wallet.lot_state()
             wallet.accrued_total_won += self.amount_won
+            if self.market == "sharing":  # what the sharing accrual guard reads
+                month = kst_month(self.occurred_at)
+                # A snapshot taken before the guard existed has no such attribute.
+                by_month = getattr(wallet, "sharing_accrued_won_by_month", {})
+                wallet.sharing_accrued_won_by_month = {
+                    **by_month, month: by_month.get(month, 0) + self.amount_won}
             if self.pending_until is not None:
                 wallet.pending[self.trade_id] = [self.pending_until, self.amount_won]
                 wallet.pending_won += self.amount_won
@@ -306,6 +315,22 @@ class Resident(OwedAccount, LedgerAggregate):
         self.trigger_event(self.PendingPointsCancelled, trade_id=trade_id,
                            amount_won=amount_won, **cause.fields(self.home_complex_id))
         assert self.pending_won >= 0
+
+    def sharing_accrued_won(self, month: str) -> int:
+        """Personal points accrued from the sharing market in a KST month ('YYYY-MM')."""
+        by_month: dict[str, int] = getattr(self, "sharing_accrued_won_by_month", {})
+        return by_month.get(month, 0)
+
+    def check_sharing_accrual(self, month: str, amount_won: int, cap_won: int | None,
+                              trade_id: str) -> None:
+        """The sharing accrual guard (ledger.guards): a trade whose accrual would pass the
+        month's cap is refused whole."""
+        if cap_won is None or amount_won == 0:
+            return
+        accrued_won = self.sharing_accrued_won(month)
+        if accrued_won + amount_won > cap_won:
+            raise DomainError(errors.sharing_accrual_cap_reached,
+                              f"{trade_id}: {accrued_won} of {cap_won} accrued in {month}")
 
     class PointsReceived(LedgerAggregate.Event):
         """As a seller: a buyer paid with points."""

@@ -10,12 +10,15 @@ then calls the command methods in order.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from ledger import commands as c
 from ledger import errors, limits
 from ledger.checks import check_amount, check_identifier, check_text
-from ledger.complex import Complex
+from ledger.complex import Complex, kst_month
 from ledger.errors import DomainError
 from ledger.events import Cause
+from ledger.guards import Guards, TradePair, check_households, trade_pair_id
 from ledger.lifecycle import release_shares, the_policy, trade_timing
 from ledger.lots import add_months
 from ledger.merchant import Merchant
@@ -81,6 +84,8 @@ def _record(command: c.RecordTrade, cause: Cause, unit: UnitOfWork,
     common_won = share_won(base_won, common_bps)
     pending_until, expires_at = trade_timing(policy, policy_version, command.market,
                                              cause.occurred_at)
+    counted = None if held_by_order is not None else _check_guards(
+        command, cause, unit, policy.guards_for(policy_version), buyer, seller, personal_won)
     # After this point, every change must succeed.
     trade = Trade.record(
         trade_id, buyer.household_id, buyer.home_complex_id, cause, market=command.market,
@@ -107,11 +112,45 @@ def _record(command: c.RecordTrade, cause: Cause, unit: UnitOfWork,
     if common_won:
         buyer_complex.accrue(trade_id, command.market, command.seller_kind, policy_version,
                              common_bps, base_won, common_won, cause, pending_until)
+    if counted is not None:
+        _count_pair(counted, buyer, seller.id, trade_id, cause, unit)
     return ({"trade_id": trade_id, "policy_version": policy_version,
              "personal_accrued_won": personal_won, "common_accrued_won": common_won,
              "points_used_won": points_used_won,
              "pending_until": None if pending_until is None else pending_until.isoformat()},
             buyer.home_complex_id)
+
+
+def _check_guards(command: c.RecordTrade, cause: Cause, unit: UnitOfWork, guards: Guards,
+                  buyer: Resident, seller: Resident | Merchant,
+                  personal_won: int) -> tuple[TradePair | None, int | None] | None:
+    """The wash-trade guards (ledger.guards), after every other check, so that a guard only
+    ever refuses a trade that would otherwise have been recorded. For a trade between
+    residents, returns the pair's counter for the month (None: not yet opened) and its cap."""
+    month = kst_month(cause.occurred_at)
+    counter: TradePair | None = None
+    if isinstance(seller, Resident):
+        check_households(guards, buyer.household_id, seller.household_id, command.trade_id)
+        # Mostly a new pair of the month: taken as new unless cached (see UnitOfWork).
+        counter = unit.find_known(TradePair, trade_pair_id(buyer.id, seller.id, month))
+        if counter is not None:
+            counter.check_room(guards.pair_trades_per_month_max, command.trade_id)
+    if command.market == "sharing":
+        buyer.check_sharing_accrual(month, personal_won, guards.sharing_accrual_won_per_month_max,
+                                    command.trade_id)
+    if not isinstance(seller, Resident):
+        return None
+    return counter, guards.pair_trades_per_month_max
+
+
+def _count_pair(counted: tuple[TradePair | None, int | None], buyer: Resident, seller_id: UUID,
+                trade_id: str, cause: Cause, unit: UnitOfWork) -> None:
+    """Count a trade between residents on their pair's counter for the month."""
+    counter, cap = counted
+    if counter is None:
+        counter = TradePair.open(buyer.id, seller_id, kst_month(cause.occurred_at), cause)
+    unit.change(counter)
+    counter.count(trade_id, cap, cause)
 
 
 def _seller(command: c.RecordTrade, unit: UnitOfWork) -> Resident | Merchant:

@@ -85,6 +85,19 @@ class UnitOfWork:
         elif wanted:
             self.read_fresh_ahead.update(self.ledger.load_many(wanted))
 
+    def find_known(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """`find`, optimistic unless fresh, as `exists` is: an aggregate neither in flight nor
+        cached is taken as absent (read at version 0, no round trip), and the save has the
+        last word: creating it then breaks the events table's key, a rejection resting on
+        its absence is checked against committed state, and either runs again reading fresh.
+        For aggregates that are mostly new and then cached (a pair's monthly counter)."""
+        if (self.fresh or aggregate_id in self.batch.in_flight or aggregate_id in self.touched
+                or self.ledger.cached(aggregate_id)):
+            return self.find(cls, aggregate_id)
+        self.read.setdefault(aggregate_id, 0)
+        self.batch.read_versions.setdefault(aggregate_id, 0)
+        return None
+
     def get(self, cls: type[A], aggregate_id: UUID, missing_code: str) -> A:
         aggregate = self.find(cls, aggregate_id)
         if aggregate is None:

@@ -120,12 +120,12 @@ def parse(number: int, text: str, default_actor: UUID, at: datetime) -> Line:
 
 def _command(cls: type[c.Command], body: dict[str, Any]) -> c.Command:
     if cls is c.SetAccrualPolicy:
-        rates = body.get("rates")
-        if set(body) != {"rates"} or not isinstance(rates, list) or not all(
-                isinstance(row, dict) for row in rates):
+        rates, guards = body.get("rates"), body.get("guards")
+        if not set(body) <= {"rates", "guards"} or not isinstance(rates, list) or not all(
+                isinstance(row, dict) for row in rates) or not isinstance(guards, dict | None):
             raise LineError("body: {\"rates\": [ {market, seller_kind, category, "
-                            "personal_bps, common_bps}, ... ]}")
-        return c.SetAccrualPolicy.of(rates)
+                            "personal_bps, common_bps}, ... ], \"guards\"?: {...}}")
+        return c.SetAccrualPolicy.of(rates, guards=guards)
     hints, fields = _shape(cls)
     unknown = set(body) - set(fields)
     if unknown:

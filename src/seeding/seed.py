@@ -12,8 +12,16 @@ proposals miss the quorum or the majority), the sweeper decides it when its wind
 closes, managers spend what was approved and a small amount within the monthly
 allowance, and a few residents move out each month.
 
+Each month some residents also try wash trades, which the policy's guards refuse
+(see ledger.guards): a sale within their own household, a pair trading past the
+month's pair cap, a sharing sale whose accrual would pass the buyer's monthly cap.
+The summary counts the refusals by code.
+
 Time is simulated: every command carries the platform time it happened at
-(`occurred_at`), in Korea Standard Time; the recorded time is the real clock.
+(`occurred_at`), in Korea Standard Time; the recorded time is the real clock. The
+seeded months end today: by default the first starts N months before today (the
+same day of the month), so the last one ends with yesterday and a new user's demo
+shows recent activity. With `start` given, months run from it instead.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from uuid import UUID
 from tqdm import tqdm
 
 from ledger import commands as c
+from ledger import limits
 from ledger.application import Ledger, Outcome
 from ledger.complex import Complex
 from ledger.errors import DomainError
@@ -76,6 +85,10 @@ PROPOSAL_TITLES = {
     "upkeep": ("Stairwell cleaning", "Ventilation filter change", "Garden trimming"),
 }
 CHUNK_COMMANDS = 4_000
+WASH_HOUSEHOLDS_PER_ATTEMPT = 50
+"""One attempt of each kind of wash trade a month per this many households."""
+WASH_SHARING_AMOUNT_WON = 1_100_000
+"""A sharing sale whose 3 % accrual (33,000 won) passes the default monthly cap (30,000)."""
 
 
 @dataclass
@@ -86,6 +99,7 @@ class SeedSummary:
     events_after: int = 0
     position: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,7 +121,7 @@ class Seeder:
         self.household_count = households
         self.months = months
         self.random = random.Random(seed)
-        self.start = start or date(2026, 1, 1)
+        self.start = start or _shift_months(datetime.now(KST).date(), -months)
         self.progress = progress
         self.world = _World()
         self.summary = SeedSummary()
@@ -132,6 +146,8 @@ class Seeder:
                 name = command.name
                 if isinstance(result, DomainError):
                     self.summary.rejected += 1
+                    self.summary.rejected_by_code[result.code] = (
+                        self.summary.rejected_by_code.get(result.code, 0) + 1)
                     outcomes.append(None)
                 else:
                     self.summary.counts[name] = self.summary.counts.get(name, 0) + 1
@@ -227,8 +243,8 @@ class Seeder:
                 self.world.residents.append((UUID(outcome["resident_id"]), command.household_id))
 
     def _month(self, month: int, bar: Any) -> None:
-        first = _add_months(self.start, month)
-        days = (_add_months(self.start, month + 1) - first).days
+        first = _shift_months(self.start, month)
+        days = (_shift_months(self.start, month + 1) - first).days
         residents = [r for r in self.world.residents if r[0] not in self.world.closed]
         trades_total = int(len(self.world.households) * TRADES_PER_HOUSEHOLD_MONTH)
         trade_days = sorted(self.random.randrange(days) for _ in range(trades_total))
@@ -247,6 +263,7 @@ class Seeder:
                 for trade_id, at in recorded[-day_trades:]
                 if self.random.random() < REFUND_RATE]
             self._run(refunds, bar)
+        self._wash_trades(first + timedelta(days=days // 2), residents, bar)
         self._group_buys(first, residents, bar)
         self._rent(first, residents, bar)
         approved = self._votes(first, residents, bar)
@@ -279,6 +296,36 @@ class Seeder:
                 points_used_won = min(wallet.available_won, amount_won // 2)
         return (c.RecordTrade(trade_id, market, category, seller, kind, buyer, amount_won,
                               points_used_won), self._cause(PLATFORM, "platform", at))
+
+    def _wash_trades(self, day: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
+        """Residents trying to mint points, refused by the guards: a sale within a household,
+        one pair trading past the month's pair cap, sharing sales past the accrual cap."""
+        by_household: dict[UUID, list[UUID]] = {}
+        for resident_id, household_id in residents:
+            by_household.setdefault(household_id, []).append(resident_id)
+        shared = [members for members in by_household.values() if len(members) > 1]
+        if len(by_household) < 2 or not shared:
+            return
+        attempts = max(1, len(self.world.households) // WASH_HOUSEHOLDS_PER_ATTEMPT)
+        items: list[tuple[c.Command, Cause]] = []
+
+        def sharing(buyer: UUID, seller: UUID, amount_won: int) -> None:
+            items.append((c.RecordTrade(f"WASH-{self.run_tag}-{self.requests + 1}", "sharing",
+                                        "lessons", seller, "resident", buyer, amount_won, 0),
+                          self._cause(PLATFORM, "platform", self._at(day))))
+
+        for _ in range(attempts):
+            first, second = self.random.sample(self.random.choice(shared), 2)
+            sharing(first, second, self.random.choice((500_000, 1_000_000)))
+        buyer, buyer_household = self.random.choice(residents)
+        seller = self.random.choice([r for r, h in residents if h != buyer_household])
+        for _ in range(limits.guard_pair_trades_per_month_default + 2):
+            sharing(buyer, seller, 1_000)
+        for _ in range(attempts):
+            buyer, buyer_household = self.random.choice(residents)
+            seller = self.random.choice([r for r, h in residents if h != buyer_household])
+            sharing(buyer, seller, WASH_SHARING_AMOUNT_WON)
+        self._run(items, bar)
 
     def _group_buys(self, first: date, residents: list[tuple[UUID, UUID]], bar: Any) -> None:
         complex_of = dict(self.world.households)
@@ -449,9 +496,12 @@ def _complex_id(code: str) -> UUID:
     return complex_id_for(code)
 
 
-def _add_months(day: date, months: int) -> date:
+def _shift_months(day: date, months: int) -> date:
+    """The same day of the month `months` later (the month's last day where it is shorter)."""
     month_index = day.month - 1 + months
-    return date(day.year + month_index // 12, month_index % 12 + 1, 1)
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    following = date(year + month // 12, month % 12 + 1, 1)
+    return date(year, month, min(day.day, (following - timedelta(days=1)).day))
 
 
 def _group(sorted_days: list[int]) -> Iterator[tuple[int, int]]:
