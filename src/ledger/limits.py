@@ -427,3 +427,7 @@ expiry_months_max = 120
 """The longest life of a lot a policy version may set (months after availability)."""
 expiring_soon_days = 30
 """The wallet view shows what expires within this many days."""
+
+sweep_round_seconds_max = 20
+"""How long one round of the sweeper's points work (releases, expiries) may go on taking
+pages of what is due, before it leaves the rest to the next round."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 from uuid import NAMESPACE_URL, uuid5
@@ -114,33 +116,50 @@ class ExpirySweeper:
         Request ids are derived from the trade, or from the wallet and the KST day, so two
         sweepers release a trade once and expire a wallet once a day; the other gets
         `accrual_not_pending`, `nothing_to_expire` or its first answer back. The projection
-        only proposes candidates: the ledger decides what is due."""
+        only proposes candidates: the ledger decides what is due.
+
+        A round takes pages of `limits.page_size_max` until nothing due is left or
+        `limits.sweep_round_seconds_max` has passed, each page through the group commit
+        (`execute_many`): a month-end with tens of thousands of wallets due is one round,
+        not one page every interval. What a page handled is not proposed again in the round
+        (the projection may not have caught up with it yet)."""
         moment = moment or now()
-        released = expired = 0
-        with self.pool.connection() as conn:
-            trades = projections.due_pending_trades(conn, moment, limits.page_size_max)
-            wallets = projections.due_expiry_wallets(conn, moment, limits.page_size_max)
-        for trade_id in trades:
-            cause = Cause(SWEEPER_ACTOR, "operator",
-                          f"release-{uuid5(NAMESPACE_URL, trade_id).hex}", moment)
-            try:
-                outcome = self.ledger.execute(c.ReleasePendingPoints(trade_id, moment), cause)
-            except DomainError as error:  # released meanwhile, or refunded
-                log.debug("release of %s skipped: %s", trade_id, error.code)
-                continue
-            released += 0 if outcome.replayed else 1
+        deadline = time.monotonic() + limits.sweep_round_seconds_max
         day = moment.astimezone(KST).date().isoformat()
-        for resident_id in wallets:
-            cause = Cause(SWEEPER_ACTOR, "operator",
-                          f"expire-lots-{uuid5(NAMESPACE_URL, f'{resident_id}:{day}').hex}",
-                          moment)
-            try:
-                outcome = self.ledger.execute(c.ExpirePoints(resident_id, moment), cause)
-            except DomainError as error:  # expired meanwhile, spent, or moved out
-                log.debug("expiry of lots of %s skipped: %s", resident_id, error.code)
-                continue
-            expired += 0 if outcome.replayed else 1
+        released = self._sweep_pages(
+            lambda conn, limit: projections.due_pending_trades(conn, moment, limit),
+            lambda trade_id: (c.ReleasePendingPoints(trade_id, moment), Cause(
+                SWEEPER_ACTOR, "operator", f"release-{uuid5(NAMESPACE_URL, trade_id).hex}",
+                moment)), deadline)
+        expired = self._sweep_pages(
+            lambda conn, limit: projections.due_expiry_wallets(conn, moment, limit),
+            lambda resident_id: (c.ExpirePoints(resident_id, moment), Cause(
+                SWEEPER_ACTOR, "operator",
+                f"expire-lots-{uuid5(NAMESPACE_URL, f'{resident_id}:{day}').hex}", moment)),
+            deadline)
         return released, expired
+
+    def _sweep_pages(self, due: Callable[[psycopg.Connection[Any], int], list[Any]],
+                     command_for: Callable[[Any], tuple[c.Command, Cause]],
+                     deadline: float) -> int:
+        """Run the commands for what `due` proposes, a page at a time; how many took effect
+        (a refusal means it was done meanwhile, or is not due after all)."""
+        handled: set[Any] = set()
+        done = 0
+        while time.monotonic() < deadline:
+            with self.pool.connection() as conn:
+                page = [key for key in due(conn, limits.page_size_max + len(handled))
+                        if key not in handled][:limits.page_size_max]
+            if not page:
+                break
+            handled.update(page)
+            results = self.ledger.execute_many([command_for(key) for key in page])
+            for key, result in zip(page, results, strict=True):
+                if isinstance(result, DomainError):
+                    log.debug("sweep of %s skipped: %s", key, result.code)
+                elif not result.replayed:
+                    done += 1
+        return done
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="expiry-sweeper", daemon=True)
