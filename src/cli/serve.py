@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from cli.arguments import bounded_int
 from ledger import limits
 from ledger.database import database_url
+from ledger.events import KST
 
 DEMO_HOST = "127.0.0.1"
 DEMO_PORT = 8000
@@ -208,8 +210,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f'  curl -s -H "Authorization: Bearer $MANAGER_TOKEN" '
           f"{base}/v1/complexes/{complex_id}/proposals   # votes on spending, with tallies")
     print("An auditor:")
+    today = datetime.now(KST).date()  # the seeded months end today
     print(f'  curl -s -H "Authorization: Bearer $AUDITOR_TOKEN" '
-          f'"{base}/v1/markets/stats?from=2026-01-01&to=2026-01-31"')
+          f'"{base}/v1/markets/stats?from={today - timedelta(days=30)}&to={today}"')
     print(f'  curl -s -H "Authorization: Bearer $AUDITOR_TOKEN" -H "Accept-Language: en" '
           f"{base}/v1/wallets/{uuid.uuid4()}   # a problem+json 404")
     print(f"\nInteractive docs: {base}/docs\n", flush=True)
