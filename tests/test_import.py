@@ -144,6 +144,31 @@ def _import(database_url: str, schema: str, path: Path, workers: int) -> int:
                  str(path), "--workers", str(workers)])
 
 
+def _start_import(database_url: str, schema: str, path: Path) -> subprocess.Popen[bytes]:
+    """`ledger import` of `path` into `schema` with two workers, in a process of its own."""
+    command = [sys.executable, "-m", "cli.main", "--database-url", database_url, "--schema",
+               schema, "--quiet", "import", str(path), "--workers", "2"]
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _wait_for_progress(database_url: str, schema: str, lines_done_over: int) -> None:
+    """Until the import into `schema` has recorded more than that many lines done (60 s at
+    most)."""
+    conninfo = ConnectionSettings.from_url(database_url).conninfo()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        with psycopg.connect(conninfo, options=f"-c search_path={schema}") as conn:
+            try:
+                done = conn.execute("SELECT coalesce(sum(line_done), 0) FROM "
+                                    "ledger_imports").fetchone()
+            except psycopg.errors.UndefinedTable:
+                continue
+        if done and done[0] > lines_done_over:
+            return
+
+
 def _one_at_a_time(database_url: str, schema: str, path: Path) -> dict[int, str]:
     """The file's lines sent one by one, in order, each waiting for its answer: what the
     ledger refuses then is what an import must refuse."""
@@ -215,23 +240,10 @@ def test_an_import_killed_midway_resumes_without_losing_or_doubling(
     whole, broken = _schema(database_url), _schema(database_url)
     assert _import(database_url, whole, path, workers=2) == 1
     expected_rejects = _rejects(path)
-    command = [sys.executable, "-m", "cli.main", "--database-url", database_url, "--schema",
-               broken, "--quiet", "import", str(path), "--workers", "2"]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = _start_import(database_url, broken, path)
     conninfo = ConnectionSettings.from_url(database_url).conninfo()
-    deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            with psycopg.connect(conninfo, options=f"-c search_path={broken}") as conn:
-                try:
-                    done = conn.execute("SELECT coalesce(sum(line_done), 0) FROM "
-                                        "ledger_imports").fetchone()
-                except psycopg.errors.UndefinedTable:
-                    continue
-            if done and done[0] > 1500:
-                break
+        _wait_for_progress(database_url, broken, 1500)
         assert process.poll() is None, "the import ended before it could be killed"
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -262,23 +274,9 @@ def test_a_second_run_of_the_same_file_is_refused_while_the_first_imports(
     alone, twice = _schema(database_url), _schema(database_url)
     assert _import(database_url, alone, path, workers=2) == 1
     expected_rejects = _rejects(path)
-    command = [sys.executable, "-m", "cli.main", "--database-url", database_url, "--schema",
-               twice, "--quiet", "import", str(path), "--workers", "2"]
-    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    conninfo = ConnectionSettings.from_url(database_url).conninfo()
+    first = _start_import(database_url, twice, path)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            with psycopg.connect(conninfo, options=f"-c search_path={twice}") as conn:
-                try:
-                    done = conn.execute("SELECT coalesce(sum(line_done), 0) FROM "
-                                        "ledger_imports").fetchone()
-                except psycopg.errors.UndefinedTable:
-                    continue
-            if done and done[0] > 0:
-                break
+        _wait_for_progress(database_url, twice, 0)
         assert first.poll() is None, "the first run ended before the second could start"
         capsys.readouterr()
         assert _import(database_url, twice, path, workers=2) == 2
