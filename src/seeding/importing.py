@@ -36,7 +36,7 @@ import time
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -461,7 +461,8 @@ def _only_run(conninfo: str, schema: str, file_sha256: str) -> Iterator[None]:
     connection). Two runs at once would each judge the other's refused lines again."""
     name = f"ledger-import:{schema}:{file_sha256}".encode()
     key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True,
+                         connect_timeout=limits.database_connect_seconds_max) as conn:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if not (row and row[0]):
             msg = (f"another run is importing this file into schema {schema!r}; "
@@ -470,7 +471,9 @@ def _only_run(conninfo: str, schema: str, file_sha256: str) -> Iterator[None]:
         try:
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            # A lost connection has let the lock go already; the run's work stands.
+            with suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def import_file(url: str, schema: str, path: Path, *, workers: int = 2,

@@ -146,7 +146,7 @@ class ExpirySweeper:
         (a refusal means it was done meanwhile, or is not due after all)."""
         handled: set[Any] = set()
         done = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping.is_set():
             with self.pool.connection() as conn:
                 page = [key for key in due(conn, limits.page_size_max + len(handled))
                         if key not in handled][:limits.page_size_max]
