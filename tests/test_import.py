@@ -44,7 +44,8 @@ def _merchant_id() -> str:
 
 def write_file(path: Path, trades: int = 600) -> dict[str, Any]:
     """A file: policy, 3 complexes, 45 households and residents, trades, a merchant
-    registered midway (a barrier) and trades with it, refunds, and five bad lines."""
+    registered midway (a barrier) and trades with it, refunds, five bad lines, and a trade
+    sent twice in a row then its request id a third time with other content."""
     pick = random.Random(11)
     lines: list[str] = [_line("policy-1", "set_accrual_policy", {"rates": [
         {"market": "sharing", "seller_kind": "resident", "personal_bps": 3000,
@@ -84,6 +85,12 @@ def write_file(path: Path, trades: int = 600) -> dict[str, Any]:
             body.update(market="shopping", seller_id=_merchant_id(), seller_kind="local_food")
         lines.append(_line(f"trade-{index}", "record_trade", body,
                            actor_id=PLATFORM, role="platform"))
+        if index == 100:  # sent twice in a row: the second is a retry, answered as the first
+            lines.append(lines[-1])
+            repeat = {**body, "amount_won": amount + 1}  # its request id again, other content
+            lines.append(_line(f"trade-{index}", "record_trade", repeat,
+                               actor_id=PLATFORM, role="platform"))
+            reused = lines[-1]
         if index % 40 == 39:
             lines.append(_line(f"refund-{index}", "refund_trade",
                                {"trade_id": f"T-{index - 3}"},
@@ -104,7 +111,8 @@ def write_file(path: Path, trades: int = 600) -> dict[str, Any]:
         lines.insert(len(lines) - 200 + offset, bad[offset])
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     numbers = {text: number for number, text in enumerate(lines, start=1)}
-    return {"lines": len(lines), "residents": residents,
+    return {"lines": len(lines), "residents": residents, "retries": 1,
+            "reused": numbers[reused],
             "bad": {numbers[text]: text for text in bad.values()}}
 
 
@@ -214,8 +222,9 @@ def test_import_runs_the_file_through_the_commands_and_names_every_refused_line(
     codes = {number: rejected_twice[number] for number in plan["bad"]}
     assert list(codes.values()) == ["invalid_line", "invalid_line", "invalid_line",
                                     "unknown_household", "insufficient_points"]
+    assert rejected_twice[plan["reused"]] == "request_id_reused"
     assert set(rejected_twice.values()) <= {"invalid_line", "unknown_household",
-                                            "insufficient_points"}
+                                            "insufficient_points", "request_id_reused"}
     first = _balances(database_url, one, plan["residents"])
     second = _balances(database_url, two, plan["residents"])
     assert first["wallets"] == second["wallets"] and first["funds"] == second["funds"]
@@ -223,7 +232,7 @@ def test_import_runs_the_file_through_the_commands_and_names_every_refused_line(
     with psycopg.connect(ConnectionSettings.from_url(database_url).conninfo(),
                          options=f"-c search_path={two}") as conn:
         requests = conn.execute("SELECT count(*) FROM ledger_requests").fetchone()
-    assert requests == (plan["lines"] - len(rejected_twice),)
+    assert requests == (plan["lines"] - len(rejected_twice) - plan["retries"],)
 
     assert _import(database_url, two, path, workers=2) == 1  # again: nothing changes
     assert _balances(database_url, two, plan["residents"]) == second

@@ -299,8 +299,8 @@ class Ledger(Application[UUID]):
             if isinstance(replay, Outcome):
                 pending.answer(outcome=replay)
                 return
-            if replay is not None:
-                pending.answer(error=replay)
+            if replay is not None:  # request_id_reused: a rejection like any other
+                batch.rejected.append(Rejected(pending, replay, {}))
                 return
         unit = UnitOfWork(self, batch, fresh=fresh)
         try:

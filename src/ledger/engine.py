@@ -32,6 +32,9 @@ How:
   versions again); otherwise the whole batch runs again in its order, what it read read
   anew, then each command alone, reading fresh (`fresh=True`). Commands sent together
   are so answered as if sent one by one, in order (see docs/ledger.md).
+- A command that repeats the (actor, request id) of one before it in the same batch does
+  not run: it gets its first's answer (`request_id_reused` if its content differs), as a
+  retry sent after the first would (`split_repeats`).
 - A database error answers `DatabaseUnavailable`; an error in the ledger's own code
   answers that command with the error and runs the rest of its batch again, alone.
 
@@ -42,6 +45,7 @@ logged and otherwise ignored: reporting never changes an answer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -56,9 +60,10 @@ import psycopg
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from ledger import commands as c
-from ledger import limits
+from ledger import errors, limits
 from ledger.errors import DatabaseUnavailable, DomainError
 from ledger.events import Cause
+from ledger.request import fingerprint
 
 if TYPE_CHECKING:
     from ledger.application import Outcome
@@ -180,6 +185,40 @@ class Unobserved:
         del commands, seconds
 
 
+def split_repeats(batch: list[Pending]) -> tuple[list[Pending], list[tuple[Pending, Pending]]]:
+    """The commands of a batch whose (actor, request id) is the first of its kind, and
+    each later one paired with that first. Only the first runs: two saves of one request
+    id would conflict on its record again on every attempt."""
+    first_of: dict[tuple[UUID, str], Pending] = {}
+    unique: list[Pending] = []
+    repeats: list[tuple[Pending, Pending]] = []
+    for pending in batch:
+        key = (pending.cause.actor_id, pending.cause.request_id)
+        first = first_of.setdefault(key, pending)
+        if first is pending:
+            unique.append(pending)
+        else:
+            repeats.append((pending, first))
+    return unique, repeats
+
+
+def answer_repeats(repeats: list[tuple[Pending, Pending]]) -> None:
+    """Answer each repeat that can be answered now as a retry sent after its first would
+    be: `request_id_reused` when its content differs, else its first's answer (an
+    outcome marked replayed) once the first has one."""
+    for pending, first in repeats:
+        if pending.finished:
+            continue
+        if (fingerprint(pending.command.name, pending.command.content())
+                != fingerprint(first.command.name, first.command.content())):
+            pending.answer(error=DomainError(errors.request_id_reused,
+                                             pending.cause.request_id))
+        elif first.outcome is not None:
+            pending.answer(outcome=dataclasses.replace(first.outcome, replayed=True))
+        elif first.error is not None:
+            pending.answer(error=first.error)
+
+
 class Engine:
     """The queue, the leader and the batches of one writer process."""
 
@@ -285,20 +324,25 @@ class Engine:
             for attempt in range(limits.command_attempts_max):
                 fresh = attempt >= 1  # after a conflict: everything read anew
                 batch = [Pending(command, cause) for command, cause in items]
+                unique, repeats = split_repeats(batch)
                 staging = Batch()
                 try:
                     if not fresh:
-                        self.ledger.prefetch([pending.command for pending in batch])
-                    for pending in batch:
+                        self.ledger.prefetch([pending.command for pending in unique])
+                    for pending in unique:
                         self.ledger.stage(pending, staging, fresh=fresh)
                     if not fresh and not all(self.ledger.rejection_stands(rejected)
                                              for rejected in staging.rejected):
                         self.ledger.evict(list(staging.in_flight)
                                           + list(staging.read_versions))
                         continue
-                    index_of = {id(pending): index for index, pending in enumerate(batch)}
-                    rejections = sorted((index_of[id(rejected.pending)], rejected.error)
-                                        for rejected in staging.rejected)
+                    # Rejections stand now (this attempt's answers are dropped should its
+                    # save fail): answered before the save, so that repeats share them.
+                    for rejected in staging.rejected:
+                        rejected.pending.answer(error=rejected.error)
+                    answer_repeats(repeats)
+                    rejections = [(index, pending.error) for index, pending in enumerate(batch)
+                                  if isinstance(pending.error, DomainError)]
                     positions = self.ledger.save_batch(staging, companion_for(rejections))
                 except IntegrityError:
                     self._contended_until = time.monotonic() + limits.contended_seconds
@@ -316,8 +360,7 @@ class Engine:
                     stage.pending.answer(outcome=self.make_outcome(stage.result,
                                                                    positions[index - 1]))
                 self.ledger.saved(staging)
-                for rejected in staging.rejected:
-                    rejected.pending.answer(error=rejected.error)
+                answer_repeats(repeats)
                 results: list[Outcome | DomainError] = []
                 for pending in batch:  # every one answered: staged, rejected or replayed
                     if pending.outcome is not None:
@@ -392,19 +435,22 @@ class Engine:
         process writes without it. Correctness never rests on the lock: the save's
         checks stay."""
         began = time.monotonic()
+        unique, repeats = split_repeats(batch)
         try:
             if began < self._contended_until:
                 with self.ledger.writing_alone():
-                    self._attempt(batch, fresh=fresh, again_together=not fresh)
+                    self._attempt(unique, fresh=fresh, again_together=not fresh)
             else:
-                self._attempt(batch, fresh=fresh, again_together=not fresh)
+                self._attempt(unique, fresh=fresh, again_together=not fresh)
         except Exception as error:  # answered below; the leader's caller gets its own answer
             logger.exception("a batch of %d commands failed", len(batch))
-            self._answer_rest(batch, error)
+            self._answer_rest(unique, error)
         except BaseException as error:
-            self._answer_rest(batch, error)
+            self._answer_rest(unique, error)
+            answer_repeats(repeats)
             raise
-        self._answer_rest(batch, None)
+        self._answer_rest(unique, None)
+        answer_repeats(repeats)
         self.batches += 1
         self.commands += len(batch)
         try:
