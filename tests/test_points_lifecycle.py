@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from ledger import commands as c
-from ledger.application import now
+from ledger.application import Ledger, now
 from ledger.complex import Complex
 from ledger.conservation import fold
 from ledger.errors import DomainError
 from ledger.events import Cause
 from ledger.lots import add_months
-from ledger.policy import AccrualPolicy
+from ledger.policy import POLICY_ID, AccrualPolicy
 from ledger.resident import Resident
 from world import BILLING, DEFAULT_RATES, OPERATOR, World
 
@@ -118,6 +118,37 @@ def test_a_version_stored_without_lifecycle_reads_as_the_defaults() -> None:
                          **cause.fields(None))
     assert policy.return_window_days("shopping") == 7
     assert policy.lifecycle()["expiry_months"] == 24
+
+
+def test_a_policy_read_from_its_snapshot_keeps_every_version(world: World) -> None:
+    """After 49 versions the policy is snapshotted (JSON, whose keys are strings); a writer
+    that starts from that snapshot still finds each version's rates, lifecycle and guards,
+    and accrues with them."""
+    for _ in range(48):
+        world.policy()
+    lifecycle = {"return_window_days": {"shopping": 3, "sharing": 0}, "expiry_months": 6,
+                 "expired_to": "fund", "moved_out_to": "fund"}
+    version = int(world.run(c.SetAccrualPolicy.of(DEFAULT_RATES, lifecycle))["version"])
+    assert version == 49
+    with world.connect() as conn:
+        snapshots = conn.execute("SELECT count(*) FROM ledger_snapshots WHERE "
+                                 "originator_id = %s", (POLICY_ID,)).fetchone()
+    assert snapshots == (1,)
+    fresh = Ledger.connect(world.database_url, world.schema)
+    try:
+        policy = fresh.snapshot(AccrualPolicy, POLICY_ID)
+        assert policy is not None and policy.current_version == 49
+        assert policy.rates_for("shopping", "small_firm", "groceries")[1:] == (200, 50)
+        assert policy.return_window_days("shopping") == 3
+        assert policy.lifecycle(1)["expiry_months"] == 24
+        assert policy.guards_for(49) == policy.guards_for(1)
+        other = World(fresh, world.database_url, world.schema)
+        town = Town(other, lifecycle)
+        at = now()
+        town.shop(town.buyer(), 100_000, at, "T-snap")
+        assert town.fund().pending_won == 500
+    finally:
+        fresh.close()
 
 
 # Pending accruals ------------------------------------------------------------------------

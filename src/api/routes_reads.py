@@ -287,7 +287,7 @@ def get_accrual_policy(read: Annotated[Read, Depends(reader(*Role))]) -> Accrual
         raise DomainError(errors.unknown_policy, "no accrual policy has been set")
     return AccrualPolicyView(
         version=policy.current_version,
-        rates=[PolicyRateView(**row) for row in policy.versions[policy.current_version]],
+        rates=[PolicyRateView(**row) for row in policy.rates()],
         rounding="share_won = floor((amount_won - points_used_won) * share_bps / 10000), "
                  "for the personal and the common share separately",
         lifecycle=policy.lifecycle(),

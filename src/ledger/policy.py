@@ -122,10 +122,11 @@ class AccrualPolicy(LedgerAggregate):
 
     if TYPE_CHECKING:  # state, declared for type checkers only: the library
         # would otherwise take annotations as constructor arguments.
-        versions: dict[int, list[dict[str, Any]]]
+        # Each by str(version): a snapshot stores them as JSON, whose keys are strings.
+        versions: dict[str, list[dict[str, Any]]]
         current_version: int
-        lifecycles: dict[int, dict[str, Any]]
-        guards_by_version: dict[str, dict[str, Any]]  # by str(version): JSON keys
+        lifecycles: dict[str, dict[str, Any]]
+        guards_by_version: dict[str, dict[str, Any]]
 
     # Added with points lifecycles. A class attribute, so that policies stored, and
     # snapshots taken, before it read every version as the defaults (LIFECYCLE_DEFAULTS).
@@ -145,10 +146,11 @@ class AccrualPolicy(LedgerAggregate):
         """Wash-trade guard settings (ledger.guards); None in versions stored before them."""
 
         def apply(self, policy: AccrualPolicy) -> None:
-            policy.versions[self.version] = [dict(row) for row in self.rates]
+            policy.versions[str(self.version)] = [dict(row) for row in self.rates]
             policy.current_version = self.version
             if self.lifecycle is not None:
-                policy.lifecycles = {**policy.lifecycles, self.version: dict(self.lifecycle)}
+                policy.lifecycles = {**policy.lifecycles,
+                                     str(self.version): dict(self.lifecycle)}
             if self.guards is not None:
                 # A snapshot taken before guards existed has no such attribute.
                 policy.guards_by_version = {**getattr(policy, "guards_by_version", {}),
@@ -173,18 +175,24 @@ class AccrualPolicy(LedgerAggregate):
 
     def guards_for(self, version: int) -> Guards:
         """The wash-trade guards of a version (NO_GUARDS for one stored before guards)."""
-        assert version in self.versions
+        assert str(version) in self.versions
         return guards_of(getattr(self, "guards_by_version", {}).get(str(version)))
+
+    def rates(self, version: int | None = None) -> list[dict[str, Any]]:
+        """A version's rate rows (default: the current version's)."""
+        chosen = self.current_version if version is None else version
+        found = self.versions.get(str(chosen))
+        if found is None:
+            raise DomainError(errors.unknown_policy, f"version {chosen}")
+        return found
 
     def rates_for(
         self, market: str, seller_kind: str, category: str, version: int | None = None,
     ) -> tuple[int, int, int]:
         """(version, personal_bps, common_bps) for a trade; a category row beats the `*` row."""
         chosen = self.current_version if version is None else version
-        if chosen not in self.versions:
-            raise DomainError(errors.unknown_policy, f"version {chosen}")
         fallback: tuple[int, int] = (0, 0)
-        for row in self.versions[chosen]:
+        for row in self.rates(chosen):
             if row["market"] != market or row["seller_kind"] != seller_kind:
                 continue
             if row["category"] == category:
@@ -196,7 +204,7 @@ class AccrualPolicy(LedgerAggregate):
     def lifecycle(self, version: int | None = None) -> dict[str, Any]:
         """A version's lifecycle settings (default: the current version's)."""
         chosen = self.current_version if version is None else version
-        found = self.lifecycles.get(chosen)
+        found = self.lifecycles.get(str(chosen))
         return validate_lifecycle(None) if found is None else found
 
     def return_window_days(self, market: str, version: int | None = None) -> int:
