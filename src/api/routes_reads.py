@@ -65,10 +65,7 @@ async def _wallet_row(read: Read, resident_id: UUID, *, staff_roles: tuple[Role,
     if principal.role == Role.RESIDENT and principal.subject != resident_id:
         raise missing
     async with read.statement_connection_async() as conn:
-        row = await projections.wallet_async(conn, resident_id)
-        if row is not None:
-            row.update(await projections.wallet_lifecycle_async(
-                conn, resident_id, datetime.now(KST)))
+        row = await projections.wallet_view_async(conn, resident_id, datetime.now(KST))
     if row is None:
         raise missing
     if principal.role in STAFF_ROLES and (

@@ -19,7 +19,7 @@ from projections.points_lifecycle import (
     due_pending_trades,
     fund_pending_won,
     wallet_lifecycle,
-    wallet_lifecycle_async,
+    wallet_view_async,
 )
 from projections.proposals import (
     ballots,
@@ -41,7 +41,6 @@ from projections.runner import (
 )
 from projections.wallet_balances import (
     wallet,
-    wallet_async,
     wallet_entries,
     wallet_entries_async,
 )
@@ -75,9 +74,8 @@ __all__ = [
     "rebuild",
     "rent_payment",
     "wallet",
-    "wallet_async",
     "wallet_entries",
     "wallet_entries_async",
     "wallet_lifecycle",
-    "wallet_lifecycle_async",
+    "wallet_view_async",
 ]

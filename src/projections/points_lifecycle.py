@@ -30,6 +30,7 @@ from eventlog.log import Event
 from ledger import limits
 from ledger.resident import legacy_expiry
 from projections.base import Changes, Projection, Table, TradeFacts
+from projections.wallet_balances import WALLET_SELECT
 
 PENDING = "pending"
 RELEASED = "released"
@@ -177,16 +178,28 @@ def wallet_lifecycle(conn: psycopg.Connection[Any], resident_id: UUID,
         return _lifecycle_view(pending, cursor.fetchall())
 
 
-async def wallet_lifecycle_async(conn: psycopg.AsyncConnection[Any], resident_id: UUID,
-                                 moment: datetime) -> dict[str, Any]:
-    """`wallet_lifecycle` on an async connection."""
+async def wallet_view_async(conn: psycopg.AsyncConnection[Any], resident_id: UUID,
+                            moment: datetime) -> dict[str, Any] | None:
+    """A wallet's row (`wallet_balances.wallet`) with its pending points and what expires
+    within the next 30 days, all read at one moment (one REPEATABLE READ transaction, so
+    that a projection committing in between cannot mix two moments), in one round trip
+    (a pipeline). None when the wallet is not known. `conn` is in autocommit."""
     until = moment + timedelta(days=limits.expiring_soon_days)
-    async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(_PENDING_SELECT, (resident_id,))
-        pending = await cursor.fetchone()
-        await cursor.execute(_EXPIRING_SELECT,
-                             (resident_id, moment, until, limits.page_size_max))
-        return _lifecycle_view(pending, await cursor.fetchall())
+    wallet = conn.cursor(row_factory=dict_row)
+    pending = conn.cursor(row_factory=dict_row)
+    expiring = conn.cursor(row_factory=dict_row)
+    async with conn.pipeline():
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        await wallet.execute(WALLET_SELECT, (resident_id,))
+        await pending.execute(_PENDING_SELECT, (resident_id,))
+        await expiring.execute(_EXPIRING_SELECT,
+                               (resident_id, moment, until, limits.page_size_max))
+        await conn.execute("COMMIT")
+    row = await wallet.fetchone()
+    if row is None:
+        return None
+    row.update(_lifecycle_view(await pending.fetchone(), await expiring.fetchall()))
+    return row
 
 
 def fund_pending_won(conn: psycopg.Connection[Any], complex_id: UUID) -> int:

@@ -277,14 +277,6 @@ def wallet(conn: psycopg.Connection[Any], resident_id: UUID) -> dict[str, Any] |
         return cursor.fetchone()
 
 
-async def wallet_async(conn: psycopg.AsyncConnection[Any], resident_id: UUID
-                       ) -> dict[str, Any] | None:
-    """`wallet` on an async connection."""
-    async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(WALLET_SELECT, (resident_id,))
-        return await cursor.fetchone()
-
-
 def _entries_arguments(resident_id: UUID, cursor: int | None, limit: int
                        ) -> tuple[int, tuple[UUID, int, int]]:
     limit = max(1, min(limit, limits.page_size_max))
