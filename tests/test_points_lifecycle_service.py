@@ -17,6 +17,8 @@ from ledger import commands as c
 from ledger.application import Ledger, now
 from ledger.conservation import fold
 from ledger.database import ConnectionSettings
+from ledger.events import KST
+from ledger.lots import add_months
 from ledger.resident import Resident
 from projections.runner import ProjectionRunner
 from service.sweeper import ExpirySweeper
@@ -132,3 +134,26 @@ def test_one_sweep_takes_page_after_page_until_nothing_is_due(
         wallet = world.ledger.snapshot(Resident, resident)
         assert wallet is not None
         assert (wallet.pending_won, wallet.expired_total_won) == (0, 300)
+
+
+def test_a_lot_falling_due_later_the_same_day_gets_a_sweep_of_its_own(
+        world: World, runner: ProjectionRunner, pool: ConnectionPool[Any]) -> None:
+    """Two lots of one wallet expire at 09:00 and 15:00 of one day: a sweep at 10:00 expires
+    the first, a sweep at 16:00 the second (not the next day's sweep)."""
+    t = town(world)
+    morning = (now().astimezone(KST) - 800 * DAY).replace(hour=9, minute=0, second=0,
+                                                          microsecond=0)
+    world.trade(t["buyer"], t["seller"], 10_000, trade_id="T-9", occurred_at=morning)
+    world.trade(t["buyer"], t["seller"], 20_000, trade_id="T-15",
+                occurred_at=morning + timedelta(hours=6))
+    runner.catch_up()
+    first_due = add_months(morning, 24)
+    sweeper = ExpirySweeper(world.ledger, pool, 60)
+    assert sweeper.sweep_points(first_due + timedelta(hours=1)) == (0, 1)
+    runner.catch_up()
+    wallet = world.ledger.snapshot(Resident, t["buyer"])
+    assert wallet is not None and wallet.expired_total_won == 300
+    assert sweeper.sweep_points(first_due + timedelta(hours=7)) == (0, 1)
+    wallet = world.ledger.snapshot(Resident, t["buyer"])
+    assert wallet is not None
+    assert (wallet.available_won, wallet.expired_total_won) == (0, 900)

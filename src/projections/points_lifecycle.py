@@ -221,10 +221,12 @@ def due_pending_trades(conn: psycopg.Connection[Any], moment: datetime,
 
 
 def due_expiry_wallets(conn: psycopg.Connection[Any], moment: datetime,
-                       limit: int = limits.page_size_max) -> list[UUID]:
-    """Wallets with a lot past its expiry at `moment` that still holds points."""
+                       limit: int = limits.page_size_max) -> list[tuple[UUID, datetime]]:
+    """Wallets with a lot past its expiry at `moment` that still holds points, each with
+    the earliest expiry among those lots."""
     rows = conn.execute(
-        "SELECT resident_id FROM p_wallet_lots WHERE expires_at <= %s AND remaining_won > 0"
+        "SELECT resident_id, MIN(expires_at) FROM p_wallet_lots"
+        " WHERE expires_at <= %s AND remaining_won > 0"
         " GROUP BY resident_id ORDER BY MIN(expires_at), resident_id LIMIT %s",
         (moment, limit)).fetchall()
-    return [row[0] for row in rows]
+    return [(row[0], row[1]) for row in rows]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -21,7 +21,7 @@ from ledger import commands as c
 from ledger import limits
 from ledger.application import Ledger, now
 from ledger.errors import DomainError
-from ledger.events import KST, Cause
+from ledger.events import Cause
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,11 @@ class ExpirySweeper:
         and expire every wallet's lots past their expiry; returns (trades released, wallets
         expired).
 
-        Request ids are derived from the trade, or from the wallet and the KST day, so two
-        sweepers release a trade once and expire a wallet once a day; the other gets
-        `accrual_not_pending`, `nothing_to_expire` or its first answer back. The projection
+        Request ids are derived from the trade, or from the wallet and the earliest expiry
+        due in it, so two sweepers release a trade once and expire a wallet's due lots
+        once, while a lot falling due later the same day gets a sweep of its own; the other
+        sweeper gets `accrual_not_pending`, `nothing_to_expire`, `request_id_reused` or its
+        first answer back. The projection
         only proposes candidates: the ledger decides what is due.
 
         A round takes pages of `limits.page_size_max` until nothing due is left or
@@ -125,7 +127,6 @@ class ExpirySweeper:
         (the projection may not have caught up with it yet)."""
         moment = moment or now()
         deadline = time.monotonic() + limits.sweep_round_seconds_max
-        day = moment.astimezone(KST).date().isoformat()
         released = self._sweep_pages(
             lambda conn, limit: projections.due_pending_trades(conn, moment, limit),
             lambda trade_id: (c.ReleasePendingPoints(trade_id, moment), Cause(
@@ -133,9 +134,8 @@ class ExpirySweeper:
                 moment)), deadline)
         expired = self._sweep_pages(
             lambda conn, limit: projections.due_expiry_wallets(conn, moment, limit),
-            lambda resident_id: (c.ExpirePoints(resident_id, moment), Cause(
-                SWEEPER_ACTOR, "operator",
-                f"expire-lots-{uuid5(NAMESPACE_URL, f'{resident_id}:{day}').hex}", moment)),
+            lambda due: (c.ExpirePoints(due[0], moment), Cause(
+                SWEEPER_ACTOR, "operator", _expiry_request_id(*due), moment)),
             deadline)
         return released, expired
 
@@ -185,3 +185,8 @@ class ExpirySweeper:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+
+def _expiry_request_id(resident_id: UUID, earliest_due: datetime) -> str:
+    """The request id of a sweep expiring a wallet's lots, the earliest due at that time."""
+    return f"expire-lots-{uuid5(NAMESPACE_URL, f'{resident_id}:{earliest_due.isoformat()}').hex}"
