@@ -30,11 +30,14 @@ SWEEPER_ACTOR: Final = uuid5(NAMESPACE_URL, "ledger:system:expiry-sweeper")
 
 
 class ExpirySweeper:
-    """Releases rent holds whose deadline has passed, every `interval_seconds`.
+    """Every `interval_seconds`: releases rent holds whose deadline has passed, decides
+    proposals whose window closed, closes group buys past their deadline, releases pending
+    points and expires lots.
 
-    Each expiry is an ExpireRentPayment command with a request id derived from the
-    payment, so two sweepers (two API workers) never expire one hold twice: the
-    second gets `hold_already_released` or `request_id_reused`, and moves on.
+    Each is a command with a request id derived from what it acts on, so two sweepers (two
+    API workers) never act twice: the second gets a refusal (`hold_already_released`,
+    `proposal_decided`, ...) or its first answer back, and moves on. Each kind of work is
+    taken a page at a time through the group commit (`_sweep_pages`).
     """
 
     def __init__(self, ledger: Ledger, pool: ConnectionPool[psycopg.Connection[Any]],
@@ -46,20 +49,14 @@ class ExpirySweeper:
         self._thread: threading.Thread | None = None
 
     def sweep_once(self, moment: datetime | None = None) -> int:
-        """Expire every hold due at `moment` (default now); return how many expired."""
+        """Expire every hold due at `moment` (default now), then decide the proposals due;
+        return how many holds expired."""
         moment = moment or now()
-        expired = 0
-        with self.pool.connection() as conn:
-            due = projections.due_holds(conn, moment, limits.page_size_max)
-        for payment_id in due:
-            cause = Cause(SWEEPER_ACTOR, "operator",
-                          f"expire-{uuid5(NAMESPACE_URL, payment_id).hex}", moment)
-            try:
-                self.ledger.execute(c.ExpireRentPayment(payment_id, moment), cause)
-            except DomainError as error:  # already resolved, or expired by another sweeper
-                log.debug("expiry of %s skipped: %s", payment_id, error.code)
-                continue
-            expired += 1
+        expired = self._sweep_pages(
+            lambda conn, limit: projections.due_holds(conn, moment, limit),
+            lambda payment_id: (c.ExpireRentPayment(payment_id, moment), Cause(
+                SWEEPER_ACTOR, "operator", f"expire-{uuid5(NAMESPACE_URL, payment_id).hex}",
+                moment)), time.monotonic() + limits.sweep_round_seconds_max)
         self.decide_due_proposals(moment)
         return expired
 
@@ -71,42 +68,25 @@ class ExpirySweeper:
         `proposal_decided` or its first answer back).
         """
         moment = moment or now()
-        decided = 0
-        with self.pool.connection() as conn:
-            due = projections.due_proposals(conn, moment, limits.page_size_max)
-        for proposal_id in due:
-            cause = Cause(SWEEPER_ACTOR, "operator",
-                          f"decide-{uuid5(NAMESPACE_URL, proposal_id).hex}", moment)
-            try:
-                outcome = self.ledger.execute(c.CloseProposal(proposal_id, moment), cause)
-            except DomainError as error:  # decided meanwhile, by a manager or another sweeper
-                log.debug("decision of %s skipped: %s", proposal_id, error.code)
-                continue
-            if not outcome.replayed:
-                decided += 1
-        return decided
+        return self._sweep_pages(
+            lambda conn, limit: projections.due_proposals(conn, moment, limit),
+            lambda proposal_id: (c.CloseProposal(proposal_id, moment), Cause(
+                SWEEPER_ACTOR, "operator", f"decide-{uuid5(NAMESPACE_URL, proposal_id).hex}",
+                moment)), time.monotonic() + limits.sweep_round_seconds_max)
+
     def close_due_group_buys(self, moment: datetime | None = None) -> int:
         """Close every open group buy whose deadline is past at `moment` (default now): each
         completes or is cancelled by its ordered quantity. Returns how many closed.
 
         The request id is derived from the group buy, so two sweepers close it once; the
-        other gets `group_buy_closed` or `request_id_reused`, and moves on. An order that
+        other gets `group_buy_closed` or its first answer back, and moves on. An order that
         reached the ledger before the close is in the outcome; one after it is refused."""
         moment = moment or now()
-        closed = 0
-        with self.pool.connection() as conn:
-            due = projections.due_group_buys(conn, moment, limits.page_size_max)
-        for group_buy_id in due:
-            cause = Cause(SWEEPER_ACTOR, "operator",
-                          f"close-{uuid5(NAMESPACE_URL, group_buy_id).hex}", moment)
-            try:
-                outcome = self.ledger.execute(c.CloseGroupBuy(group_buy_id), cause)
-            except DomainError as error:  # closed already, by the merchant or another sweeper
-                log.debug("close of group buy %s skipped: %s", group_buy_id, error.code)
-                continue
-            if not outcome.replayed:  # a replay: closed by an earlier sweep
-                closed += 1
-        return closed
+        return self._sweep_pages(
+            lambda conn, limit: projections.due_group_buys(conn, moment, limit),
+            lambda group_buy_id: (c.CloseGroupBuy(group_buy_id), Cause(
+                SWEEPER_ACTOR, "operator", f"close-{uuid5(NAMESPACE_URL, group_buy_id).hex}",
+                moment)), time.monotonic() + limits.sweep_round_seconds_max)
 
     def sweep_points(self, moment: datetime | None = None) -> tuple[int, int]:
         """Release the pending shares of every trade whose return window ended by `moment`,
