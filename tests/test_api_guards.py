@@ -80,3 +80,25 @@ def test_bad_guard_settings_are_refused(world: World, database_url: str, schema:
             **operator, "Idempotency-Key": "policy-bad"}, json={
             "rates": DEFAULT_RATES, "guards": {"pair_trades_per_month_max": -1}})
         assert response.status_code == 422
+
+
+def test_guard_settings_written_as_whole_floats_are_taken_as_integers(
+        world: World, database_url: str, schema: str, key_dir: Path) -> None:
+    """JSON does not tell 400 from 400.0: guard settings, like every other count of the API,
+    take a whole float as its integer (a generated client may send one); 400.5 is a 422."""
+    assert world
+    settings = make_settings(database_url, schema, key_dir)
+    operator = bearer(settings, Role.OPERATOR)
+    with serving(settings) as client:
+        response = client.put("/v1/accrual-policy", headers={
+            **operator, "Idempotency-Key": "policy-floats"}, json={
+            "rates": DEFAULT_RATES, "guards": {"pair_trades_per_month_max": 7.0,
+                                               "sharing_accrual_won_per_month_max": 400.0}})
+        assert response.status_code == 200, response.text
+        shown = client.get("/v1/accrual-policy", headers=operator).json()["guards"]
+        assert (shown["pair_trades_per_month_max"],
+                shown["sharing_accrual_won_per_month_max"]) == (7, 400)
+        fraction = client.put("/v1/accrual-policy", headers={
+            **operator, "Idempotency-Key": "policy-fraction"}, json={
+            "rates": DEFAULT_RATES, "guards": {"sharing_accrual_won_per_month_max": 400.5}})
+        assert fraction.status_code == 422

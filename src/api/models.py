@@ -278,13 +278,14 @@ class GuardSettings(RequestBody):
         description="Trades between residents of one household: refused with 409 "
                     "`same_household_trade`, or allowed.")
     sharing_accrual_won_per_month_max: Annotated[
-        int, Field(strict=True, ge=0, le=limits.amount_won_max)] | None = Field(
+        int, Field(strict=True, ge=0, le=limits.amount_won_max), WHOLE_NUMBER] | None = Field(
         default=limits.guard_sharing_accrual_won_per_month_default,
         description="Personal points one resident may accrue from the sharing market per KST "
                     "month; a trade that would pass it is refused whole with 409 "
                     "`sharing_accrual_cap_reached`. null: no cap.")
     pair_trades_per_month_max: Annotated[
-        int, Field(strict=True, ge=0, le=limits.guard_pair_trades_per_month_max)] | None = Field(
+        int, Field(strict=True, ge=0, le=limits.guard_pair_trades_per_month_max),
+        WHOLE_NUMBER] | None = Field(
         default=limits.guard_pair_trades_per_month_default,
         description="Trades between the same two residents per KST month, both directions "
                     "counted together; the next is refused with 409 `pair_trade_cap_reached`. "
