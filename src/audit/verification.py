@@ -23,8 +23,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from audit.chain import Progress
-from audit.replay import Replay, replay_projections
+from audit.replay import Replay, ReplayReport, merge_slices, replay_projections
 from audit.verify import verify_chain
+from eventlog.log import EVENTS_TABLE
 from ledger import limits
 from ledger.database import connect
 
@@ -34,6 +35,8 @@ MAIN_FOLDS = ("wallet_balances",)
 events (the wallet fold reads the most events; decoding them once saves the most)."""
 PROJECTION_SHARES = (("complex_funds", "rent_payments", "market_views"),)
 """The other projections' folds, one forked process per share."""
+FOLDED = MAIN_FOLDS + tuple(name for share in PROJECTION_SHARES for name in share)
+"""Every projection whose own fold is compared (the others only with the auditor's)."""
 
 
 @dataclass
@@ -103,6 +106,8 @@ def verify_ledger(
     progress: Progress | None = None,
     store: bool = True,
     parallel: bool = True,
+    memory_budget_bytes: int = limits.verify_memory_budget_bytes_default,
+    slices: int | None = None,
     **chain_options: Any,
 ) -> Verification:
     """Verify the chain, replay every event, compare, check; store and return the verdict.
@@ -114,12 +119,23 @@ def verify_ledger(
     it folds. They share nothing but the database; each compares events and tables read
     in one snapshot of its own. The progress callback then follows this process's pass
     only.
+
+    When the auditor's fold would not fit in `memory_budget_bytes` (or `slices` is given)
+    it runs in several passes, each keeping one hash slice of the wallets, trades and
+    households (`Replay(slice_index=…)`), and every projection's fold runs in a worker;
+    the findings are the same as in one pass.
     """
     started = time.monotonic()
     verified_at = datetime.now(UTC)
     if checkpoint_files is not None and not isinstance(checkpoint_files, str | os.PathLike):
         checkpoint_files = list(checkpoint_files)
     chain_arguments = {"checkpoint_files": checkpoint_files, **chain_options}
+    if slices is None:
+        slices = verify_slices_for(url, schema, memory_budget_bytes)
+    if slices > 1:
+        return _finish(url, schema, _verify_sliced(
+            url, schema, slices, chain_arguments, progress=progress, parallel=parallel),
+            started, verified_at, store=store)
     pool = None
     if parallel:
         # Fork, not spawn: the child needs no `__main__` guard from the caller.
@@ -146,6 +162,60 @@ def verify_ledger(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return _finish(url, schema, (chain, replay), started, verified_at, store=store)
+
+
+def verify_slices_for(url: str, schema: str, memory_budget_bytes: int) -> int:
+    """Slices of the auditor's fold so that one slice's state fits in the budget, judged
+    from the log's head position (request records and all: it errs on the safe side)."""
+    with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (EVENTS_TABLE,)).fetchone()
+        row = (conn.execute(f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
+               .fetchone() if exists and exists[0] else None)
+    head = int(row[0]) if row else 0
+    wanted = -(-head * limits.verify_state_bytes_per_event // max(1, memory_budget_bytes))
+    return max(1, min(limits.verify_slices_max, wanted))
+
+
+def _verify_sliced(url: str, schema: str, slices: int, chain_arguments: dict[str, Any], *,
+                   progress: Progress | None, parallel: bool) -> tuple[Any, ReplayReport]:
+    """The chain and the projections' folds (`FOLDED`, unsliced) in workers, the auditor's
+    fold slice by slice in this process."""
+    pool = None
+    if parallel:
+        pool = ProcessPoolExecutor(max_workers=2,
+                                   mp_context=multiprocessing.get_context("fork"))
+        chain_future = pool.submit(verify_chain, url, schema, **chain_arguments)
+        projections_future = pool.submit(replay_projections, url, schema, FOLDED)
+    try:
+        reports = []
+        for slice_index in range(slices):
+            with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                try:
+                    reports.append(Replay(conn, progress=progress, part="scratch",
+                                          slice_index=slice_index, slices=slices).run())
+                finally:
+                    conn.rollback()
+        replay = merge_slices(reports)
+        if pool is None:
+            chain = verify_chain(url, schema, **chain_arguments)
+            projections = replay_projections(url, schema, FOLDED)
+        else:
+            chain = chain_future.result()
+            projections = projections_future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    replay = replay.merged_with(projections)
+    replay.notes.append(f"the auditor's fold ran in {slices} slices")
+    return chain, replay
+
+
+def _finish(url: str, schema: str, passes: tuple[Any, ReplayReport], started: float,
+            verified_at: datetime, *, store: bool) -> Verification:
+    chain, replay = passes
     findings: list[dict[str, Any]] = [
         {"position": item.position, "code": item.code, "detail": item.detail}
         for item in replay.findings]
