@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_audit_verify import _fake_trade_rows, chain, project, superuser, workload
 
 from audit.verification import Verification, verify_ledger, verify_slices_for
 from ledger import limits
+from test_audit_verify import _fake_trade_rows, chain, project, superuser, workload
 from world import World
 
 
