@@ -12,7 +12,10 @@ import pytest
 
 from audit.verification import Verification, verify_ledger, verify_slices_for
 from ledger import limits
+from test_audit_group_buys import group_buys
 from test_audit_verify import _fake_trade_rows, chain, project, superuser, workload
+from test_points_lifecycle_audit import lifecycle_workload
+from test_votes_audit import voting_workload
 from world import World
 
 
@@ -114,3 +117,48 @@ def test_sliced_verify_finds_a_fake_trade_and_its_broken_balances(
     assert found(sliced) == found(whole)
     assert {"negative_balance", "trade_clearing_not_empty"} <= {
         code for _, code, _ in found(sliced)}
+
+
+def _lifecycle(world: World) -> None:
+    lifecycle_workload(world)
+
+
+def _votes(world: World) -> None:
+    voting_workload(world, random.Random(5))
+
+
+def _group_buys(world: World) -> None:
+    group_buys(world)
+
+
+@pytest.mark.parametrize("build", [_lifecycle, _votes, _group_buys])
+def test_sliced_verify_equals_one_pass_on_lots_votes_and_group_buys(
+        world: World, key_dir: Path, build: Any) -> None:
+    """Lots and pending shares, ballots and decisions, group-buy orders: five slices find
+    what one pass finds, before and after a lot and a tally are edited in the tables."""
+    build(world)
+    project(world)
+    chain(world, key_dir)
+
+    def both() -> tuple[Verification, Verification]:
+        whole = verify_ledger(world.database_url, world.schema, key_dir=key_dir, slices=1,
+                              store=False)
+        return whole, verify_ledger(world.database_url, world.schema, key_dir=key_dir,
+                                    slices=5, store=False)
+
+    whole, sliced = both()
+    assert whole.ok and sliced.ok, (whole.lines(), sliced.lines())
+    assert whole.counts == sliced.counts
+    with world.connect() as conn:
+        conn.execute("UPDATE p_wallet_lots SET remaining_won = remaining_won + 1"
+                     " WHERE (resident_id, lot_id) = (SELECT resident_id, lot_id"
+                     " FROM p_wallet_lots WHERE remaining_won > 0 ORDER BY position LIMIT 1)")
+        conn.execute("UPDATE p_proposals SET yes_count = yes_count + 1"
+                     " WHERE proposal_key = (SELECT proposal_key FROM p_proposals"
+                     " ORDER BY position LIMIT 1)")
+        conn.commit()
+    whole, sliced = both()
+    assert not whole.ok
+    assert (sliced.first_bad_position, sliced.problem, sliced.detail) == (
+        whole.first_bad_position, whole.problem, whole.detail)
+    assert found(sliced) == found(whole)

@@ -23,7 +23,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from audit.chain import Progress
-from audit.replay import Replay, ReplayReport, merge_slices, replay_projections
+from audit.replay import (
+    COMPARISON_CODES,
+    Replay,
+    ReplayReport,
+    merge_slices,
+    replay_projections,
+    replay_slice,
+)
+from audit.verify import PROBLEM_CODES as CHAIN_CODES
 from audit.verify import verify_chain
 from eventlog.log import EVENTS_TABLE
 from ledger import limits
@@ -121,8 +129,8 @@ def verify_ledger(
     only.
 
     When the auditor's fold would not fit in `memory_budget_bytes` (or `slices` is given)
-    it runs in several passes, each keeping one hash slice of the wallets, trades and
-    households (`Replay(slice_index=…)`), and every projection's fold runs in a worker;
+    runs in several passes (`replay_slice`), each keeping one hash slice of the wallets,
+    trades and households, of the auditor's fold and of the projections' folds alike;
     the findings are the same as in one pass.
     """
     started = time.monotonic()
@@ -179,38 +187,40 @@ def verify_slices_for(url: str, schema: str, memory_budget_bytes: int) -> int:
 
 def _verify_sliced(url: str, schema: str, slices: int, chain_arguments: dict[str, Any], *,
                    progress: Progress | None, parallel: bool) -> tuple[Any, ReplayReport]:
-    """The chain and the projections' folds (`FOLDED`, unsliced) in workers, the auditor's
-    fold slice by slice in this process."""
-    pool = None
-    if parallel:
-        pool = ProcessPoolExecutor(max_workers=2,
-                                   mp_context=multiprocessing.get_context("fork"))
-        chain_future = pool.submit(verify_chain, url, schema, **chain_arguments)
-        projections_future = pool.submit(replay_projections, url, schema, FOLDED)
-    try:
-        reports = []
-        for slice_index in range(slices):
-            with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                conn.read_only = True
-                try:
-                    reports.append(Replay(conn, progress=progress, part="scratch",
-                                          slice_index=slice_index, slices=slices).run())
-                finally:
-                    conn.rollback()
-        replay = merge_slices(reports)
-        if pool is None:
-            chain = verify_chain(url, schema, **chain_arguments)
-            projections = replay_projections(url, schema, FOLDED)
-        else:
+    """The chain pass and every slice of the replay (`replay_slice`, the auditor's fold and
+    the `FOLDED` projections' folds together), two processes at a time when `parallel`."""
+    if not parallel:
+        chain = verify_chain(url, schema, progress=progress, **chain_arguments)
+        reports = [replay_slice(url, schema, index, slices, FOLDED) for index in range(slices)]
+    else:
+        with ProcessPoolExecutor(max_workers=2,
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            chain_future = pool.submit(verify_chain, url, schema, **chain_arguments)
+            futures = [pool.submit(replay_slice, url, schema, index, slices, FOLDED)
+                       for index in range(slices)]
+            reports = []
+            for future in futures:
+                reports.append(future.result())
+                if progress is not None:
+                    progress(reports[-1].events)
             chain = chain_future.result()
-            projections = projections_future.result()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    replay = replay.merged_with(projections)
-    replay.notes.append(f"the auditor's fold ran in {slices} slices")
+    replay = merge_slices(reports)
+    replay.notes.append(f"the replay ran in {slices} hash slices (memory budget)")
     return chain, replay
+
+
+def _finding_order(item: dict[str, Any]) -> tuple[int, int, str]:
+    """By position; at one position the auditor's own fold first, then its comparisons
+    with the tables, then the projections' folds' comparisons, then the chain, then by
+    text: the same order however the work was split between processes and slices."""
+    code, detail = item["code"], item["detail"]
+    if code in CHAIN_CODES:
+        rank = 3
+    elif code not in COMPARISON_CODES:
+        rank = 0
+    else:
+        rank = 1 if "audit replay" in detail else 2
+    return int(item["position"]), rank, f"{code} {detail}"
 
 
 def _finish(url: str, schema: str, passes: tuple[Any, ReplayReport], started: float,
@@ -223,7 +233,7 @@ def _finish(url: str, schema: str, passes: tuple[Any, ReplayReport], started: fl
         assert chain.first_bad_position is not None and chain.problem is not None
         findings.append({"position": chain.first_bad_position, "code": chain.problem,
                          "detail": chain.detail})
-    findings.sort(key=lambda item: int(item["position"]))
+    findings.sort(key=_finding_order)
     first = findings[0] if findings else None
     counts = {
         "events": replay.events, "head": replay.head,
