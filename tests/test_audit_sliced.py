@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from audit.verification import Verification, verify_ledger, verify_slices_for
+from cli.audit import main as audit_main
 from ledger import limits
 from test_audit_group_buys import group_buys
 from test_audit_verify import _fake_trade_rows, chain, project, superuser, workload
@@ -162,3 +163,23 @@ def test_sliced_verify_equals_one_pass_on_lots_votes_and_group_buys(
     assert (sliced.first_bad_position, sliced.problem, sliced.detail) == (
         whole.first_bad_position, whole.problem, whole.detail)
     assert found(sliced) == found(whole)
+
+
+def test_the_command_takes_a_budget_and_a_number_of_slices(
+        world: World, key_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ledger audit verify --slices 3` verifies a clean ledger and says in the report that
+    the replay ran in slices; a budget of 1 MiB (one slice for this small log) verifies it
+    too; a budget of 0 is a usage error."""
+    workload(world, random.Random(24), 60)
+    project(world)
+    chain(world, key_dir)
+    base = ["--database-url", world.database_url, "--schema", world.schema, "--quiet",
+            "audit", "verify", "--json", "--key-dir", str(key_dir)]
+    assert audit_main([*base, "--slices", "3"]) == 0
+    assert "the replay ran in 3 hash slices (memory budget)" in json.loads(
+        capsys.readouterr().out)["notes"]
+    assert audit_main([*base, "--memory-budget-mib", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    with pytest.raises(SystemExit) as exited:
+        audit_main([*base, "--memory-budget-mib", "0"])
+    assert exited.value.code == 2
