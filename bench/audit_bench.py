@@ -39,8 +39,8 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from audit.chain import ChainFollower
-from audit.replay import Replay
-from audit.verification import verify_ledger
+from audit.replay import Replay, replay_slice
+from audit.verification import FOLDED, verify_ledger
 from audit.verify import verify_chain
 from ledger.database import ConnectionSettings, database_url
 
@@ -156,6 +156,9 @@ def main() -> int:
     parser.add_argument("--variants", help="before=SRC, default or a number of slices, "
                                            "comma-separated (see above)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--replay-slice", metavar="I/K",
+                        help="run slice I of K of the replay alone in this process and print "
+                             "its time and peak memory (docs/scale.md, Memory)")
     args = parser.parse_args()
     url = args.database_url or database_url()
 
@@ -164,6 +167,13 @@ def main() -> int:
         return 0
     if args.variants:
         return compare_variants(url, args)
+    if args.replay_slice:
+        index, slices = map(int, args.replay_slice.split("/"))
+        started = time.perf_counter()
+        replay_slice(url, args.schema, index, slices, FOLDED)
+        print(f"{args.schema} slice {index} of {slices}: {time.perf_counter() - started:.1f} s,"
+              f" peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+        return 0
     if not args.skip_prepare:
         prepare(url, args.schema, args.seed_households, args.months, args.key_dir)
 
