@@ -15,6 +15,13 @@ Uses LEDGER_DATABASE_URL (else the embedded PostgreSQL). Prints figures; asserts
 
 `--verify-only` runs step 3 alone in this process and prints its time and peak
 memory (resource.getrusage) as JSON: the pilot-year figure in docs/audit.md.
+
+`--variants before=/work/main/src,default,4,16 --rounds 2` (with `--skip-prepare`)
+scans once and then runs `--verify-only` in a fresh process per variant and round,
+alternating: `before=SRC` with PYTHONPATH=SRC (the code of another checkout), `default`
+with the default memory budget, a number with that many hash slices. Each line gives
+the time, the ratio to the scan, and the peak memory of the main process and of the
+largest worker.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from audit.chain import ChainFollower
-from audit.replay import Replay
-from audit.verification import verify_ledger
+from audit.replay import Replay, replay_slice
+from audit.verification import FOLDED, verify_ledger
 from audit.verify import verify_chain
 from ledger.database import ConnectionSettings, database_url
 
@@ -88,10 +95,12 @@ def scan(url: str, schema: str) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
-def verify_only(url: str, schema: str, key_dir: str, *, parallel: bool = True
-                ) -> dict[str, Any]:
+def verify_only(url: str, schema: str, key_dir: str, *, parallel: bool = True,
+                slices: int | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    result = verify_ledger(url, schema, key_dir=key_dir, store=False, parallel=parallel)
+    options = {} if slices is None else {"slices": slices}
+    result = verify_ledger(url, schema, key_dir=key_dir, store=False, parallel=parallel,
+                           **options)
     seconds = max(time.perf_counter() - started, 0.1)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # The chain pass and the projections' replay run in forked workers: their peak too.
@@ -105,6 +114,33 @@ def verify_only(url: str, schema: str, key_dir: str, *, parallel: bool = True
             "peak_memory_largest_worker_mib": round(children_peak_kib / 1024)}
 
 
+def compare_variants(url: str, args: argparse.Namespace) -> int:
+    """Each variant in a process of its own (a clean peak memory), alternating by round."""
+    scan(url, args.schema)
+    rows, scan_seconds = scan(url, args.schema)
+    scan_rate = rows / scan_seconds
+    print(f"events: {rows:,}; plain SELECT scan {scan_seconds:.2f} s, {scan_rate:,.0f} events/s;"
+          f" load average {os.getloadavg()[0]:.1f}", flush=True)
+    for round_number in range(args.rounds):
+        for variant in args.variants.split(","):
+            environment = dict(os.environ)
+            command = [sys.executable, __file__, "--verify-only", "--database-url", url,
+                       "--schema", args.schema, "--key-dir", args.key_dir]
+            if variant.startswith("before="):
+                environment["PYTHONPATH"] = variant.removeprefix("before=")
+            elif variant != "default":
+                command += ["--slices", variant]
+            output = subprocess.run(command, env=environment, check=True,  # noqa: S603
+                                    capture_output=True, text=True).stdout
+            figures = json.loads(output.strip().splitlines()[-1])
+            print(f"round {round_number + 1} {variant:>24}: {figures['seconds']:7.2f} s, ratio "
+                  f"{rows / figures['seconds'] / scan_rate:.3f}, ok={figures['ok']}, peak "
+                  f"{figures['peak_memory_mib']:,} MiB main / "
+                  f"{figures['peak_memory_largest_worker_mib']:,} MiB largest worker; "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=os.environ.get("LEDGER_DATABASE_URL", ""))
@@ -116,11 +152,27 @@ def main() -> int:
     parser.add_argument("--skip-prepare", action="store_true")
     parser.add_argument("--end-to-end-only", action="store_true",
                         help="scan and verify only (no separate passes, no one-process run)")
+    parser.add_argument("--slices", type=int, help="with --verify-only: this many slices")
+    parser.add_argument("--variants", help="before=SRC, default or a number of slices, "
+                                           "comma-separated (see above)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--replay-slice", metavar="I/K",
+                        help="run slice I of K of the replay alone in this process and print "
+                             "its time and peak memory (docs/scale.md, Memory)")
     args = parser.parse_args()
     url = args.database_url or database_url()
 
     if args.verify_only:
-        print(json.dumps(verify_only(url, args.schema, args.key_dir)))
+        print(json.dumps(verify_only(url, args.schema, args.key_dir, slices=args.slices)))
+        return 0
+    if args.variants:
+        return compare_variants(url, args)
+    if args.replay_slice:
+        index, slices = map(int, args.replay_slice.split("/"))
+        started = time.perf_counter()
+        replay_slice(url, args.schema, index, slices, FOLDED)
+        print(f"{args.schema} slice {index} of {slices}: {time.perf_counter() - started:.1f} s,"
+              f" peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
         return 0
     if not args.skip_prepare:
         prepare(url, args.schema, args.seed_households, args.months, args.key_dir)

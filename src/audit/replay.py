@@ -26,13 +26,14 @@ from uuid import UUID
 
 import orjson
 import psycopg
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 
 from audit.scratch import SKIPPED as SCRATCH_SKIPPED
 from audit.scratch import Finding, Scratch
 from eventlog.log import EVENTS_TABLE, Event, decode_row, event_name
 from ledger import limits
 from ledger.database import ConnectionSettings
+from ledger.events import LAPSE_CLEARING
 from projections.base import Changes, Key, Projection, Row, Table, TradeFacts, typed
 from projections.complex_funds import FUNDS
 from projections.group_buys import GROUP_BUYS
@@ -45,10 +46,19 @@ from projections.wallet_balances import BALANCES, ENTRIES
 
 SCRATCH_TABLES = (BALANCES, FUNDS, MERCHANTS, INVOICES, PAYMENTS, PROPOSALS, GROUP_BUYS, LOTS)
 """The live tables the auditor's own fold is compared with."""
+SLICED_BY = {BALANCES.name: "resident_id", LOTS.name: "resident_id",
+             INVOICES.name: "household_id", PAYMENTS.name: "household_id"}
+"""The column whose wallet or household owns a row, for tables the auditor's fold keeps
+in slices (`Scratch.owns_uuid`); the other tables are compared by slice 0 alone."""
+FOLD_SLICED_BY = {BALANCES.name: "resident_id", ENTRIES.name: "resident_id",
+                  INVOICES.name: "household_id"}
+"""The same for the projections' own folds: the rows they keep of these tables are the
+slice's (the first key column owns the row); the other tables are folded by slice 0."""
 
 PROJECTION_MISMATCH = "projection_mismatch"
 PROJECTION_ROW_MISSING = "projection_row_missing"
 PROJECTION_ROW_EXTRA = "projection_row_extra"
+COMPARISON_CODES = frozenset({PROJECTION_MISMATCH, PROJECTION_ROW_MISSING, PROJECTION_ROW_EXTRA})
 
 REQUEST_RECORD_NAME = "RequestRecord.Accepted"
 TRADE_RECORDED_PATTERN = "%:Trade.Recorded"
@@ -75,6 +85,12 @@ class ReplayReport:
     tallies_recomputed: int = 0
     """Proposal decisions recomputed from their ballots and the households counted."""
     group_buys_recomputed: int = 0
+    lapse_clearing_won: int = 0
+    accounts_total_won: int = 0
+    """What the auditor's fold holds in the lapse clearing account and in all accounts
+    together: for a slice, its share, which `merge_slices` adds up to check conservation."""
+    folded_position: int = 0
+    """The last event the auditor's fold applied (conservation is found wrong there)."""
 
     def merged_with(self, other: ReplayReport) -> ReplayReport:
         """This report (the auditor's fold) with another half's findings and comparisons."""
@@ -109,17 +125,24 @@ class Replay:
     def __init__(self, conn: psycopg.Connection[Any], *, progress: Progress | None = None,
                  projections: tuple[Projection, ...] = ALL,
                  batch_size: int = limits.verify_fetch_size_rows, part: str = "all",
-                 fold: tuple[str, ...] | None = None) -> None:
+                 fold: tuple[str, ...] | None = None, slice_index: int = 0,
+                 slices: int = 1) -> None:
         """`part`: "scratch" (the auditor's fold only), "projections" (the projections' folds
         only) or "all". `fold` names the projections whose folds this pass runs (default:
         every one tracked; none for "scratch"), so their work can be shared out between
-        processes; the auditor's fold is always compared with every tracked table."""
+        processes; the auditor's fold is always compared with every tracked table.
+        `slice_index` of `slices`: the auditor's fold keeps one hash slice of wallets,
+        trades and households (`Scratch.owns_uuid`), the projections' folds the rows of
+        `FOLD_SLICED_BY` of the same wallets and households (slice 0 also every other
+        table), and each is compared with those rows; `merge_slices` makes one report of
+        all the slices' reports."""
         assert part in ("all", "scratch", "projections")
+        assert 0 <= slice_index < slices
         self.part = part
         self.conn = conn
         self.progress = progress
         self.batch_size = batch_size
-        self.scratch = Scratch()
+        self.scratch = Scratch(slice_index=slice_index, slices=slices)
         self.findings: list[Finding] = []
         self.notes: list[str] = []
         self.rows_compared = 0
@@ -135,7 +158,8 @@ class Replay:
         else:
             self.notes.append("no projection tables in this schema: projections not compared")
         self.folding: tuple[Projection, ...] = () if part == "scratch" else tuple(
-            p for p in self.projections if fold is None or p.name in fold)
+            p for p in self.projections if (fold is None or p.name in fold) and (
+                slice_index == 0 or any(t.name in FOLD_SLICED_BY for t in p.tables)))
         self.raw: dict[str, dict[Key, Row]] = {
             t.name: {} for p in self.folding for t in p.tables if not t.append_only}
         self.folded: dict[str, dict[Key, Row]] = {}
@@ -196,6 +220,7 @@ class Replay:
                 gc.enable()
         if with_scratch:
             scratch.finish()
+        sliced = with_scratch and scratch.slices > 1
         self.folded = {name: typed_rows(self.tables[name], rows) for name, rows in self.raw.items()}
         self.raw = {}
         if entries is not None:
@@ -209,7 +234,10 @@ class Replay:
                             projection_positions=dict(self.cutoffs), notes=self.notes,
                             points_by_kind=scratch.totals_by_kind(),
                             tallies_recomputed=scratch.tallies_recomputed,
-                            group_buys_recomputed=scratch.group_buys_recomputed)
+                            group_buys_recomputed=scratch.group_buys_recomputed,
+                            lapse_clearing_won=scratch.system[LAPSE_CLEARING],
+                            accounts_total_won=sum(scratch.accounts().values()) if sliced else 0,
+                            folded_position=scratch.position)
 
     def _topic_filter(self) -> tuple[str, list[str]]:
         """The WHERE clause on topics for this part, and its LIKE patterns."""
@@ -227,9 +255,16 @@ class Replay:
     def _fold_projections(self, events: list[Any], entries: Iterator[Row] | None) -> None:
         if not self.folding or not events:
             return
+        sliced = self.scratch.slices > 1
+        owns = self.scratch.owns_uuid
         for event in events:
             if event.name == "Trade.Recorded":
-                self.trades.remember(event.data)
+                data = event.data
+                # A slice's wallets look up only their own trades, as buyer or seller.
+                if (not sliced or self.scratch.owns_shared
+                        or owns(_hex(data["buyer_id"]["_data_"]) or "0")
+                        or owns(_hex(data["seller_id"]["_data_"]) or "0")):
+                    self.trades.remember(data)
         last = events[-1].position
         for projection in self.folding:
             cutoff = self.cutoffs[projection.name]
@@ -237,9 +272,29 @@ class Replay:
                 continue
             mine = events if last <= cutoff else [e for e in events if e.position <= cutoff]
             changes = projection.fold(mine, self.trades)
+            if sliced:
+                self._keep_slice(changes)
             if entries is not None and ENTRIES in projection.tables:
                 self._compare_entries(changes.appended[ENTRIES.name], entries)
             merge_raw(self.raw, changes)
+
+    def _keep_slice(self, changes: Changes) -> None:
+        """Drop the changed rows that other slices keep."""
+        owns = self.scratch.owns_uuid
+        shared = self.scratch.owns_shared
+        for name in changes.tables:
+            if name not in FOLD_SLICED_BY:
+                if not shared:
+                    changes.rows[name].clear()
+                    changes.appended[name].clear()
+                continue
+            owner = FOLD_SLICED_BY[name]
+            appended = changes.appended[name]
+            if appended:
+                appended[:] = [row for row in appended if owns(_hex(row[owner]) or "0")]
+            rows = changes.rows[name]
+            for key in [key for key in rows if not owns(_hex(key[0]) or "0")]:
+                del rows[key]
 
     # Wallet entries: compared as they are folded, in position order -------------------------
 
@@ -252,8 +307,10 @@ class Replay:
             else Identifier(name) for name, sql_type in ENTRIES.columns)
         # A second named cursor in the same snapshot, read in step with the events.
         with self.conn.cursor(name="audit_replay_entries") as cursor:
-            cursor.execute(SQL("SELECT {} FROM {} WHERE position <= %s ORDER BY position")
-                           .format(columns, Identifier(ENTRIES.name)), (cutoff,))
+            cursor.execute(SQL("SELECT {} FROM {} WHERE position <= %s{} ORDER BY position")
+                           .format(columns, Identifier(ENTRIES.name),
+                                   self._slice_filter(ENTRIES, FOLD_SLICED_BY, " AND ")),
+                           (cutoff,))
             while rows := cursor.fetchmany(self.batch_size):
                 yield from rows
 
@@ -307,17 +364,32 @@ class Replay:
     # Keyed tables: compared after the pass ------------------------------------------------
 
     def _compare_tables(self) -> None:
+        shared = self.scratch.owns_shared
         for projection in self.projections:
-            with_fold = projection in self.folding
             for table in projection.tables:
-                with_scratch = self.part != "projections" and table in SCRATCH_TABLES
+                with_fold = projection in self.folding and (table.name in FOLD_SLICED_BY
+                                                            or shared)
+                with_scratch = (self.part != "projections" and table in SCRATCH_TABLES
+                                and (table.name in SLICED_BY or shared))
                 if table.append_only or not (with_fold or with_scratch):
                     continue
-                live = _read_table(self.conn, table)
+                # One read serves both: where their slices differ (rent payments, folded
+                # by slice 0 whole) the auditor's rows are looked up among the fold's.
+                live = _read_table(self.conn, table, self._slice_filter(
+                    table, FOLD_SLICED_BY if with_fold else SLICED_BY))
                 if with_fold:
                     self._compare_with_fold(projection, table, live, self.folded[table.name])
                 if with_scratch:
                     self._compare_with_scratch(table, live)
+
+    def _slice_filter(self, table: Table, owners: dict[str, str],
+                      prefix: str = "") -> Composable:
+        """The condition on the rows of `table` this slice compares (`owners`: the owning
+        column of each sliced table), after `prefix`; empty when the table is not sliced."""
+        slices = self.scratch.slices
+        if slices == 1 or table.name not in owners:
+            return SQL("")
+        return SQL(prefix) + slice_sql(owners[table.name], self.scratch.slice_index, slices)
 
     def _compare_with_fold(self, projection: Projection, table: Table, live: dict[Key, Row],
                            folded: dict[Key, Row]) -> None:
@@ -521,6 +593,20 @@ def replay_projections(url: str, schema: str,
             conn.rollback()
 
 
+def replay_slice(url: str, schema: str, slice_index: int, slices: int,
+                 fold: tuple[str, ...] | None = None) -> ReplayReport:
+    """One slice of the whole replay (the auditor's fold and the named projections') on a
+    connection of its own (for a worker process)."""
+    with psycopg.connect(ConnectionSettings.from_url(url).conninfo(),
+                         options=f"-c search_path={schema}") as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        try:
+            return Replay(conn, fold=fold, slice_index=slice_index, slices=slices).run()
+        finally:
+            conn.rollback()
+
+
 class CompactTradeFacts(TradeFacts):
     """`TradeFacts` holding a tuple per trade instead of the whole event's dict."""
 
@@ -573,10 +659,21 @@ def typed_rows(table: Table, rows: dict[Key, Row]) -> dict[Key, Row]:
     return typed_by_key
 
 
-def _read_table(conn: psycopg.Connection[Any], table: Table) -> dict[Key, Row]:
+def slice_sql(column: str, slice_index: int, slices: int) -> Composable:
+    """`Scratch.owns_uuid` in SQL: the uuid column's last 32 bits modulo `slices`."""
+    return SQL("mod(('x' || right({}::text, 8))::bit(32)::bigint, {}) = {}").format(
+        Identifier(column), slices, slice_index)
+
+
+def _read_table(conn: psycopg.Connection[Any], table: Table,
+                where: Composable | None = None) -> dict[Key, Row]:
+    """The live rows, keyed; `where` (empty for all) picks a slice of them."""
+    if where is not None and where.as_string(conn):
+        where = SQL(" WHERE ") + where
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-        cursor.execute(SQL("SELECT {} FROM {}").format(
-            SQL(", ").join(map(Identifier, table.column_names)), Identifier(table.name)))
+        cursor.execute(SQL("SELECT {} FROM {}{}").format(
+            SQL(", ").join(map(Identifier, table.column_names)), Identifier(table.name),
+            where or SQL("")))
         return {tuple(row[c] for c in table.key): row for row in cursor}
 
 
@@ -586,3 +683,42 @@ def _key(key: Key) -> str:
 
 def _diff(columns: list[str], got: Row, want: Row) -> str:
     return "; ".join(f"{c} is {got[c]!r}, the events give {want[c]!r}" for c in columns)
+
+
+def merge_slices(reports: list[ReplayReport]) -> ReplayReport:
+    """One report of the auditor's fold from the reports of all its slices.
+
+    A finding about state every slice keeps (the shared accounts, group buys, guards,
+    the trade clearing account) is found by each slice and kept once; conservation is
+    checked here over the accounts of every slice together, as the unsliced fold does.
+    """
+    first = reports[0]
+    if len(reports) == 1:
+        return first
+    seen: set[Finding] = set()
+    findings: list[Finding] = []
+    for report in reports:
+        for item in report.findings:
+            if item not in seen:
+                seen.add(item)
+                findings.append(item)
+    conservation = Scratch()
+    conservation.check_conserved(first.folded_position,
+                                 [r.accounts_total_won for r in reports],
+                                 sum(r.lapse_clearing_won for r in reports))
+    points_by_kind: dict[str, int] = {}
+    for report in reports:
+        for kind, amount in report.points_by_kind.items():
+            points_by_kind[kind] = points_by_kind.get(kind, 0) + amount
+    return ReplayReport(
+        findings=sorted([*findings, *conservation.findings], key=lambda item: item.position),
+        events=first.events, head=first.head,
+        trades_recomputed=sum(r.trades_recomputed for r in reports),
+        rows_compared=sum(r.rows_compared for r in reports),
+        projection_positions=first.projection_positions, notes=first.notes,
+        points_by_kind=dict(sorted(points_by_kind.items())),
+        tallies_recomputed=first.tallies_recomputed,
+        group_buys_recomputed=first.group_buys_recomputed,
+        lapse_clearing_won=sum(r.lapse_clearing_won for r in reports),
+        accounts_total_won=sum(r.accounts_total_won for r in reports),
+        folded_position=first.folded_position)

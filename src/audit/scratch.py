@@ -17,6 +17,7 @@ the state stays comparable.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -289,6 +290,31 @@ class Scratch:
     guard_tally: GuardTally = field(default_factory=GuardTally)
     pairs: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     """TradePair aggregate -> (resident, other resident, KST month), from TradePair.Opened."""
+    slice_index: int = 0
+    slices: int = 1
+    """This fold keeps the state of one hash slice of wallets, trades and households
+    (`owns_uuid`, `owns_trade`); `slices` folds, one per index, together see everything
+    once. Accounts' postings are counted by the slice that owns their event (the shared
+    accounts' by slice 0), so the slices' `accounts()` add up to the unsliced fold's."""
+    clearing_won: int = 0
+    """The trade clearing account over every event, whichever slice owns it (for
+    `clearing_since`): its postings are read from the events' fields alone."""
+
+    # Slices -------------------------------------------------------------------------------
+
+    def owns_uuid(self, hex_id: str) -> bool:
+        """A wallet or household (32 hex digits) belongs to this slice: its last 32 bits
+        modulo the number of slices (`slice_sql` says the same in SQL)."""
+        return self.slices == 1 or int(hex_id[-8:], 16) % self.slices == self.slice_index
+
+    def owns_trade(self, trade_id: str) -> bool:
+        return (self.slices == 1
+                or zlib.crc32(trade_id.encode()) % self.slices == self.slice_index)
+
+    @property
+    def owns_shared(self) -> bool:
+        """Slice 0 also owns the shared accounts: funds, merchants, proposals, group buys."""
+        return self.slice_index == 0
 
     # Findings -----------------------------------------------------------------------------
 
@@ -309,16 +335,50 @@ class Scratch:
             return
         self.events += 1
         self.position = event.position
-        clearing_before = self.system[TRADE_CLEARING]
+        clearing_before = self.clearing_won
+        posted_before = self.system[TRADE_CLEARING]
         kind, _, what = name.partition(".")
         handler = _HANDLERS.get(kind)
         if handler is None:
             self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {name}")
+        elif self.slices == 1:
+            handler(self, what, event)
+        elif kind == "Resident" and not self.owns_uuid(event.originator_id):
+            self._resident_elsewhere(what, event)
+        elif kind == "Household" and not self.owns_uuid(event.originator_id):
+            pass
+        elif kind in ("Complex", "Merchant") and not self.owns_shared:
+            # Folded for the trades and citations they touch; their postings are slice 0's.
+            system = dict(self.system)
+            handler(self, what, event)
+            self.clearing_won += self.system[TRADE_CLEARING] - system[TRADE_CLEARING]
+            self.system = system
+            posted_before = system[TRADE_CLEARING]
         else:
             handler(self, what, event)
-        clearing = self.system[TRADE_CLEARING]
-        if clearing_before == 0 and clearing != 0:
+        self.clearing_won += self.system[TRADE_CLEARING] - posted_before
+        if clearing_before == 0 and self.clearing_won != 0:
             self.clearing_since = event.position
+
+    def _resident_elsewhere(self, what: str, event: Event) -> None:
+        """A wallet event of another slice: only what it does to the trades and group-buy
+        orders this slice keeps, and to the trade clearing account."""
+        data = event.data
+        if what == "PointsAccrued":
+            self._accrued(event, "personal")
+        elif what == "AccrualClawedBack":
+            self._clawed_back(event, "personal")
+        elif what in ("PointsReceived", "PointsRefunded"):
+            self.clearing_won -= data["amount_won"]
+        elif what in ("PointsSpent", "PaymentReturned"):
+            self.clearing_won += data["amount_won"]
+        elif what == "OrderPointsHeld":
+            self._order_hold(event, "held")
+        elif what == "OrderHoldSpent":
+            self.clearing_won += data["amount_won"]
+            self._order_hold(event, "spent")
+        elif what == "OrderHoldReleased":
+            self._order_hold(event, data["reason"])
 
     def _wallet(self, event: Event) -> Wallet:
         wallet = self.wallets.get(event.originator_id)
@@ -556,7 +616,7 @@ class Scratch:
 
     def _cancelled(self, trade_id: str, share: str, amount_won: int) -> None:
         """A pending share cancelled: its trade delivered that much less."""
-        if not self.check_accruals:
+        if not self.check_accruals or not self.owns_trade(trade_id):
             return
         trade = self.trades.get(trade_id)
         if trade is None:
@@ -784,7 +844,12 @@ class Scratch:
     def _trade(self, what: str, event: Event) -> None:
         data = event.data
         trade_id = data["trade_id"]
-        if what == "Recorded":
+        if what == "Recorded" and not self.owns_trade(trade_id):
+            # Another slice keeps this trade; the group-buy and guard checks read shared state.
+            if trade_id.startswith(GROUP_BUY_TRADE_PREFIX):
+                self._order_trade(event)
+            self._check_guards(event)
+        elif what == "Recorded":
             trade = self.trades.get(trade_id)
             if trade is None:
                 trade = self.trades[trade_id] = TradeAccrual(event.position)
@@ -800,14 +865,21 @@ class Scratch:
                 self._order_trade(event)
             if self.check_accruals:
                 self._recompute_accrual(event)
-            seller = self.wallets.get(str(data["seller_id"]["_data_"]))
-            for breach in self.guard_tally.trade_recorded(
-                    data, event.occurred_at, None if seller is None else seller.household_id):
-                self.found(event.position, GUARD_BREACHED, breach)
+            self._check_guards(event)
         elif what == "Refunded":
-            self._trade_refunded(event)
+            if self.owns_trade(trade_id):
+                self._trade_refunded(event)
         else:
             self.found(event.position, UNKNOWN_EVENT, f"no audit rule for {event.name}")
+
+    def _check_guards(self, event: Event) -> None:
+        """The wash-trade guards; the same-household rule is checked by the slice that
+        keeps the seller's wallet (the others do not know its household)."""
+        data = event.data
+        seller = self.wallets.get(str(data["seller_id"]["_data_"]))
+        for breach in self.guard_tally.trade_recorded(
+                data, event.occurred_at, None if seller is None else seller.household_id):
+            self.found(event.position, GUARD_BREACHED, breach)
 
     def _recompute_accrual(self, event: Event) -> None:
         """The trade's accrual, recomputed from the policy version it recorded."""
@@ -992,9 +1064,9 @@ class Scratch:
 
     def _accrued(self, event: Event, share: str) -> None:
         """Count what an accrual event delivers towards its trade's recorded accrual."""
-        if not self.check_accruals:
-            return
         trade_id = event.data["trade_id"]
+        if not self.check_accruals or not self.owns_trade(trade_id):
+            return
         trade = self.trades.get(trade_id)
         if trade is None:
             trade = self.trades[trade_id] = TradeAccrual(event.position)
@@ -1016,7 +1088,7 @@ class Scratch:
                        f"{trade.delivered_personal_won:,} + {trade.delivered_common_won:,}")
 
     def _clawed_back(self, event: Event, share: str) -> None:
-        if not self.check_accruals:
+        if not self.check_accruals or not self.owns_trade(event.data["trade_id"]):
             return
         trade = self.trades.get(event.data["trade_id"])
         expected = None if trade is None else (
@@ -1036,6 +1108,8 @@ class Scratch:
             found[f"held:{resident}"] = wallet.held_won
             if wallet.pending_won:
                 found[f"pending:{resident}"] = wallet.pending_won
+        if not self.owns_shared:  # every slice folds them; slice 0 counts them
+            return found
         for complex_id, fund in self.funds.items():
             found[f"fund:{complex_id}"] = fund.balance_won
             if fund.pending:
@@ -1052,16 +1126,14 @@ class Scratch:
         return dict(sorted(totals.items()))
 
     def finish(self) -> None:
-        """End-of-log checks: conservation, an empty trade clearing, every accrual delivered."""
-        total = sum(self.accounts().values())
-        if total != 0:
-            self.found(self.position, NOT_CONSERVED, f"all accounts sum to {total:,}, not 0")
-        if self.system[LAPSE_CLEARING] != 0:
-            self.found(self.position, NOT_CONSERVED,
-                       f"lapse clearing holds {self.system[LAPSE_CLEARING]:,} won")
-        if self.system[TRADE_CLEARING] != 0:
+        """End-of-log checks: conservation, an empty trade clearing, every accrual delivered.
+        A slice of several leaves conservation to `check_conserved` over all their accounts."""
+        if self.slices == 1:
+            self.check_conserved(self.position, self.accounts().values(),
+                                 self.system[LAPSE_CLEARING])
+        if self.clearing_won != 0:
             self.found(self.clearing_since, TRADE_CLEARING_NOT_EMPTY,
-                       f"trade clearing holds {self.system[TRADE_CLEARING]:,} won since this "
+                       f"trade clearing holds {self.clearing_won:,} won since this "
                        "position")
         self._check_cited_spends()
         for order_id, (owed, group_buy_id, position) in self.owed_by_outcomes.items():
@@ -1080,6 +1152,15 @@ class Scratch:
                                f"{trade.common_won:,} won of accrual, its wallet and fund "
                                f"received {trade.delivered_personal_won:,} + "
                                f"{trade.delivered_common_won:,}")
+
+    def check_conserved(self, position: int, balances: Any, lapse_clearing_won: int) -> None:
+        """All accounts sum to zero and the lapse clearing account is empty."""
+        total = sum(balances)
+        if total != 0:
+            self.found(position, NOT_CONSERVED, f"all accounts sum to {total:,}, not 0")
+        if lapse_clearing_won != 0:
+            self.found(position, NOT_CONSERVED,
+                       f"lapse clearing holds {lapse_clearing_won:,} won")
 
     def _check_cited_spends(self) -> None:
         """Every spend that names a proposal was counted by that proposal, for its amount."""

@@ -23,8 +23,17 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from audit.chain import Progress
-from audit.replay import Replay, replay_projections
+from audit.replay import (
+    COMPARISON_CODES,
+    Replay,
+    ReplayReport,
+    merge_slices,
+    replay_projections,
+    replay_slice,
+)
+from audit.verify import PROBLEM_CODES as CHAIN_CODES
 from audit.verify import verify_chain
+from eventlog.log import EVENTS_TABLE
 from ledger import limits
 from ledger.database import connect
 
@@ -34,6 +43,8 @@ MAIN_FOLDS = ("wallet_balances",)
 events (the wallet fold reads the most events; decoding them once saves the most)."""
 PROJECTION_SHARES = (("complex_funds", "rent_payments", "market_views"),)
 """The other projections' folds, one forked process per share."""
+FOLDED = MAIN_FOLDS + tuple(name for share in PROJECTION_SHARES for name in share)
+"""Every projection whose own fold is compared (the others only with the auditor's)."""
 
 
 @dataclass
@@ -103,6 +114,8 @@ def verify_ledger(
     progress: Progress | None = None,
     store: bool = True,
     parallel: bool = True,
+    memory_budget_bytes: int = limits.verify_memory_budget_bytes_default,
+    slices: int | None = None,
     **chain_options: Any,
 ) -> Verification:
     """Verify the chain, replay every event, compare, check; store and return the verdict.
@@ -114,12 +127,23 @@ def verify_ledger(
     it folds. They share nothing but the database; each compares events and tables read
     in one snapshot of its own. The progress callback then follows this process's pass
     only.
+
+    When the auditor's fold would not fit in `memory_budget_bytes` (or `slices` is given)
+    runs in several passes (`replay_slice`), each keeping one hash slice of the wallets,
+    trades and households, of the auditor's fold and of the projections' folds alike;
+    the findings are the same as in one pass.
     """
     started = time.monotonic()
     verified_at = datetime.now(UTC)
     if checkpoint_files is not None and not isinstance(checkpoint_files, str | os.PathLike):
         checkpoint_files = list(checkpoint_files)
     chain_arguments = {"checkpoint_files": checkpoint_files, **chain_options}
+    if slices is None:
+        slices = verify_slices_for(url, schema, memory_budget_bytes)
+    if slices > 1:
+        return _finish(url, schema, _verify_sliced(
+            url, schema, slices, chain_arguments, progress=progress, parallel=parallel),
+            started, verified_at, store=store)
     pool = None
     if parallel:
         # Fork, not spawn: the child needs no `__main__` guard from the caller.
@@ -146,6 +170,62 @@ def verify_ledger(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return _finish(url, schema, (chain, replay), started, verified_at, store=store)
+
+
+def verify_slices_for(url: str, schema: str, memory_budget_bytes: int) -> int:
+    """Slices of the auditor's fold so that one slice's state fits in the budget, judged
+    from the log's head position (request records and all: it errs on the safe side)."""
+    with cast("psycopg.Connection[Any]", connect(url, schema)) as conn:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (EVENTS_TABLE,)).fetchone()
+        row = (conn.execute(f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
+               .fetchone() if exists and exists[0] else None)
+    head = int(row[0]) if row else 0
+    wanted = -(-head * limits.verify_state_bytes_per_event // max(1, memory_budget_bytes))
+    return max(1, min(limits.verify_slices_max, wanted))
+
+
+def _verify_sliced(url: str, schema: str, slices: int, chain_arguments: dict[str, Any], *,
+                   progress: Progress | None, parallel: bool) -> tuple[Any, ReplayReport]:
+    """The chain pass and every slice of the replay (`replay_slice`, the auditor's fold and
+    the `FOLDED` projections' folds together), two processes at a time when `parallel`."""
+    if not parallel:
+        chain = verify_chain(url, schema, progress=progress, **chain_arguments)
+        reports = [replay_slice(url, schema, index, slices, FOLDED) for index in range(slices)]
+    else:
+        with ProcessPoolExecutor(max_workers=2,
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            chain_future = pool.submit(verify_chain, url, schema, **chain_arguments)
+            futures = [pool.submit(replay_slice, url, schema, index, slices, FOLDED)
+                       for index in range(slices)]
+            reports = []
+            for future in futures:
+                reports.append(future.result())
+                if progress is not None:
+                    progress(reports[-1].events)
+            chain = chain_future.result()
+    replay = merge_slices(reports)
+    replay.notes.append(f"the replay ran in {slices} hash slices (memory budget)")
+    return chain, replay
+
+
+def _finding_order(item: dict[str, Any]) -> tuple[int, int, str]:
+    """By position; at one position the auditor's own fold first, then its comparisons
+    with the tables, then the projections' folds' comparisons, then the chain, then by
+    text: the same order however the work was split between processes and slices."""
+    code, detail = item["code"], item["detail"]
+    if code in CHAIN_CODES:
+        rank = 3
+    elif code not in COMPARISON_CODES:
+        rank = 0
+    else:
+        rank = 1 if "audit replay" in detail else 2
+    return int(item["position"]), rank, f"{code} {detail}"
+
+
+def _finish(url: str, schema: str, passes: tuple[Any, ReplayReport], started: float,
+            verified_at: datetime, *, store: bool) -> Verification:
+    chain, replay = passes
     findings: list[dict[str, Any]] = [
         {"position": item.position, "code": item.code, "detail": item.detail}
         for item in replay.findings]
@@ -153,7 +233,7 @@ def verify_ledger(
         assert chain.first_bad_position is not None and chain.problem is not None
         findings.append({"position": chain.first_bad_position, "code": chain.problem,
                          "detail": chain.detail})
-    findings.sort(key=lambda item: int(item["position"]))
+    findings.sort(key=_finding_order)
     first = findings[0] if findings else None
     counts = {
         "events": replay.events, "head": replay.head,

@@ -1,6 +1,6 @@
 """`ledger audit …`: the auditor's commands.
 
-    ledger audit verify [--json] [--checkpoints DIR]
+    ledger audit verify [--json] [--checkpoints DIR] [--memory-budget-mib MIB] [--slices N]
     ledger audit balances --as-of TIME|POSITION [--as-of-occurred TIME]
                           [--resident ID | --complex ID | --household ID]
     ledger audit statement (--resident ID | --complex ID) --month YYYY-MM [--format csv|json]
@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from audit.signing import KEY_DIR_DEFAULT
+from ledger import limits
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -32,6 +33,13 @@ def _url(args: argparse.Namespace) -> str:
     from ledger.database import database_url  # noqa: PLC0415
 
     return str(args.database_url or database_url())
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _print_json(document: Any) -> None:
@@ -47,7 +55,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with tqdm(desc="replaying (chain checked alongside)", unit="event", disable=not show,
               file=sys.stderr) as bar:
         result = verify_ledger(_url(args), args.schema, checkpoint_files=args.checkpoints,
-                               progress=bar.update, key_dir=args.key_dir)
+                               progress=bar.update, key_dir=args.key_dir,
+                               memory_budget_bytes=args.memory_budget_mib * 1024**2,
+                               slices=args.slices)
     if args.json:
         print(result.to_json())
     else:
@@ -143,6 +153,13 @@ def add_commands(commands: Any) -> None:
     verify.add_argument("--json", action="store_true", help="print the verdict as JSON")
     verify.add_argument("--checkpoints", metavar="DIR",
                         help="exported checkpoint files to hold the database to")
+    verify.add_argument(
+        "--memory-budget-mib", type=_positive, metavar="MIB",
+        default=limits.verify_memory_budget_bytes_default // 1024**2,
+        help="memory the auditor's fold may hold; a larger log is folded in hash slices, "
+             "one pass over the log each (default %(default)s)")
+    verify.add_argument("--slices", type=_positive, metavar="N",
+                        help="fold in exactly N hash slices (overrides the budget)")
     verify.set_defaults(handler=cmd_verify)
 
     balances = sub.add_parser("balances", help="a wallet, fund or household at a past moment")

@@ -290,6 +290,19 @@ checkpoint_interval_seconds_default = 10 * 60
 verify_fetch_size_rows = 20_000
 """Rows the verifier takes from its server-side cursors per round trip."""
 
+verify_memory_budget_bytes_default = 2 * 1024**3
+"""What `ledger audit verify` may hold of the auditor's fold in one process (the wallets,
+trades and households it keeps): the fold is split into as many hash slices as this
+needs (`verify_slices_for`), each replayed in a pass of its own."""
+
+verify_state_bytes_per_event = 512
+"""The auditor's fold's memory per event of the log, measured on the pilot month (about
+1 KiB per wallet, trade and invoice, about 400 bytes per event), rounded up: the log's
+head position times this is what an unsliced fold would hold."""
+
+verify_slices_max = 256
+"""Hash slices of the auditor's fold at most (each is a full read of the log)."""
+
 findings_kept_max = 100
 """Problems one verification keeps; the first (lowest position) is the one reported."""
 
