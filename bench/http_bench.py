@@ -6,8 +6,8 @@ Needs `wrk` (Debian: `apt-get install -y wrk`): a Python load generator on this 
 measures itself (an httpx async client tops out near 500 requests/s), wrk does not.
 
 One run:
-1. seeds a small ledger (`ledger seed --households 400`) into a fresh schema and builds
-   its projections (`ledger projections rebuild`);
+1. for each server (below), seeds a small ledger (`ledger seed --households 400`) into a
+   fresh schema of its own and builds its projections (`ledger projections rebuild`);
 2. signs development tokens, as `ledger token` does: the platform's, and one for each of
    64 residents whose wallets are open;
 3. twice, once as `ledger serve` runs by default (the projection runner and the audit
@@ -18,8 +18,8 @@ One run:
    - `GET /v1/me/wallet`: a resident's token drawn at random per request
      (bench/wrk/wallet.lua), a projection read;
    - `POST /v1/trades`: the platform's token, a fresh Idempotency-Key and trade id per
-     request, two open wallets at random (bench/wrk/trades.lua), a command through the
-     commit engine;
+     request, two open wallets of different households at random (bench/wrk/trades.lua),
+     a command through the commit engine;
    then stops the server;
 4. prints requests/s, p50 and p99 latency (wrk's `--latency`), and each route's ratio to
    the health check of the same server in the same run; drops the schema.
@@ -166,16 +166,20 @@ def prepare_clients(conninfo: str, schema: str, work: Path
     """Tokens and files for wrk's scripts: the open wallets of the seeded `schema`, a token
     for each of the first RESIDENT_TOKENS of them, and the platform's token (keys in `work`)."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        residents = [str(row[0]) for row in conn.execute(
-            f'SELECT resident_id FROM "{schema}".p_wallet_balances'
-            " WHERE NOT closed ORDER BY resident_id").fetchall()]
+        rows = conn.execute(
+            f'SELECT resident_id, household_id FROM "{schema}".p_wallet_balances'
+            " WHERE NOT closed ORDER BY resident_id").fetchall()
+    residents = [str(resident) for resident, _ in rows]
     settings = ApiSettings(dev_key_dir=work / "keys", jwt_public_keys=())
     tokens = [mint_token(Role.RESIDENT, uuid.UUID(resident), settings=settings)
               for resident in residents[:RESIDENT_TOKENS]]
     platform_token = mint_token(Role.PLATFORM, PLATFORM, settings=settings)
     files = {"residents": str(work / "residents"), "tokens": str(work / "tokens"),
              "log": str(work / "serve.log")}
-    Path(files["residents"]).write_text("\n".join(residents) + "\n")
+    # "resident household" a line: trades.lua pairs residents of different households (the
+    # same_household_trade guard refuses the others with a 409).
+    Path(files["residents"]).write_text(
+        "".join(f"{resident} {household}\n" for resident, household in rows))
     Path(files["tokens"]).write_text("\n".join(tokens) + "\n")
     return files, tokens, platform_token, residents
 
@@ -207,39 +211,42 @@ def main() -> int:
 
     url = args.database_url or database_url()
     conninfo = ConnectionSettings.from_url(url).conninfo()
-    schema = f"bench_http_{uuid.uuid4().hex[:8]}"
-    work = Path(tempfile.mkdtemp(prefix="http-bench-"))
-    environment = server_environment(url, schema, work)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        ledger = [str(LEDGER), "--database-url", url, "--schema", schema, "--quiet"]
-        subprocess.run([*ledger, "seed", "--households", str(args.households)],  # noqa: S603
-                       check=True, env=environment, stdout=subprocess.DEVNULL)
-        subprocess.run([*ledger, "projections", "rebuild"],  # noqa: S603
-                       check=True, env=environment, stdout=subprocess.DEVNULL)
-        files, tokens, platform_token, residents = prepare_clients(conninfo, schema, work)
-        print(f"{len(residents)} open wallets, {len(tokens)} resident tokens; wrk "
-              f"-t{args.threads} -c{args.connections} -d{args.seconds:g}s per route",
-              flush=True)
-        servers = {"projections": [], "no-projections": ["--no-projections"]}
-        for name, arguments in servers.items():
-            if args.only not in (None, name):
-                continue
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s per route",
+          flush=True)
+    servers = {"projections": [], "no-projections": ["--no-projections"]}
+    for name, arguments in servers.items():
+        if args.only not in (None, name):
+            continue
+        # Each server gets a ledger of its own, seeded afresh: the second server does not
+        # run on the first one's trades (a larger log, and the trades' pending shares).
+        schema = f"bench_http_{uuid.uuid4().hex[:8]}"
+        work = Path(tempfile.mkdtemp(prefix="http-bench-"))
+        environment = server_environment(url, schema, work)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            ledger = [str(LEDGER), "--database-url", url, "--schema", schema, "--quiet"]
+            subprocess.run(  # noqa: S603  (our own command line)
+                [*ledger, "seed", "--households", str(args.households)],
+                check=True, env=environment, stdout=subprocess.DEVNULL)
+            subprocess.run([*ledger, "projections", "rebuild"],  # noqa: S603
+                           check=True, env=environment, stdout=subprocess.DEVNULL)
+            files, tokens, platform_token, residents = prepare_clients(conninfo, schema, work)
             load = os.getloadavg()[0]
             figures = measure_server(arguments, environment, args, files, tokens[0],
                                      platform_token)
-            health = figures["GET /v1/health"].requests_per_second
-            print(f"\nledger serve {' '.join(arguments)}  (1-minute load before: {load:.2f})")
-            print(f"{'route':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
-            for route, figure in figures.items():
-                print(f"{route:<20}{figure.requests_per_second:>9,.0f}{figure.p50_ms:>9.2f}"
-                      f"{figure.p99_ms:>9.2f}{figure.requests_per_second / health:>8.2f}",
-                      flush=True)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            shutil.rmtree(work, ignore_errors=True)
+        health = figures["GET /v1/health"].requests_per_second
+        print(f"\nledger serve {' '.join(arguments)}  ({len(residents)} open wallets, "
+              f"{len(tokens)} resident tokens; 1-minute load before: {load:.2f})")
+        print(f"{'route':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+        for route, figure in figures.items():
+            print(f"{route:<20}{figure.requests_per_second:>9,.0f}{figure.p50_ms:>9.2f}"
+                  f"{figure.p99_ms:>9.2f}{figure.requests_per_second / health:>8.2f}",
+                  flush=True)
     return 0
 
 

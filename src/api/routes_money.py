@@ -1,5 +1,9 @@
 """Points moving: trades and refunds (the platform), rent invoices and rent payments
 (billing and residents), and common-fund spends (the complex's manager).
+
+The routes whose only blocking work is the command itself are async and hand just the
+command to the thread pool (`Write.execute_async`): a sync route costs a second trip
+there, for FastAPI's check of its return value (docs/api.md, "HTTP throughput").
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ ClientId = Annotated[str, Path(min_length=1, max_length=limits.identifier_length
 
 @router.post("/trades", status_code=201, response_model=TradeRecorded, responses=WRITE_ERRORS,
              tags=["trades"], summary="Record a completed sale and its accrual (platform)")
-def record_trade(body: TradeRequest,
+async def record_trade(body: TradeRequest,
                  write: Annotated[Write, Depends(writer(Role.PLATFORM))]) -> TradeRecorded:
-    outcome = write.execute(
+    outcome = await write.execute_async(
         c.RecordTrade(body.trade_id, body.market, body.category, body.seller_id,
                       body.seller_kind, body.buyer_id, body.amount_won, body.points_used_won,
                       body.policy_version),
@@ -53,10 +57,10 @@ def record_trade(body: TradeRequest,
 @router.post("/trades/{trade_id}/refund", response_model=TradeRefunded,
              responses=WRITE_ERRORS, tags=["trades"],
              summary="Refund a trade: points used go back, accruals are clawed back (platform)")
-def refund_trade(trade_id: ClientId,
+async def refund_trade(trade_id: ClientId,
                  write: Annotated[Write, Depends(writer(Role.PLATFORM))],
                  body: Annotated[RefundRequest | None, Body()] = None) -> TradeRefunded:
-    outcome = write.execute(c.RefundTrade(trade_id),
+    outcome = await write.execute_async(c.RefundTrade(trade_id),
                             occurred_at=body.occurred_at if body else None)
     return TradeRefunded(position=outcome.position, **outcome.result)
 
@@ -64,10 +68,10 @@ def refund_trade(trade_id: ClientId,
 @router.post("/rent-invoices", status_code=201, response_model=RentInvoiceIssued,
              responses=WRITE_ERRORS, tags=["rent"],
              summary="Issue a household's rent invoice (billing)")
-def issue_rent_invoice(body: RentInvoiceRequest,
+async def issue_rent_invoice(body: RentInvoiceRequest,
                        write: Annotated[Write, Depends(writer(Role.BILLING))]
                        ) -> RentInvoiceIssued:
-    outcome = write.execute(
+    outcome = await write.execute_async(
         c.IssueRentInvoice(body.household_id, body.invoice_id, body.billing_period,
                            body.amount_won, body.due_at),
         occurred_at=body.occurred_at)
@@ -115,31 +119,31 @@ def pay_rent(body: RentPaymentRequest,
 @router.post("/rent-payments/{payment_id}/settle", response_model=RentPaymentChanged,
              responses=WRITE_ERRORS, tags=["rent"],
              summary="Settle a held rent payment: the points paid the rent (billing)")
-def settle_rent_payment(payment_id: ClientId,
+async def settle_rent_payment(payment_id: ClientId,
                         write: Annotated[Write, Depends(writer(Role.BILLING))]
                         ) -> RentPaymentChanged:
-    outcome = write.execute(c.SettleRentPayment(payment_id))
+    outcome = await write.execute_async(c.SettleRentPayment(payment_id))
     return RentPaymentChanged(position=outcome.position, **outcome.result)
 
 
 @router.post("/rent-payments/{payment_id}/release", response_model=RentPaymentChanged,
              responses=WRITE_ERRORS, tags=["rent"],
              summary="Release a held rent payment: the points are available again (billing)")
-def release_rent_payment(payment_id: ClientId,
+async def release_rent_payment(payment_id: ClientId,
                          write: Annotated[Write, Depends(writer(Role.BILLING))]
                          ) -> RentPaymentChanged:
-    outcome = write.execute(c.ReleaseRentPayment(payment_id))
+    outcome = await write.execute_async(c.ReleaseRentPayment(payment_id))
     return RentPaymentChanged(position=outcome.position, **outcome.result)
 
 
 @router.post("/complexes/{complex_id}/fund/spends", status_code=201, response_model=FundSpent,
              responses=WRITE_ERRORS, tags=["funds"],
              summary="Spend from the complex's common fund (the complex's manager)")
-def spend_fund(complex_id: Annotated[UUID, Path()], body: FundSpendRequest,
+async def spend_fund(complex_id: Annotated[UUID, Path()], body: FundSpendRequest,
                write: Annotated[Write, Depends(writer(Role.MANAGER))]) -> FundSpent:
     if not in_complex(write.principal, complex_id):
         raise DomainError(errors.unknown_complex, str(complex_id))
-    outcome = write.execute(c.SpendFund(complex_id, body.spend_id, body.purpose,
+    outcome = await write.execute_async(c.SpendFund(complex_id, body.spend_id, body.purpose,
                                         body.amount_won, body.decision_ref or "",
                                         body.proposal_id))
     return FundSpent(position=outcome.position, **outcome.result)
