@@ -114,11 +114,14 @@ WASH_SHARING_AMOUNT_WON = 1_100_000
 SELLER_PICKS_MAX = 8
 """Draws of a sharing seller (same complex, another household, a pair under its monthly
 cap) before the trade goes to the shopping market instead."""
-POPULATION_LINES_PER_HOUSEHOLD = 3.0
-MONTH_LINES_PER_HOUSEHOLD = 6.85
-"""Lines a seed writes, measured (estimates for the progress bar): registering a household
-and its residents (2 on average), and a month's activity per household (see
-docs/import.md, "Seeding")."""
+POPULATION_LINES_PER_HOUSEHOLD = 2.9
+FIRST_MONTH_LINES_PER_HOUSEHOLD = 7.9
+LATER_MONTH_LINES_PER_HOUSEHOLD = 8.9
+"""Lines a seed writes per household, measured (2026-12-05, seeds of 5,000 and 25,000
+households; the progress bar's total): registering households and residents (1.8 a
+household) with the lifecycle's old lots; a first month of activity (4 trades, their
+releases and refunds, a rent invoice, ballots, group-buy orders); a later month, with more
+rent paid in points and the previous month's last releases. Within 1 % at those sizes."""
 
 
 @dataclass
@@ -251,9 +254,11 @@ class Seeder:
                                if count > rejected_by_name[name]}
 
     def _estimate(self) -> int:
-        return int(1 + self.complex_count + 50
-                   + self.household_count * (POPULATION_LINES_PER_HOUSEHOLD
-                                             + MONTH_LINES_PER_HOUSEHOLD * self.months))
+        per_household = POPULATION_LINES_PER_HOUSEHOLD
+        if self.months:
+            per_household += (FIRST_MONTH_LINES_PER_HOUSEHOLD
+                              + LATER_MONTH_LINES_PER_HOUSEHOLD * (self.months - 1))
+        return int(1 + self.complex_count + 50 + self.household_count * per_household)
 
     def _population(self, offset: int) -> None:
         model = self.model
