@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--months", type=bounded_int(0, limits.seed_months_max), default=1,
                       help="months of activity after enrolment (default 1)")
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    # seeding.seed.default_workers, without loading the seeder to build the parser
     seed_workers = max(1, min(limits.import_workers_default_max, os.cpu_count() or 1))
     seed.add_argument("--workers", type=bounded_int(1, limits.import_workers_max),
                       default=seed_workers,

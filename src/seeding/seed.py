@@ -659,8 +659,9 @@ def default_workers() -> int:
 
 def seed(ledger: Ledger, *, complexes: int = 2, households: int = 40, months: int = 1,
          seed_value: int = 7, progress: bool = True, start: date | None = None,
-         workers: int = 1) -> SeedSummary:
-    """Seed the ledger's database and schema (through `ledger import`'s path)."""
+         workers: int | None = None) -> SeedSummary:
+    """Seed the ledger's database and schema (through `ledger import`'s path; workers:
+    default one per core)."""
     return Seeder(ledger_url(ledger), ledger.schema, complexes=complexes,
                   households=households, months=months, seed=seed_value, start=start,
-                  progress=progress, workers=workers).run()
+                  progress=progress, workers=workers or default_workers()).run()
