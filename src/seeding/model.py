@@ -27,7 +27,7 @@ from uuid import UUID
 from ledger.policy import LIFECYCLE_DEFAULTS, accrual_base_won, share_won
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A trade's shares in their return window."""
 
