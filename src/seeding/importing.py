@@ -286,9 +286,21 @@ class Owners:
                     self.complexes[locator_id] = self.complexes[resident_id]
 
 
-def _partition(complex_id: UUID, workers: int) -> int:
-    return int.from_bytes(hashlib.blake2b(complex_id.bytes, digest_size=4).digest(),
-                          "big") % workers
+@dataclass
+class Partitions:
+    """Complexes dealt to the workers in turn, in the order the file first names them: the
+    same file and number of workers give the same partitions (a resumed run relies on it),
+    and complexes of like size load the workers evenly (a hash of the id left one worker
+    with six of eight complexes)."""
+
+    workers: int
+    of: dict[UUID, int] = field(default_factory=dict)
+
+    def __call__(self, complex_id: UUID) -> int:
+        part = self.of.get(complex_id)
+        if part is None:
+            part = self.of[complex_id] = len(self.of) % self.workers
+        return part
 
 
 # Running ---------------------------------------------------------------------------------
@@ -610,6 +622,7 @@ def _plan(ledger: Ledger, path: Path, workers: int, default_actor: UUID, at: dat
     from tqdm import tqdm  # noqa: PLC0415
 
     owners = Owners(ledger)
+    partition = Partitions(workers)
     parts = array("h")
     offsets = array("q")
     deferred: dict[int, UUID] = {}  # line number -> the id whose complex it takes
@@ -634,12 +647,12 @@ def _plan(ledger: Ledger, path: Path, workers: int, default_actor: UUID, at: dat
                 parts.append(NOT_RUN)
                 continue
             if line.complex_id is not None:  # the file says: nothing to learn or look up
-                parts.append(_partition(line.complex_id, workers))
+                parts.append(partition(line.complex_id))
                 continue
             complex_id = owners.complex_of(line.command)
             owners.learn(line.command, line.cause, complex_id)
             if complex_id is not None:
-                parts.append(_partition(complex_id, workers))
+                parts.append(partition(complex_id))
             elif (owner := owners.owner_ids(line.command)) is not None:
                 deferred[number] = owner
                 parts.append(DEFERRED)
@@ -652,7 +665,7 @@ def _plan(ledger: Ledger, path: Path, workers: int, default_actor: UUID, at: dat
     owners.look_up(list(deferred.values()))
     for number, owner in deferred.items():
         complex_id = owners.complexes.get(owner)
-        parts[number - 1] = 0 if complex_id is None else _partition(complex_id, workers)
+        parts[number - 1] = 0 if complex_id is None else partition(complex_id)
     segments: list[dict[int, array[int]]] = []
     current: dict[int, array[int]] = {}
     for index, part in enumerate(parts):
