@@ -99,6 +99,7 @@ def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     keys = ["--key-dir", str(work / "audit-keys")]
     figures: dict[str, Any] = {"dataset": name, "complexes": complexes,
                                "households": households, "months": months,
+                               "seed_workers": args.seed_workers,
                                "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                "load_average": round(os.getloadavg()[0], 2)}
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -107,7 +108,8 @@ def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name} (schema {schema}): seeding {complexes:,} complexes, "
               f"{households:,} households, {months} month(s)", flush=True)
         seconds, peak = run_step([*ledger, "seed", "--complexes", str(complexes),
-                                  "--households", str(households), "--months", str(months)],
+                                  "--households", str(households), "--months", str(months),
+                                  "--workers", str(args.seed_workers)],
                                  environment, log)
         events, size = schema_facts(conninfo, schema)
         figures.update(events=events, database_mib=round(size / 2**20),
@@ -254,6 +256,8 @@ def main() -> int:
     parser.add_argument("--http-seconds", type=float, default=5.0,
                         help="wrk's seconds per route (0: no HTTP figures)")
     parser.add_argument("--keep", action="store_true", help="keep the seeded schemas")
+    parser.add_argument("--seed-workers", type=int, default=os.cpu_count() or 1,
+                        help="`ledger seed --workers` (default: one per core)")
     parser.add_argument("--skip", default="", type=lambda text: set(text.split(",")),
                         help="steps to leave out: rebuild, verify, http (comma-separated)")
     parser.add_argument("--report-only", action="store_true",

@@ -27,23 +27,26 @@ def _url(args: argparse.Namespace) -> str:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from audit.summary import summarise  # noqa: PLC0415
-    from ledger.application import Ledger  # noqa: PLC0415
-    from seeding.seed import seed  # noqa: PLC0415
+    from ledger.errors import GUARD_CODES  # noqa: PLC0415
+    from seeding.seed import Seeder  # noqa: PLC0415
 
     url = _url(args)
-    ledger = Ledger.connect(url, args.schema)
-    try:
-        result = seed(ledger, complexes=args.complexes, households=args.households,
-                      months=args.months, seed_value=args.seed, progress=not args.quiet)
-    finally:
-        ledger.close()
+    result = Seeder(url, args.schema, complexes=args.complexes, households=args.households,
+                    months=args.months, seed=args.seed, progress=not args.quiet,
+                    workers=args.workers).run()
     print(f"commands: {result.commands:,} accepted {result.commands - result.rejected:,}, "
-          f"rejected {result.rejected:,} (e.g. points spent before a refund arrived)")
-    from ledger.errors import GUARD_CODES  # noqa: PLC0415
+          f"rejected {result.rejected:,} (wash trades, and points the seed's own reckoning "
+          "allowed but the ledger did not)")
     refused = ", ".join(f"{code} {result.rejected_by_code.get(code, 0):,}"
                         for code in GUARD_CODES)
     print(f"wash trades refused by the guards: {refused}")
-    print(f"events written: {result.events_after - result.events_before:,}")
+    others = sorted((code, count) for code, count in result.rejected_by_code.items()
+                    if code not in GUARD_CODES)
+    if others:
+        print("other refusals: " + ", ".join(f"{code} {count:,}" for code, count in others))
+    print(f"events written: {result.events_after - result.events_before:,} "
+          f"(lines written in {result.seconds_writing:.1f} s, imported in "
+          f"{result.seconds_importing:.1f} s)")
     summary = summarise(url, args.schema, progress=not args.quiet)
     for line in summary.lines():
         print(line)
@@ -97,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--months", type=bounded_int(0, limits.seed_months_max), default=1,
                       help="months of activity after enrolment (default 1)")
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    # seeding.seed.default_workers, without loading the seeder to build the parser
+    seed_workers = max(1, min(limits.import_workers_default_max, os.cpu_count() or 1))
+    seed.add_argument("--workers", type=bounded_int(1, limits.import_workers_max),
+                      default=seed_workers,
+                      help=f"import worker processes (default {seed_workers}: one per core, "
+                           f"at most {limits.import_workers_default_max})")
     seed.set_defaults(handler=cmd_seed)
 
     importing = commands.add_parser(

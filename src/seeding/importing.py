@@ -28,6 +28,7 @@ How it runs:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import json
@@ -35,6 +36,7 @@ import multiprocessing
 import time
 import types
 import typing
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ from ledger.complex import complex_id_for
 from ledger.database import ConnectionSettings
 from ledger.errors import DatabaseUnavailable, DomainError
 from ledger.events import Cause
+from ledger.groupbuy import GroupBuyOrderLocator, order_locator_id, order_trade_id
 from ledger.household import Household, RentPaymentLocator, rent_payment_locator_id
 from ledger.persistence import APP_ROLE, Statement
 from ledger.proposal import Proposal, proposal_aggregate_id
@@ -69,7 +72,8 @@ COMMANDS: dict[str, type[c.Command]] = {
         c.PayOutMerchant, c.SetAccrualPolicy, c.RecordTrade, c.RefundTrade,
         c.IssueRentInvoice, c.PayRent, c.SettleRentPayment, c.ReleaseRentPayment,
         c.ExpireRentPayment, c.SpendFund, c.SetFundAllowance, c.OpenProposal, c.CastBallot,
-        c.CloseProposal)}
+        c.CloseProposal, c.OpenGroupBuy, c.PlaceGroupBuyOrder, c.CancelGroupBuyOrder,
+        c.CloseGroupBuy, c.ReleasePendingPoints, c.ExpirePoints)}
 GLOBAL = -1
 """The partition of lines that belong to no complex: run alone, as barriers."""
 INVALID_LINE = "invalid_line"
@@ -86,6 +90,8 @@ class Line:
     number: int
     command: c.Command
     cause: Cause
+    complex_id: UUID | None = None
+    """The complex the file says the line belongs to (`complex_id` beside `body`), if any."""
 
 
 def parse(number: int, text: str, default_actor: UUID, at: datetime) -> Line:
@@ -115,7 +121,9 @@ def parse(number: int, text: str, default_actor: UUID, at: datetime) -> Line:
                   if "occurred_at" in document else at,
                   _uuid("on_behalf_of", document["on_behalf_of"])
                   if document.get("on_behalf_of") is not None else None)
-    return Line(number, _command(cls, body), cause)
+    hint = document.get("complex_id")
+    return Line(number, _command(cls, body), cause,
+                None if hint is None else _uuid("complex_id", hint))
 
 
 def _command(cls: type[c.Command], body: dict[str, Any]) -> c.Command:
@@ -162,6 +170,10 @@ def _value(name: str, hint: Any, value: Any) -> Any:
         raise LineError(f"body: {name} may not be null")
     if UUID in options:
         return _uuid(name, value)
+    if tuple[UUID, ...] in options:
+        if not isinstance(value, list) or not value:
+            raise LineError(f"body: {name} must be a list of UUIDs")
+        return tuple(_uuid(name, item) for item in value)
     if datetime in options:
         return _time(name, value)
     if int in options:
@@ -219,18 +231,24 @@ class Owners:
             self.complexes[rent_payment_locator_id(command.payment_id)] = complex_id
         elif isinstance(command, c.OpenProposal):
             self.complexes[proposal_aggregate_id(command.proposal_id)] = complex_id
+        elif isinstance(command, c.PlaceGroupBuyOrder):
+            self.complexes[order_locator_id(command.order_id)] = complex_id
+            # The trade the order becomes when its group buy completes.
+            self.complexes[trade_aggregate_id(order_trade_id(command.order_id))] = complex_id
 
     def owner_ids(self, command: c.Command) -> UUID | None:
         """The id whose complex the line belongs to (None: the line names a complex or none)."""
         match command:
             case c.EnrolResident() | c.IssueRentInvoice() | c.PayRent():
                 return command.household_id
-            case c.MoveOut():
+            case c.MoveOut() | c.ExpirePoints() | c.PlaceGroupBuyOrder():
                 return command.resident_id
             case c.RecordTrade():
                 return command.buyer_id
-            case c.RefundTrade():
+            case c.RefundTrade() | c.ReleasePendingPoints():
                 return trade_aggregate_id(command.trade_id)
+            case c.CancelGroupBuyOrder():
+                return order_locator_id(command.order_id)
             case c.SettleRentPayment() | c.ReleaseRentPayment() | c.ExpireRentPayment():
                 return rent_payment_locator_id(command.payment_id)
             case c.CastBallot() | c.CloseProposal():
@@ -249,7 +267,9 @@ class Owners:
 
     def look_up(self, ids: Sequence[UUID]) -> None:
         """Learn from the ledger the complexes of ids the file did not define."""
-        missing = [aggregate_id for aggregate_id in ids if aggregate_id not in self.complexes]
+        missing = list({aggregate_id for aggregate_id in ids
+                        if aggregate_id not in self.complexes})
+        orders: dict[UUID, UUID] = {}  # order locator -> its resident
         for start in range(0, len(missing), limits.import_lookup_ids_max):
             found = self.ledger.load_many(missing[start:start + limits.import_lookup_ids_max])
             for aggregate_id, aggregate in found.items():
@@ -257,11 +277,30 @@ class Owners:
                     self.complexes[aggregate_id] = aggregate.home_complex_id
                 elif isinstance(aggregate, Trade):
                     self.complexes[aggregate_id] = aggregate.buyer_complex_id
+                elif isinstance(aggregate, GroupBuyOrderLocator):
+                    orders[aggregate_id] = aggregate.resident_id
+        if orders:  # an order's complex is its resident's
+            self.look_up(list(orders.values()))
+            for locator_id, resident_id in orders.items():
+                if resident_id in self.complexes:
+                    self.complexes[locator_id] = self.complexes[resident_id]
 
 
-def _partition(complex_id: UUID, workers: int) -> int:
-    return int.from_bytes(hashlib.blake2b(complex_id.bytes, digest_size=4).digest(),
-                          "big") % workers
+@dataclass
+class Partitions:
+    """Complexes dealt to the workers in turn, in the order the file first names them: the
+    same file and number of workers give the same partitions (a resumed run relies on it),
+    and complexes of like size load the workers evenly (a hash of the id left one worker
+    with six of eight complexes)."""
+
+    workers: int
+    of: dict[UUID, int] = field(default_factory=dict)
+
+    def __call__(self, complex_id: UUID) -> int:
+        part = self.of.get(complex_id)
+        if part is None:
+            part = self.of[complex_id] = len(self.of) % self.workers
+        return part
 
 
 # Running ---------------------------------------------------------------------------------
@@ -350,26 +389,35 @@ def _rejected_lines(conninfo: str, schema: str, digest: str) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class Job:
-    """What one worker process runs: its partition's lines within [first, last]."""
+    """What one worker process runs: its partition's lines of one segment, in file order
+    (`numbers`, the first of which starts at byte `offset`)."""
 
     url: str
     schema: str
     path: str
     digest: str
     part: int
-    numbers: tuple[int, ...]
+    numbers: array[int]
+    offset: int
     default_actor: UUID
     started_at: datetime
 
 
-def _read_lines(path: str, wanted: set[int]) -> Iterator[tuple[int, str]]:
-    last = max(wanted, default=0)
-    with open(path, encoding="utf-8", errors="surrogateescape") as stream:
-        for number, text in enumerate(stream, start=1):
-            if number > last:
-                return
-            if number in wanted:
-                yield number, text
+def _read_lines(path: str, offset: int, numbers: array[int]) -> Iterator[tuple[int, str]]:
+    """The lines `numbers` (ascending; the first starts at byte `offset`): read on from
+    there, not from the file's start, so a segment costs what it spans."""
+    if not numbers:
+        return
+    index, number = 0, numbers[0]
+    with open(path, "rb") as stream:
+        stream.seek(offset)
+        for raw in stream:
+            if number == numbers[index]:
+                yield number, raw.decode("utf-8", "surrogateescape")
+                index += 1
+                if index == len(numbers):
+                    return
+            number += 1
 
 
 def run_job(job: Job, progress: Any = None) -> tuple[int, int, int]:
@@ -406,7 +454,7 @@ def run_job(job: Job, progress: Any = None) -> tuple[int, int, int]:
                     progress.value += len(chunk)
             chunk.clear()
 
-        for number, text in _read_lines(job.path, set(job.numbers)):
+        for number, text in _read_lines(job.path, job.offset, job.numbers):
             line = parse(number, text, job.default_actor, job.started_at)
             chunk.append((line, text))
             if len(chunk) >= limits.import_chunk_lines:
@@ -504,8 +552,8 @@ def _import_file(url: str, schema: str, path: Path, *, workers: int,
         # starts afresh (and replays what is done: idempotent, only slower).
         digest = f"{file_digest(path)}:{workers}"
         done = _done(conninfo, schema, digest)
-        segments, invalid, report.lines = _plan(ledger, path, workers, default_actor,
-                                                started_at, show_progress)
+        plan = _plan(ledger, path, workers, default_actor, started_at, show_progress)
+        invalid, report.lines = plan.invalid, plan.lines
     finally:
         ledger.close()
     invalid_entries = {number: _reject(number, request_id, INVALID_LINE, reason, text)
@@ -516,18 +564,19 @@ def _import_file(url: str, schema: str, path: Path, *, workers: int,
     with tqdm(total=report.lines, desc="importing", unit="line",
               disable=not show_progress) as bar, context.Pool(
             workers, initializer=_init_worker, initargs=(progress,)) as pool:
-        for segment in segments:
+        for segment in plan.segments:
             jobs: list[Job] = []
             for part, numbers in sorted(segment.items()):
                 after = done.get(part, 0)
-                todo = tuple(n for n in numbers if n > after)
+                first = bisect.bisect_right(numbers, after)
+                todo = numbers[first:]
                 skipped = len(numbers) - len(todo)
                 report.skipped += skipped
                 with progress.get_lock():
                     progress.value += skipped
                 if todo:
                     jobs.append(Job(url, schema, str(path), digest, part, todo,
-                                    default_actor, started_at))
+                                    plan.offsets[todo[0] - 1], default_actor, started_at))
             pending = pool.map_async(_run_in_worker, jobs) if jobs else None
             while pending is not None and not pending.ready():
                 pending.wait(0.5)
@@ -549,54 +598,86 @@ def _import_file(url: str, schema: str, path: Path, *, workers: int,
     return report
 
 
+DEFERRED = -2
+"""A line whose complex is looked up once the whole file is read."""
+NOT_RUN = -3
+"""A line that is not a command (it goes to the rejects file as it is)."""
+
+
+@dataclass
+class Plan:
+    segments: list[dict[int, array[int]]]
+    """Partition -> its line numbers, segment by segment (a barrier: {GLOBAL: ...})."""
+    offsets: array[int]
+    """Each line's byte offset in the file (line n at offsets[n - 1])."""
+    invalid: list[tuple[int, str | None, str, str]]
+    lines: int
+
+
 def _plan(ledger: Ledger, path: Path, workers: int, default_actor: UUID, at: datetime,
-          show_progress: bool
-          ) -> tuple[list[dict[int, list[int]]], list[tuple[int, str | None, str, str]], int]:
+          show_progress: bool) -> Plan:
     """Read the file once: each line's partition, cut into segments at the barriers (lines
-    that belong to no complex, which get a segment of their own)."""
+    that belong to no complex; consecutive ones share a segment). Holds a few bytes a line,
+    not the lines: a nationwide file plans in bounded memory."""
     from tqdm import tqdm  # noqa: PLC0415
 
     owners = Owners(ledger)
-    parsed: list[tuple[int, c.Command, Cause]] = []
+    partition = Partitions(workers)
+    parts = array("h")
+    offsets = array("q")
+    deferred: dict[int, UUID] = {}  # line number -> the id whose complex it takes
     invalid: list[tuple[int, str | None, str, str]] = []
-    count = 0
-    with path.open(encoding="utf-8", errors="surrogateescape") as stream, tqdm(
-            desc="reading", unit="line", disable=not show_progress) as bar:
-        for number, text in enumerate(stream, start=1):
-            count = number
-            bar.update(1)
+    offset = 0
+    with path.open("rb") as stream, tqdm(desc="reading", unit="line",
+                                         disable=not show_progress) as bar:
+        for number, raw in enumerate(stream, start=1):
+            offsets.append(offset)
+            offset += len(raw)
+            if number % 10_000 == 0:
+                bar.update(10_000)
+            text = raw.decode("utf-8", "surrogateescape")
             if not text.strip():
                 invalid.append((number, None, "an empty line", text))
+                parts.append(NOT_RUN)
                 continue
             try:
                 line = parse(number, text, default_actor, at)
             except LineError as error:
                 invalid.append((number, _request_id(text), str(error), text))
+                parts.append(NOT_RUN)
                 continue
-            parsed.append((number, line.command, line.cause))
-            owners.learn(line.command, line.cause, owners.complex_of(line.command))
-    # What the file did not define, from the ledger (bulk look-ups).
-    owners.look_up([owner for _, command, _ in parsed
-                    if (owner := owners.owner_ids(command)) is not None])
-    segments: list[dict[int, list[int]]] = []
-    current: dict[int, list[int]] = {}
-    for number, command, _ in parsed:
-        complex_id = owners.complex_of(command)
-        if complex_id is None and owners.owner_ids(command) is not None:
-            # Names what neither the file nor the ledger holds: the ledger will refuse it
-            # with its own code (unknown_household, unknown_resident, ...).
-            current.setdefault(0, []).append(number)
+            if line.complex_id is not None:  # the file says: nothing to learn or look up
+                parts.append(partition(line.complex_id))
+                continue
+            complex_id = owners.complex_of(line.command)
+            owners.learn(line.command, line.cause, complex_id)
+            if complex_id is not None:
+                parts.append(partition(complex_id))
+            elif (owner := owners.owner_ids(line.command)) is not None:
+                deferred[number] = owner
+                parts.append(DEFERRED)
+            else:
+                parts.append(GLOBAL)
+        bar.update(len(parts) % 10_000)
+    # What the file did not define, from the ledger (bulk look-ups). A line naming what
+    # neither holds runs too, and the ledger refuses it with its own code
+    # (unknown_household, unknown_resident, ...).
+    owners.look_up(list(deferred.values()))
+    for number, owner in deferred.items():
+        complex_id = owners.complexes.get(owner)
+        parts[number - 1] = 0 if complex_id is None else partition(complex_id)
+    segments: list[dict[int, array[int]]] = []
+    current: dict[int, array[int]] = {}
+    for index, part in enumerate(parts):
+        if part == NOT_RUN:
             continue
-        if complex_id is None:  # a barrier
-            if current:
-                segments.append(current)
-                current = {}
-            segments.append({GLOBAL: [number]})
-            continue
-        current.setdefault(_partition(complex_id, workers), []).append(number)
+        if current and (part == GLOBAL) != (GLOBAL in current):
+            segments.append(current)
+            current = {}
+        current.setdefault(part, array("q")).append(index + 1)
     if current:
         segments.append(current)
-    return segments, invalid, count
+    return Plan(segments, offsets, invalid, len(parts))
 
 
 def _request_id(text: str) -> str | None:
