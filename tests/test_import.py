@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,25 @@ def write_file(path: Path, trades: int = 600) -> dict[str, Any]:
             "bad": {numbers[text]: text for text in bad.values()}}
 
 
+_created: list[str] = []
+"""Schemas `_schema` made for the running test, dropped after it."""
+
+
+@pytest.fixture(autouse=True)
+def _drop_schemas(database_url: str) -> Iterator[None]:
+    yield
+    with psycopg.connect(ConnectionSettings.from_url(database_url).conninfo(),
+                         autocommit=True) as conn:
+        while _created:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{_created.pop()}" CASCADE')
+
+
 def _schema(database_url: str) -> str:
     name = f"imp_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ConnectionSettings.from_url(database_url).conninfo(),
                          autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
+    _created.append(name)
     return name
 
 
