@@ -195,6 +195,7 @@ def commands_per_second(count: int, make: Callable[[], tuple[c.Command, Cause]],
     per_thread = count // threads
     accepted = [0] * threads
     unavailable = [0] * threads
+    refused: dict[str, int] = {}
 
     def send(index: int) -> None:
         for _ in range(per_thread):
@@ -202,8 +203,8 @@ def commands_per_second(count: int, make: Callable[[], tuple[c.Command, Cause]],
             try:
                 ledger.execute(command, cause)
                 accepted[index] += 1
-            except DomainError:
-                pass
+            except DomainError as error:
+                refused[error.code] = refused.get(error.code, 0) + 1
             except DatabaseUnavailable:  # a client would retry; counted, not accepted
                 unavailable[index] += 1
 
@@ -216,6 +217,8 @@ def commands_per_second(count: int, make: Callable[[], tuple[c.Command, Cause]],
     elapsed = time.perf_counter() - started
     if sum(unavailable):
         print(f"   ({sum(unavailable)} of {per_thread * threads} answered unavailable)")
+    if refused:  # refused commands are not counted as done
+        print(f"   (refused, not counted: {refused})")
     return sum(accepted) / elapsed, (ledger.position() - start_position) / elapsed
 
 
