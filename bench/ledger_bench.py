@@ -7,11 +7,14 @@ Each figure is a ratio to a baseline measured in the same run on the same server
   2. 16 threads sending a command mix    vs raw single-row INSERT+COMMIT from 8 connections
   3. bulk seeding through the commands   vs COPY of the very rows the seeding wrote
 and 1 and 2 again with two writer processes on the same schema (each sends half the
-commands, with half the threads): the price of staying right under many processes
-(stale reads caught by the save, rejections re-checked) shows as the ratio of the
-two-process figure to the one-process figure. Raw rows go into a table of the same shape
-as the events table. Without --database-url the embedded PostgreSQL is used (in
-var/bench-pgdata).
+commands, with half the threads), in two deployments: both processes taking commands for
+every complex ("shared"), and each process taking the commands of its own half of the
+complexes ("by complex", the routing docs/ledger.md recommends: buyer, seller, fund and
+rent all in that process's complexes). The price of staying right under many processes
+(stale reads caught by the save, rejections re-checked, the writers' lock while they
+contend) shows as the ratio of the two-process figure to the one-process figure. Raw rows
+go into a table of the same shape as the events table. Without --database-url the
+embedded PostgreSQL is used (in var/bench-pgdata).
 """
 
 from __future__ import annotations
@@ -112,7 +115,10 @@ class Scenario:
     """A small populated ledger to send commands to (populated once; another writer
     process reads the same population)."""
 
-    def __init__(self, ledger: Ledger, *, populate: bool = True, prefix: str = "B") -> None:
+    def __init__(self, ledger: Ledger, *, populate: bool = True, prefix: str = "B",
+                 share: tuple[int, int] | None = None) -> None:
+        """`share` (n, of): keep to the n-th of `of` parts of the complexes (routed by
+        complex); None: every complex."""
         self.ledger = ledger
         self.random = random.Random(11 if populate else os.getpid())
         self.prefix = prefix
@@ -120,13 +126,19 @@ class Scenario:
             seed(ledger, complexes=4, households=400, months=1, progress=False)
         with psycopg.connect(ConnectionSettings.from_url(ledger_url).conninfo(),
                              options=f"-c search_path={ledger.schema}") as conn:
-            self.residents = [(row[0], row[1]) for row in conn.execute(
+            enrolled = conn.execute(
                 "SELECT originator_id, (convert_from(state, 'UTF8')::json"
-                "->'household_id'->>'_data_')::uuid FROM ledger_events "
-                "WHERE topic LIKE %s", ("%Resident.Enrolled",))]
+                "->'household_id'->>'_data_')::uuid, (convert_from(state, 'UTF8')::json"
+                "->'complex_id'->>'_data_')::uuid FROM ledger_events "
+                "WHERE topic LIKE %s ORDER BY notification_id",
+                ("%Resident.Enrolled",)).fetchall()
             self.complexes = [row[0] for row in conn.execute(
-                "SELECT originator_id FROM ledger_events WHERE topic LIKE %s",
-                ("%Complex.Registered",))]
+                "SELECT originator_id FROM ledger_events WHERE topic LIKE %s "
+                "ORDER BY notification_id", ("%Complex.Registered",))]
+        if share is not None:
+            self.complexes = self.complexes[share[0]::share[1]]
+        mine = set(self.complexes)
+        self.residents = [(row[0], row[1]) for row in enrolled if row[2] in mine]
         self.count = 0
         self.lock = threading.Lock()
         # One open invoice per household, large enough for every rent payment of the run.
@@ -183,6 +195,7 @@ def commands_per_second(count: int, make: Callable[[], tuple[c.Command, Cause]],
     per_thread = count // threads
     accepted = [0] * threads
     unavailable = [0] * threads
+    refused: dict[str, int] = {}
 
     def send(index: int) -> None:
         for _ in range(per_thread):
@@ -190,8 +203,8 @@ def commands_per_second(count: int, make: Callable[[], tuple[c.Command, Cause]],
             try:
                 ledger.execute(command, cause)
                 accepted[index] += 1
-            except DomainError:
-                pass
+            except DomainError as error:
+                refused[error.code] = refused.get(error.code, 0) + 1
             except DatabaseUnavailable:  # a client would retry; counted, not accepted
                 unavailable[index] += 1
 
@@ -204,18 +217,23 @@ def commands_per_second(count: int, make: Callable[[], tuple[c.Command, Cause]],
     elapsed = time.perf_counter() - started
     if sum(unavailable):
         print(f"   ({sum(unavailable)} of {per_thread * threads} answered unavailable)")
+    if refused:  # refused commands are not counted as done
+        print(f"   (refused, not counted: {refused})")
     return sum(accepted) / elapsed, (ledger.position() - start_position) / elapsed
 
 
-def _writer_process(job: tuple[str, str, str, int, int, int]) -> tuple[int, int, float, float]:
-    """One of two writer processes: its own Ledger on the shared schema; returns accepted
-    commands, events, and its start and end times (wall clock)."""
-    url, schema, kind, count, threads, number = job
+def _writer_process(job: tuple[str, str, str, int, int, int, bool]
+                    ) -> tuple[int, int, float, float]:
+    """One of two writer processes: its own Ledger on the shared schema (with `by_complex`,
+    only the commands of its half of the complexes); returns accepted commands, events,
+    and its start and end times (wall clock)."""
+    url, schema, kind, count, threads, number, by_complex = job
     global ledger_url  # noqa: PLW0603
     ledger_url = url
     ledger = Ledger.connect(url, schema)
     try:
-        scenario = Scenario(ledger, populate=False, prefix=f"W{number}-{uuid.uuid4().hex[:6]}")
+        scenario = Scenario(ledger, populate=False, prefix=f"W{number}-{uuid.uuid4().hex[:6]}",
+                            share=(number, 2) if by_complex else None)
         make = scenario.trade if kind == "trade" else scenario.mix
         for resident, _ in scenario.residents:  # a warm cache, as in a process that has
             ledger.load(resident)                # been serving for a while
@@ -234,11 +252,13 @@ def _writer_process(job: tuple[str, str, str, int, int, int]) -> tuple[int, int,
         ledger.close()
 
 
-def two_writers(schema: str, kind: str, count: int, threads: int) -> tuple[float, float]:
+def two_writers(schema: str, kind: str, count: int, threads: int,
+                by_complex: bool) -> tuple[float, float]:
     """Commands/s and events/s of two writer processes sharing the work, over the span
     from the first start to the last end."""
     context = multiprocessing.get_context("spawn")
-    jobs = [(ledger_url, schema, kind, count // 2, max(1, threads // 2), n) for n in range(2)]
+    jobs = [(ledger_url, schema, kind, count // 2, max(1, threads // 2), n, by_complex)
+            for n in range(2)]
     with context.Pool(2) as pool:
         results = pool.map(_writer_process, jobs)
     span = max(r[3] for r in results) - min(r[2] for r in results)
@@ -262,7 +282,7 @@ def main() -> None:
         scenario = Scenario(ledger)
         rows = sample_rows(conninfo, schema, args.commands)
         single, single_raw, mixed, mixed_raw = [], [], [], []
-        single_two, mixed_two = [], []
+        single_two, mixed_two, single_routed, mixed_routed = [], [], [], []
         for _ in range(args.repeat):
             single.append(commands_per_second(args.commands, scenario.trade, ledger, 1))
             single_raw.append(raw_single_inserts(conninfo, raw_schema, rows, 1))
@@ -273,8 +293,10 @@ def main() -> None:
         # Two writer processes last: afterwards this process's cache is stale, and each
         # aggregate it touches again costs one conflict and a fresh read.
         for _ in range(args.repeat):
-            single_two.append(two_writers(schema, "trade", args.commands, 2))
-            mixed_two.append(two_writers(schema, "mix", args.commands * 2, 16))
+            single_routed.append(two_writers(schema, "trade", args.commands, 2, True))
+            mixed_routed.append(two_writers(schema, "mix", args.commands * 2, 16, True))
+            single_two.append(two_writers(schema, "trade", args.commands, 2, False))
+            mixed_two.append(two_writers(schema, "mix", args.commands * 2, 16, False))
     finally:
         ledger.close()
 
@@ -302,13 +324,16 @@ def main() -> None:
     print(f"2. 16-thread command mix: {mixed_cmd:,.0f} commands/s ({mixed_events:,.0f} "
           f"events/s); raw 8 connections {raw8:,.0f} rows/s; ratio {mixed_cmd / raw8:.2f}x "
           f"(events {mixed_events / raw8:.2f}x)")
-    single_two_cmd, mixed_two_cmd = median(single_two, 0), median(mixed_two, 0)
-    print(f"1b. two writer processes, one thread each: {single_two_cmd:,.0f} commands/s; "
-          f"ratio to raw {single_two_cmd / raw1:.2f}x; to one process "
-          f"{single_two_cmd / single_cmd:.2f}x")
-    print(f"2b. two writer processes, 8 threads each: {mixed_two_cmd:,.0f} commands/s; "
-          f"ratio to raw 8 connections {mixed_two_cmd / raw8:.2f}x; to one process "
-          f"{mixed_two_cmd / mixed_cmd:.2f}x")
+    for label, single_pairs, mixed_pairs in (
+            ("b", single_routed, mixed_routed), ("c", single_two, mixed_two)):
+        how = "by complex" if label == "b" else "shared complexes"
+        single_two_cmd, mixed_two_cmd = median(single_pairs, 0), median(mixed_pairs, 0)
+        print(f"1{label}. two writer processes, {how}, one thread each: {single_two_cmd:,.0f} "
+              f"commands/s; ratio to raw {single_two_cmd / raw1:.2f}x; to one process "
+              f"{single_two_cmd / single_cmd:.2f}x")
+        print(f"2{label}. two writer processes, {how}, 8 threads each: {mixed_two_cmd:,.0f} "
+              f"commands/s; ratio to raw 8 connections {mixed_two_cmd / raw8:.2f}x; to one "
+              f"process {mixed_two_cmd / mixed_cmd:.2f}x")
     print(f"3. bulk seeding: {bulk_events:,} events in {bulk_elapsed:.1f} s = "
           f"{bulk_rate:,.0f} events/s ({summary.commands / bulk_elapsed:,.0f} commands/s); "
           f"COPY of the same rows {copy_rate:,.0f} rows/s; ratio {bulk_rate / copy_rate:.2f}x")

@@ -141,33 +141,42 @@ def connect(url: str, schema: str = "public", *, autocommit: bool = False) -> ob
 
 
 class IdleCheck:
-    """A connection pool's `check` and `reset`: a connection that sat idle in the pool for
-    `limits.pooled_connection_idle_check_seconds` or more is checked (one round trip)
-    before it is handed out, so one broken by a database restart is replaced instead of
-    failing a request; one returned a moment ago is handed out as it is. Checking every
-    checkout cost a round trip per command (measured: about a fifth of single commands'
-    throughput)."""
+    """A connection pool's `check` (and, optionally, `reset`): a connection that was not
+    handed out nor given back for `limits.pooled_connection_idle_check_seconds` or more is
+    checked (one round trip) before it is handed out, so one broken by a database restart
+    is replaced instead of failing a request; one used a moment ago is handed out as it
+    is. Checking every checkout cost a round trip per command (measured: about a fifth of
+    single commands' throughput).
+
+    `check` alone is enough: it notes when it hands a connection out. A pool given
+    `reset` too passes every returned connection through a worker thread of its own
+    (psycopg_pool does so for any pool with a `reset`), a thread hop on every command;
+    the ledger's pool does without it."""
 
     def __init__(self, idle_seconds: float = limits.pooled_connection_idle_check_seconds
                  ) -> None:
         self.idle_seconds = idle_seconds
-        self._returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._used_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def reset(self, conn: Any) -> None:
+        self._note_use(conn)
+
+    def _note_use(self, conn: Any) -> None:
         with self._lock:
-            self._returned_at[conn] = time.monotonic()
+            self._used_at[conn] = time.monotonic()
 
     def _idle_long(self, conn: Any) -> bool:
         with self._lock:
-            returned_at = self._returned_at.get(conn)
-        return returned_at is None or time.monotonic() - returned_at >= self.idle_seconds
+            used_at = self._used_at.get(conn)
+        return used_at is None or time.monotonic() - used_at >= self.idle_seconds
 
     def check(self, conn: Any) -> None:
         if self._idle_long(conn):
             from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
             ConnectionPool.check_connection(conn)
+        self._note_use(conn)
 
     async def reset_async(self, conn: Any) -> None:
         """`reset` for an `AsyncConnectionPool`."""
@@ -179,3 +188,4 @@ class IdleCheck:
             from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415
 
             await AsyncConnectionPool.check_connection(conn)
+        self._note_use(conn)

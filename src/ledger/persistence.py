@@ -262,10 +262,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
         # see ledger.database.eventsourcing_env).
         # Broken connections (a database restart) are replaced before use when they sat
         # idle; the library offers only a check on every checkout (a round trip each), so
-        # its pool gets ours (psycopg_pool keeps both callbacks in these attributes).
-        idle_check = IdleCheck()
-        self.datastore.pool._check = idle_check.check
-        self.datastore.pool._reset = idle_check.reset
+        # its pool gets ours (psycopg_pool keeps the callback in this attribute). No
+        # `reset`: with one, the pool hands every returned connection to a worker thread.
+        self.datastore.pool._check = IdleCheck().check
         pool_kwargs = self.datastore.pool.kwargs
         assert isinstance(pool_kwargs, dict), "the library passes connection keywords"
         self.writers_lock = WritersLock(
