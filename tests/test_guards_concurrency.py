@@ -139,3 +139,24 @@ def test_a_cold_writer_sees_the_pair_count_of_another(world: World, pair: dict) 
         cold.close()
     assert refused.value.code == "pair_trade_cap_reached"
     assert pair_count(world, pair) == 1
+
+
+def test_a_cold_writer_loads_stored_pair_counters_with_its_batch(world: World,
+                                                                  pair: dict) -> None:
+    """A batch of trades in a writer that has not seen the pairs' counters (a new process, a
+    restart) reads them with the rest of the batch: it saves at first try, without turning to
+    the writers' cross-process lock, and the counters count on."""
+    third = world.resident(world.household(world.complexes[0]))
+    record(world.ledger, pair["first"], pair["second"], "before-1", 100)
+    record(world.ledger, pair["first"], third, "before-2", 100)
+    cold = Ledger.connect(world.database_url, world.schema)
+    try:
+        results = cold.execute_many([
+            (c.RecordTrade(f"cold-{number}", "sharing", "x", seller, "resident", pair["first"],
+                           100, 0), cause(PLATFORM, "platform"))
+            for number, seller in enumerate((pair["second"], third))])
+        assert all(isinstance(result, Outcome) for result in results), results
+        assert not cold.engine.contended()
+    finally:
+        cold.close()
+    assert pair_count(world, pair) == 2

@@ -221,12 +221,13 @@ class Ledger(Application[UUID]):
             found[current] = aggregate
         return found
 
-    def prefetch(self, commands: list[c.Command]) -> None:
-        """Load into the cache, in one round trip, what the commands name and the cache
-        lacks: a batch whose aggregates outgrew the cache then pays one round trip, not
-        one (or two) per command."""
-        self.warm([aggregate_id for command in commands
-                   for aggregate_id in command.named_ids()])
+    def prefetch(self, items: list[tuple[c.Command, Cause]]) -> None:
+        """Load into the cache, in one round trip, what the commands name or read ahead
+        (`trading.read_ahead_ids`) and the cache lacks: a batch whose aggregates outgrew the
+        cache then pays one round trip, not one (or two) per command."""
+        self.warm([aggregate_id for command, cause in items
+                   for aggregate_id in (*command.named_ids(),
+                                        *trading.read_ahead_ids(command, cause))])
 
     def warm(self, aggregate_ids: list[UUID]) -> None:
         """Load into the cache, in one round trip, those of these aggregates it lacks (a

@@ -148,8 +148,8 @@ class Ledgerlike(Protocol):
     def evict(self, aggregate_ids: list[UUID]) -> None:
         """Drop these aggregates from the cache (they may be stale or half-changed)."""
 
-    def prefetch(self, commands: list[c.Command]) -> None:
-        """Load into the cache, together, what the commands name and the cache lacks."""
+    def prefetch(self, items: list[tuple[c.Command, Cause]]) -> None:
+        """Load into the cache, together, what the commands read and the cache lacks."""
 
     def rejection_stands(self, rejected: Rejected) -> bool:
         """Whether a rejection computed from memory holds against committed state: every
@@ -240,6 +240,12 @@ class Engine:
         """Held while a batch runs (and by bulk loading)."""
         return self._write_lock
 
+    def contended(self) -> bool:
+        """Whether batches take the writers' cross-process lock now: a save was refused
+        because another writer changed what this one read or changed, less than
+        `limits.contended_seconds` ago."""
+        return time.monotonic() < self._contended_until
+
     def queue_depth(self) -> int:
         with self._queue_lock:
             return len(self._queue)
@@ -328,7 +334,8 @@ class Engine:
                 staging = Batch()
                 try:
                     if not fresh:
-                        self.ledger.prefetch([pending.command for pending in unique])
+                        self.ledger.prefetch([(pending.command, pending.cause)
+                                              for pending in unique])
                     for pending in unique:
                         self.ledger.stage(pending, staging, fresh=fresh)
                     if not fresh and not all(self.ledger.rejection_stands(rejected)
@@ -474,7 +481,7 @@ class Engine:
         staging = Batch()
         if not fresh and len(batch) > 1:
             try:
-                self.ledger.prefetch([pending.command for pending in batch])
+                self.ledger.prefetch([(pending.command, pending.cause) for pending in batch])
             except DATABASE_ERRORS as error:  # nothing decided: each may retry at once
                 logger.warning("a batch of %d commands: database unavailable: %s",
                                len(batch), error)

@@ -121,6 +121,18 @@ def _record(command: c.RecordTrade, cause: Cause, unit: UnitOfWork,
             buyer.home_complex_id)
 
 
+def read_ahead_ids(command: c.Command, cause: Cause) -> list[UUID]:
+    """What a command reads beyond the ids it names: a trade between residents, its pair's
+    counter of the month. A batch loads it with the rest (`Ledger.prefetch`), so that a
+    counter stored by another process, or before a restart, is not taken as new and its
+    save refused (`UnitOfWork.find_known`), which ran the batch again and sent the writer
+    into its contended mode for `limits.contended_seconds`."""
+    if isinstance(command, c.RecordTrade) and command.seller_kind == "resident":
+        return [trade_pair_id(command.buyer_id, command.seller_id,
+                              kst_month(cause.occurred_at))]
+    return []
+
+
 def _check_guards(command: c.RecordTrade, cause: Cause, unit: UnitOfWork, guards: Guards,
                   buyer: Resident, seller: Resident | Merchant,
                   personal_won: int) -> tuple[TradePair | None, int | None] | None:
