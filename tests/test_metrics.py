@@ -326,7 +326,13 @@ def test_two_workers_every_scrape_counts_the_requests_of_both(
                 sender.join(timeout=30)
             if len([n for n in worker_health_counts(directory).values() if n > 0]) == 2:
                 break
+        # A worker counts a request once its answer is sent: the last may land just after
+        # the client has it (5 s at most).
+        deadline = time.monotonic() + 5
         by_worker = worker_health_counts(directory)
+        while sum(by_worker.values()) < sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+            by_worker = worker_health_counts(directory)
         assert len([n for n in by_worker.values() if n > 0]) == 2, by_worker
         assert sum(by_worker.values()) == sent
 
