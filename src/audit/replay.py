@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -582,27 +583,29 @@ def replay_projections(url: str, schema: str,
                        names: tuple[str, ...] | None = None) -> ReplayReport:
     """The projections' half of the replay (or the named projections' share of it) on a
     connection of its own (for a worker process)."""
-    with psycopg.connect(ConnectionSettings.from_url(url).conninfo(),
-                         options=f"-c search_path={schema}") as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        try:
-            chosen = ALL if names is None else tuple(p for p in ALL if p.name in names)
-            return Replay(conn, part="projections", projections=chosen).run()
-        finally:
-            conn.rollback()
+    chosen = ALL if names is None else tuple(p for p in ALL if p.name in names)
+    with _snapshot(url, schema) as conn:
+        return Replay(conn, part="projections", projections=chosen).run()
 
 
 def replay_slice(url: str, schema: str, slice_index: int, slices: int,
                  fold: tuple[str, ...] | None = None) -> ReplayReport:
     """One slice of the whole replay (the auditor's fold and the named projections') on a
     connection of its own (for a worker process)."""
+    with _snapshot(url, schema) as conn:
+        return Replay(conn, fold=fold, slice_index=slice_index, slices=slices).run()
+
+
+@contextmanager
+def _snapshot(url: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """A read-only REPEATABLE READ connection of its own (a worker process's), rolled back
+    when done."""
     with psycopg.connect(ConnectionSettings.from_url(url).conninfo(),
                          options=f"-c search_path={schema}") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         try:
-            return Replay(conn, fold=fold, slice_index=slice_index, slices=slices).run()
+            yield conn
         finally:
             conn.rollback()
 
