@@ -9,6 +9,7 @@ never see each other's events.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -46,16 +47,25 @@ def database_url() -> Iterator[str]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def schema(database_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL schema for one test."""
+@contextlib.contextmanager
+def fresh_schema(database_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     conninfo = ConnectionSettings.from_url(database_url).conninfo()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
-    yield name
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema for one test."""
+    with fresh_schema(database_url) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
-import psycopg
 import pytest
 
+from conftest import fresh_schema
 from ledger.application import Ledger
 from ledger.complex import Complex
 from ledger.conservation import fold
-from ledger.database import ConnectionSettings
 from ledger.merchant import Merchant
 from ledger.resident import Resident
 from seeding.seed import SeedSummary, seed
@@ -21,13 +19,8 @@ from seeding.seed import SeedSummary, seed
 
 @pytest.fixture
 def second_schema(database_url: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conninfo = ConnectionSettings.from_url(database_url).conninfo()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{name}"')
-    yield name
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+    with fresh_schema(database_url) as name:
+        yield name
 
 
 def _seed(database_url: str, schema: str, workers: int) -> tuple[SeedSummary, dict[str, Any]]:
