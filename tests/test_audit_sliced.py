@@ -14,7 +14,7 @@ from audit.verification import Verification, verify_ledger, verify_slices_for
 from cli.audit import main as audit_main
 from ledger import limits
 from test_audit_group_buys import group_buys
-from test_audit_verify import _fake_trade_rows, chain, project, superuser, workload
+from test_audit_verify import chain, insert_fake_trade, project, superuser, workload
 from test_points_lifecycle_audit import lifecycle_workload
 from test_votes_audit import voting_workload
 from world import World
@@ -102,11 +102,7 @@ def test_sliced_verify_finds_a_fake_trade_and_its_broken_balances(
     buyer, _ = people.residents[0]
     seller, _ = people.residents[1]
     with superuser(world) as conn:
-        for originator_id, version, topic, state in _fake_trade_rows(world, buyer, seller):
-            conn.execute("INSERT INTO ledger_events (originator_id, originator_version, topic,"
-                         " state) VALUES (%s, %s, %s, %s)",
-                         (originator_id, version, topic, json.dumps(state).encode()))
-        conn.commit()
+        insert_fake_trade(conn, world, buyer, seller)
     chain(world, key_dir)
     project(world)
 

@@ -206,6 +206,15 @@ def test_altered_history_line_is_located(world: World, key_dir: Path) -> None:
         False, position, "projection_mismatch")
 
 
+def insert_fake_trade(conn: Any, world: World, buyer: Any, seller: Any) -> None:
+    """Write the fake trade's events straight into the log, as a superuser, and commit."""
+    for originator_id, version, topic, state in _fake_trade_rows(world, buyer, seller):
+        conn.execute("INSERT INTO ledger_events (originator_id, originator_version, topic,"
+                     " state) VALUES (%s, %s, %s, %s)",
+                     (originator_id, version, topic, json.dumps(state).encode()))
+    conn.commit()
+
+
 def _fake_trade_rows(world: World, buyer: uuid.UUID, seller: uuid.UUID) -> list[tuple[Any, ...]]:
     """A trade written around the rules: 10 % personal accrual where the policy says 3 %,
     and points spent that the buyer does not have and the seller never receives."""
@@ -257,11 +266,7 @@ def test_fake_trade_chained_by_the_follower_is_caught(world: World, key_dir: Pat
     buyer, _ = people.residents[0]
     seller, _ = people.residents[1]
     with superuser(world) as conn:
-        for originator_id, version, topic, state in _fake_trade_rows(world, buyer, seller):
-            conn.execute("INSERT INTO ledger_events (originator_id, originator_version, topic,"
-                         " state) VALUES (%s, %s, %s, %s)",
-                         (originator_id, version, topic, json.dumps(state).encode()))
-        conn.commit()
+        insert_fake_trade(conn, world, buyer, seller)
         (fake_position,) = conn.execute(
             "SELECT min(notification_id) FROM ledger_events WHERE topic = %s"
             " AND state::text LIKE %s", ("ledger.trade:Trade.Recorded", "%")).fetchone() or (0,)
